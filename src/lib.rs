@@ -1,0 +1,43 @@
+//! `mesos-hook-executor`: a custom Apache Mesos executor.
+//!
+//! # Layout
+//! - [`config`]: the environment, read once and validated as a whole.
+//! - [`duration`]: Mesos duration strings.
+//! - [`proto`]: generated Mesos v1 types.
+//! - [`recordio`]: the agent's stream framing.
+//! - [`agent`]: HTTP client for the agent's executor API (http, https, http+unix).
+//! - [`subscription`]: the SUBSCRIBE loop with Mesos' reconnect backoff.
+//! - [`updates`]: status updates, their uuids and the unacknowledged set.
+//! - [`launch`]: TaskInfo → program, environment, user (pure).
+//! - [`policy`]: kill grace, terminal state and other decisions (pure).
+//! - [`process`]: spawning, the child reaper, process-tree signalling.
+//! - [`executor`]: the owner of all executor state and its event loop.
+//! - [`emulator`]: a local Mesos agent emulator for tests and `make demo`.
+//!
+//! # Theory of operation
+//! One task (the [`executor::Executor`]) owns every piece of mutable state and
+//! reads one inbox of [`executor::Input`]s: agent events, stream connected or
+//! lost, child exits, update call results, OS signals. Everything that waits on
+//! I/O — the subscription, the update sender, the child reaper — runs in its own
+//! task and reports back through that inbox, so the owner never blocks; its only
+//! other wake-up is its nearest deadline (SIGKILL escalation, recovery timeout,
+//! acknowledgement wait). Decisions are delegated to pure functions in
+//! [`policy`] and [`launch`], which carry the unit tests.
+
+pub mod agent;
+pub mod config;
+pub mod duration;
+pub mod emulator;
+pub mod executor;
+pub mod launch;
+pub mod policy;
+pub mod process;
+pub mod proto;
+pub mod recordio;
+pub mod subscription;
+pub mod updates;
+
+// pub use executor::{run, Outcome};
+
+/// The release string: crate version and git revision.
+pub const RELEASE: &str = concat!(env!("CARGO_PKG_VERSION"), "-", env!("HOOK_EXECUTOR_GIT_REV"));

@@ -37,7 +37,7 @@ pub mod recordio;
 pub mod subscription;
 pub mod updates;
 
-// pub use executor::{run, Outcome};
+pub use executor::{run, Outcome};
 
 /// The release string: crate version and git revision.
 pub const RELEASE: &str = concat!(env!("CARGO_PKG_VERSION"), "-", env!("HOOK_EXECUTOR_GIT_REV"));

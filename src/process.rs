@@ -1,1 +1,459 @@
-//! placeholder
+//! Child processes: spawning, reaping and signalling whole process trees.
+//!
+//! # Reaping
+//! The executor makes itself a *child subreaper* at start, so any descendant
+//! whose parent dies (a double-forked daemon, a background job of `sh -c`) is
+//! re-parented to us rather than to init, and stays inside our reach. Such
+//! orphans must be reaped by us, which needs a blanket `waitpid(-1)`; that is
+//! only correct if *every* child we spawn goes through the one [`Reaper`], which
+//! hands each exit status to whoever registered that pid. So nothing in this
+//! crate uses `tokio::process` or `std::process::Child::wait`.
+//!
+//! `std::process::Command::spawn` itself waits for a child whose `exec` failed;
+//! the reaper therefore holds its lock both while spawning and while calling
+//! `waitpid`, so it can never steal that status from std.
+//!
+//! # The task's tree
+//! The task runs in its own session (`setsid`). Its tree is: the root and its
+//! descendants, every process in its session, and every orphan re-parented to
+//! the executor that we did not spawn for something else (hook, check, remote
+//! command) — with all their descendants. Signalling follows Mesos'
+//! `os::killtree`: SIGSTOP every member (repeating the walk until it no longer
+//! grows, so nothing forks past us), send the signal, then SIGCONT.
+
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    os::unix::process::CommandExt,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::{kill, Signal},
+        wait::{waitpid, WaitPidFlag, WaitStatus},
+    },
+    unistd::Pid,
+};
+use tokio::sync::oneshot;
+
+use crate::{launch::{LaunchSpec, Program}, policy::ExitOutcome};
+
+/// What a spawned child is for; decides whether its orphans count as the task's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The task's root process.
+    Task,
+    /// Anything else (hook, health check, remote command).
+    Auxiliary,
+}
+
+#[derive(Default)]
+struct ReaperState {
+    waiters: HashMap<i32, (Role, oneshot::Sender<ExitOutcome>)>,
+}
+
+/// The single place that waits for children. Cheap to clone.
+#[derive(Clone)]
+pub struct Reaper {
+    state: Arc<Mutex<ReaperState>>,
+}
+
+impl std::fmt::Debug for Reaper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reaper").finish_non_exhaustive()
+    }
+}
+
+impl Reaper {
+    /// Becomes a child subreaper, subscribes to SIGCHLD and starts reaping.
+    /// Must run inside a tokio runtime, before any child is spawned.
+    pub fn install() -> io::Result<Self> {
+        set_child_subreaper()?;
+        let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+        let reaper = Self { state: Arc::new(Mutex::new(ReaperState::default())) };
+        let r = reaper.clone();
+        tokio::spawn(async move {
+            loop {
+                r.reap_all();
+                if sigchld.recv().await.is_none() {
+                    break;
+                }
+            }
+        });
+        Ok(reaper)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ReaperState> {
+        // A poisoned lock only means another thread panicked mid-update of a
+        // HashMap insert/remove; the map itself is still usable.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Collects every exited child and delivers the statuses of registered ones.
+    pub fn reap_all(&self) {
+        loop {
+            let mut state = self.lock();
+            let (pid, outcome) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, ExitOutcome::Exited(code)),
+                Ok(WaitStatus::Signaled(pid, signal, core_dumped)) => {
+                    (pid, ExitOutcome::Signaled { signal: signal as i32, core_dumped })
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(cause = %e, "waitpid failed");
+                    return;
+                }
+            };
+            match state.waiters.remove(&pid.as_raw()) {
+                Some((_, tx)) => {
+                    let _ = tx.send(outcome);
+                }
+                None => tracing::debug!(pid = pid.as_raw(), ?outcome, "reaped an orphaned descendant"),
+            }
+        }
+    }
+
+    /// Spawns `command` and registers it; the receiver yields its exit.
+    pub fn spawn(&self, command: &mut Command, role: Role) -> io::Result<(u32, oneshot::Receiver<ExitOutcome>)> {
+        let mut state = self.lock();
+        let child = command.spawn()?;
+        let pid = child.id();
+        // `Child` is dropped without waiting: the reaper owns the exit status.
+        drop(child);
+        let (tx, rx) = oneshot::channel();
+        state.waiters.insert(pid_i32(pid), (role, tx));
+        Ok((pid, rx))
+    }
+
+    /// Pids of live children spawned for something other than the task.
+    #[must_use]
+    pub fn auxiliary_pids(&self) -> HashSet<i32> {
+        self.lock().waiters.iter().filter(|(_, (role, _))| *role == Role::Auxiliary).map(|(pid, _)| *pid).collect()
+    }
+}
+
+fn pid_i32(pid: u32) -> i32 {
+    i32::try_from(pid).unwrap_or(i32::MAX)
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, 1)`.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: a plain prctl with integer arguments.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// A user to run the task as, resolved before fork (lookups are not safe
+/// between fork and exec).
+#[derive(Debug, Clone)]
+pub struct UserSwitch {
+    /// User name, for messages.
+    pub name: String,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    groups: Vec<nix::unistd::Gid>,
+}
+
+/// Why the task could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// `CommandInfo.user` does not exist on this host.
+    #[error("user {0:?} does not exist on this agent")]
+    NoSuchUser(String),
+    /// Looking the user up failed.
+    #[error("looking up user {user:?}: {cause}")]
+    UserLookup {
+        /// User name.
+        user: String,
+        /// Error.
+        cause: String,
+    },
+    /// fork/exec failed.
+    #[error("cannot start `{command}` in {cwd}: {cause}")]
+    Exec {
+        /// The command line.
+        command: String,
+        /// Working directory.
+        cwd: String,
+        /// OS error.
+        cause: io::Error,
+    },
+}
+
+/// Resolves the user the task should run as: only when the executor is root
+/// and a different user is asked for; otherwise the task runs as we do (the
+/// agent already started us as the framework's user).
+pub fn resolve_user(user: Option<&str>) -> Result<Option<UserSwitch>, SpawnError> {
+    let Some(name) = user else { return Ok(None) };
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let found = nix::unistd::User::from_name(name).map_err(|e| SpawnError::UserLookup { user: name.to_owned(), cause: e.to_string() })?;
+    let Some(u) = found else { return Err(SpawnError::NoSuchUser(name.to_owned())) };
+    if u.uid == nix::unistd::geteuid() {
+        return Ok(None);
+    }
+    let cname = std::ffi::CString::new(name).map_err(|e| SpawnError::UserLookup { user: name.to_owned(), cause: e.to_string() })?;
+    let groups = nix::unistd::getgrouplist(&cname, u.gid).unwrap_or_else(|_| vec![u.gid]);
+    Ok(Some(UserSwitch { name: name.to_owned(), uid: u.uid, gid: u.gid, groups }))
+}
+
+/// The `Command` for a launch spec: environment from empty, cwd, stdin from
+/// `/dev/null`, stdout/stderr inherited (the sandbox files: zero copying), a new
+/// session, and the user switch if any.
+#[must_use]
+pub fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Command {
+    let mut cmd = match &spec.program {
+        Program::Shell { command } => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(command);
+            c
+        }
+        Program::Exec { path, argv } => {
+            let mut c = Command::new(path);
+            if let Some((argv0, rest)) = argv.split_first() {
+                c.arg0(argv0).args(rest);
+            }
+            c
+        }
+    };
+    cmd.env_clear().envs(&spec.env).current_dir(&spec.cwd).stdin(Stdio::null());
+    // SAFETY: only async-signal-safe calls (setsid, setgroups, setgid, setuid)
+    // between fork and exec; the user was resolved before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            if let Some(u) = &user {
+                nix::unistd::setgroups(&u.groups).map_err(io::Error::from)?;
+                nix::unistd::setgid(u.gid).map_err(io::Error::from)?;
+                nix::unistd::setuid(u.uid).map_err(io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// One line of `/proc/<pid>/stat`, the fields we need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// Process id.
+    pub pid: i32,
+    /// Parent.
+    pub ppid: i32,
+    /// Process group.
+    pub pgrp: i32,
+    /// Session.
+    pub session: i32,
+    /// `comm` (at most 15 bytes).
+    pub comm: String,
+}
+
+/// Parses `/proc/<pid>/stat`; `comm` may contain spaces and parentheses, so
+/// the fields after it are found from the last `)`.
+#[must_use]
+pub fn parse_stat(line: &str) -> Option<ProcInfo> {
+    let open = line.find('(')?;
+    let close = line.rfind(')')?;
+    let pid = line[..open].trim().parse().ok()?;
+    let comm = line.get(open + 1..close)?.to_owned();
+    let mut rest = line.get(close + 1..)?.split_whitespace();
+    let _state = rest.next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    let session = rest.next()?.parse().ok()?;
+    Some(ProcInfo { pid, ppid, pgrp, session, comm })
+}
+
+/// Every process visible in `/proc`.
+#[must_use]
+pub fn list_processes() -> Vec<ProcInfo> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|l| parse_stat(&l))
+        .collect()
+}
+
+/// Identifies the task's tree among `procs` (see the module docs).
+#[must_use]
+pub fn task_tree(procs: &[ProcInfo], root: i32, executor: i32, auxiliary: &HashSet<i32>) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in procs {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let mut members: HashSet<i32> = HashSet::new();
+    let mut queue: Vec<i32> = Vec::new();
+    for p in procs {
+        let in_session = p.session == root || p.pgrp == root;
+        let orphan = p.ppid == executor && !auxiliary.contains(&p.pid);
+        if p.pid != executor && (p.pid == root || in_session || orphan) {
+            queue.push(p.pid);
+        }
+    }
+    while let Some(pid) = queue.pop() {
+        if pid == executor || !members.insert(pid) {
+            continue;
+        }
+        if let Some(kids) = children.get(&pid) {
+            queue.extend(kids.iter().copied().filter(|k| !auxiliary.contains(k) || procs.iter().any(|p| p.pid == *k && p.session == root)));
+        }
+    }
+    let mut out: Vec<i32> = members.into_iter().collect();
+    out.sort_unstable();
+    out
+}
+
+/// Every descendant of `ancestor` (not itself).
+#[must_use]
+pub fn descendants(procs: &[ProcInfo], ancestor: i32) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in procs {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let mut out = Vec::new();
+    let mut queue = children.get(&ancestor).cloned().unwrap_or_default();
+    while let Some(pid) = queue.pop() {
+        out.push(pid);
+        if let Some(kids) = children.get(&pid) {
+            queue.extend(kids);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+fn process_name_matches(pid: i32, comm: &str, names: &[String]) -> bool {
+    if names.is_empty() {
+        return false;
+    }
+    let argv0 = std::fs::read(format!("/proc/{pid}/cmdline")).ok().and_then(|b| {
+        let first = b.split(|c| *c == 0).next()?.to_vec();
+        let s = String::from_utf8(first).ok()?;
+        Some(s.rsplit('/').next().unwrap_or_default().to_owned())
+    });
+    names.iter().any(|n| n == comm || argv0.as_deref() == Some(n.as_str()))
+}
+
+/// Signals the task's tree as described in the module docs. Processes whose
+/// name is in `spared` do not get `signal` (used for SIGTERM exclusions).
+/// Returns the pids signalled.
+pub fn signal_task_tree(root: i32, auxiliary: &HashSet<i32>, signal: Signal, spared: &[String]) -> Vec<i32> {
+    let executor = pid_i32(std::process::id());
+    if signal == Signal::SIGKILL {
+        // Nothing survives SIGKILL to fork again, but a process may fork between
+        // our walk and the signal: repeat until the tree is empty.
+        let mut all = Vec::new();
+        for _ in 0..8 {
+            let tree = task_tree(&list_processes(), root, executor, auxiliary);
+            let fresh: Vec<i32> = tree.into_iter().filter(|p| !all.contains(p)).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for pid in &fresh {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+            all.extend(fresh);
+        }
+        return all;
+    }
+    // Freeze the tree first so that nothing forks past the walk.
+    let mut frozen: Vec<i32> = Vec::new();
+    let mut procs = list_processes();
+    for _ in 0..8 {
+        let tree = task_tree(&procs, root, executor, auxiliary);
+        let fresh: Vec<i32> = tree.into_iter().filter(|p| !frozen.contains(p)).collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for pid in &fresh {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGSTOP);
+        }
+        frozen.extend(fresh);
+        procs = list_processes();
+    }
+    let mut signalled = Vec::new();
+    for pid in &frozen {
+        let comm = procs.iter().find(|p| p.pid == *pid).map(|p| p.comm.clone()).unwrap_or_default();
+        if process_name_matches(*pid, &comm, spared) {
+            tracing::info!(pid, comm, "sparing process from {signal} (HOOK_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES)");
+            continue;
+        }
+        if kill(Pid::from_raw(*pid), signal).is_ok() {
+            signalled.push(*pid);
+        }
+    }
+    for pid in &frozen {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGCONT);
+    }
+    signalled
+}
+
+/// SIGKILLs every remaining descendant of the executor: the last line of
+/// defence before exit, so no process of the task outlives us.
+pub fn kill_all_descendants() -> usize {
+    let me = pid_i32(std::process::id());
+    let mut total = 0;
+    for _ in 0..8 {
+        let found = descendants(&list_processes(), me);
+        if found.is_empty() {
+            break;
+        }
+        for pid in &found {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        total += found.len();
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: i32, ppid: i32, pgrp: i32, session: i32) -> ProcInfo {
+        ProcInfo { pid, ppid, pgrp, session, comm: format!("p{pid}") }
+    }
+
+    #[test]
+    fn parses_stat_with_odd_comm() {
+        let info = parse_stat("1234 (my (weird) proc) S 1 1234 1234 0 -1 4194560").expect("parses");
+        assert_eq!(info, ProcInfo { pid: 1234, ppid: 1, pgrp: 1234, session: 1234, comm: "my (weird) proc".into() });
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn tree_covers_session_groups_descendants_and_orphans() {
+        // executor 10; task root 20 (session 20); 21 child in a new group;
+        // 30 double-forked daemon (new session) re-parented to the executor;
+        // 31 its child; 40 a hook (auxiliary) with child 41; 50 unrelated.
+        let procs = vec![
+            p(10, 1, 10, 10),
+            p(20, 10, 20, 20),
+            p(21, 20, 21, 20),
+            p(22, 21, 21, 20),
+            p(30, 10, 30, 30),
+            p(31, 30, 30, 30),
+            p(40, 10, 40, 40),
+            p(41, 40, 40, 40),
+            p(50, 1, 50, 50),
+        ];
+        let aux: HashSet<i32> = [40].into_iter().collect();
+        assert_eq!(task_tree(&procs, 20, 10, &aux), vec![20, 21, 22, 30, 31]);
+        // After the root died, its session still identifies its processes.
+        let without_root: Vec<ProcInfo> = procs.iter().filter(|x| x.pid != 20).cloned().map(|mut x| {
+            if x.ppid == 20 {
+                x.ppid = 10;
+            }
+            x
+        }).collect();
+        assert_eq!(task_tree(&without_root, 20, 10, &aux), vec![21, 22, 30, 31]);
+        assert_eq!(descendants(&procs, 40), vec![41]);
+    }
+}

@@ -1,1 +1,122 @@
-//! placeholder
+//! The SUBSCRIBE loop and the per-subscription update sender. Both only move
+//! bytes and report to the owner's inbox; the owner decides everything.
+//!
+//! Reconnect cadence follows the Mesos executor library: after a stream that
+//! was open breaks, the first attempt is immediate (the agent's re-registration
+//! window after a restart is only 2 s by default); after a failed attempt the
+//! next comes after a uniform random delay in `[0, backoff_max]`. Only one
+//! SUBSCRIBE is ever in flight. The owner stops the loop by answering a
+//! [`Input::SubscribeRequest`] with `None`.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    agent::{AgentClient, CallConnection, StreamItem},
+    executor::Input,
+    policy,
+    proto::v1,
+    updates,
+};
+
+/// Interval of our HEARTBEAT calls, as the executor library (30 min).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30 * 60);
+
+/// Runs until the owner declines to subscribe again or its inbox is gone.
+pub async fn subscribe_loop(client: AgentClient, inbox: mpsc::Sender<Input>, backoff_max: Duration, max_record_len: usize) {
+    loop {
+        let (reply, request) = oneshot::channel();
+        if inbox.send(Input::SubscribeRequest(reply)).await.is_err() {
+            return;
+        }
+        let Ok(Some(call)) = request.await else { return };
+        let was_open = match client.subscribe(&call, max_record_len).await {
+            Ok(mut stream) => {
+                if inbox.send(Input::StreamOpened).await.is_err() {
+                    return;
+                }
+                let reason = loop {
+                    match stream.next().await {
+                        Ok(StreamItem::Event(event)) => {
+                            if inbox.send(Input::Agent(event)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(StreamItem::Garbage { len, error }) => {
+                            tracing::error!(len, cause = %error, "skipping a {len}-byte record that is not a valid Event");
+                        }
+                        Err(end) => break end.to_string(),
+                    }
+                };
+                if inbox.send(Input::Disconnected(reason)).await.is_err() {
+                    return;
+                }
+                true
+            }
+            Err(error) => {
+                if inbox.send(Input::SubscribeFailed(error)).await.is_err() {
+                    return;
+                }
+                false
+            }
+        };
+        if !was_open {
+            tokio::time::sleep(policy::reconnect_delay(backoff_max, fastrand::f64())).await;
+        }
+    }
+}
+
+/// Sends the updates of one subscription, in order, on one persistent call
+/// connection. A retryable failure (5xx, timeout, broken connection) is
+/// retried with the *same* uuid after a growing delay; the agent dedups by
+/// uuid, so this is safe. A refusal (4xx) is reported and the update stays in
+/// the unacknowledged set for the next SUBSCRIBE. The owner aborts this task
+/// when the subscription ends.
+pub async fn send_updates(
+    mut conn: CallConnection,
+    mut queue: mpsc::UnboundedReceiver<v1::TaskStatus>,
+    inbox: mpsc::Sender<Input>,
+    framework_id: String,
+    executor_id: String,
+) {
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
+    loop {
+        tokio::select! {
+            status = queue.recv() => {
+                let Some(status) = status else { return };
+                let uuid = status.uuid.clone().unwrap_or_default();
+                let label = format!("{} {}", status.state().as_str_name(), updates::uuid_text(&status));
+                let call = updates::update_call(&framework_id, &executor_id, status);
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    match conn.send(&call).await {
+                        Ok(()) => {
+                            tracing::debug!(update = %label, "update accepted by the agent");
+                            if inbox.send(Input::UpdateAccepted(uuid)).await.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                        Err(error) if error.is_retryable() => {
+                            tracing::warn!(update = %label, cause = %error, retry_in = ?delay, "update not delivered; retrying with the same uuid");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                        }
+                        Err(error) => {
+                            if inbox.send(Input::UpdateRefused { uuid, error: error.to_string() }).await.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if let Err(error) = conn.send(&updates::heartbeat_call(&framework_id, &executor_id)).await {
+                    tracing::warn!(cause = %error, "HEARTBEAT call failed");
+                }
+            }
+        }
+    }
+}

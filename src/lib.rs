@@ -9,6 +9,7 @@
 //! - [`subscription`]: the SUBSCRIBE loop with Mesos' reconnect backoff.
 //! - [`updates`]: status updates, their uuids and the unacknowledged set.
 //! - [`launch`]: TaskInfo → program, environment, user (pure).
+//! - [`marathon`]: a Marathon app definition as Marathon hands it to Mesos.
 //! - [`policy`]: kill grace, terminal state and other decisions (pure).
 //! - [`process`]: spawning, the child reaper, process-tree signalling.
 //! - [`executor`]: the owner of all executor state and its event loop.
@@ -30,6 +31,7 @@ pub mod duration;
 pub mod emulator;
 pub mod executor;
 pub mod launch;
+pub mod marathon;
 pub mod policy;
 pub mod process;
 pub mod proto;

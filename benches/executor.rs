@@ -1,0 +1,186 @@
+//! `make bench`: the figures issue targets are stated against, as medians over
+//! many runs on a noisy 2-core machine. Runs the release executor binary
+//! against the in-process agent emulator.
+//!
+//! - LAUNCH → TASK_RUNNING: from handing LAUNCH to the emulator's stream to the
+//!   emulator receiving the RUNNING update.
+//! - KILL → TASK_KILLED: for a task that exits on SIGTERM.
+//! - Peak RSS (VmHWM) of the executor while its task runs.
+//! - Stripped release binary size.
+//! - RecordIO decode throughput (framing only, and framing + Event decode).
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use mesos_hook_executor::{
+    emulator::{task_info, AgentEmulator, EmulatorOptions},
+    proto::{
+        executor::{event, Event},
+        v1::{self, TaskState},
+    },
+    recordio::RecordIoCodec,
+};
+use prost::Message;
+use tokio_util::codec::{Decoder, Encoder};
+
+const RUNS: usize = 25;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn release_dir() -> PathBuf {
+    let mut dir = std::env::current_exe().expect("bench exe");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+struct Run {
+    launch_to_running_ms: f64,
+    kill_to_killed_ms: f64,
+    peak_rss_kib: u64,
+}
+
+async fn one_run(bin: &PathBuf, helper: &PathBuf) -> Run {
+    let emu = AgentEmulator::start(EmulatorOptions::default()).await.expect("emulator");
+    let sandbox = tempfile::tempdir().expect("sandbox");
+    let mut env: BTreeMap<String, String> = emu.executor_env().into_iter().collect();
+    env.insert("MESOS_SANDBOX".into(), sandbox.path().display().to_string());
+    env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+    env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
+    let mut child = Command::new(bin).env_clear().envs(&env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn executor");
+    emu.wait_subscribed(1, Duration::from_secs(10)).await.expect("subscribed");
+    let task = task_info(
+        "bench-task",
+        Some(v1::CommandInfo {
+            value: Some(helper.display().to_string()),
+            shell: Some(false),
+            arguments: vec!["task-helper".into(), "term-exit".into(), sandbox.path().join("pid").display().to_string()],
+            ..Default::default()
+        }),
+    );
+    let launched = Instant::now();
+    emu.launch(task);
+    emu.wait_state("bench-task", TaskState::TaskRunning, Duration::from_secs(10)).await.expect("running");
+    let running_at = emu
+        .calls()
+        .into_iter()
+        .find(|c| c.call.as_ref().and_then(|c| c.update.as_ref()).is_some_and(|u| u.status.state() == TaskState::TaskRunning))
+        .map(|c| c.at)
+        .expect("RUNNING call");
+    let launch_to_running = running_at.saturating_duration_since(launched);
+    // Let the task settle, then read the executor's peak RSS while it runs.
+    for _ in 0..200 {
+        if sandbox.path().join("pid").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let peak_rss_kib = vm_hwm_kib(child.id()).unwrap_or(0);
+    let killed = Instant::now();
+    emu.kill("bench-task", None);
+    emu.wait_state("bench-task", TaskState::TaskKilled, Duration::from_secs(10)).await.expect("killed");
+    let killed_at = emu
+        .calls()
+        .into_iter()
+        .find(|c| c.call.as_ref().and_then(|c| c.update.as_ref()).is_some_and(|u| u.status.state() == TaskState::TaskKilled))
+        .map(|c| c.at)
+        .expect("KILLED call");
+    let kill_to_killed = killed_at.saturating_duration_since(killed);
+    let _ = child.wait();
+    Run {
+        launch_to_running_ms: launch_to_running.as_secs_f64() * 1e3,
+        kill_to_killed_ms: kill_to_killed.as_secs_f64() * 1e3,
+        peak_rss_kib,
+    }
+}
+
+fn decode_throughput() -> (f64, f64) {
+    // A realistic mix: ACKNOWLEDGED events and LAUNCHes with a 4 KiB TaskInfo.
+    let mut codec = RecordIoCodec::default();
+    let ack = Event {
+        r#type: Some(event::Type::Acknowledged as i32),
+        acknowledged: Some(event::Acknowledged { task_id: v1::TaskId { value: "task-1".into() }, uuid: vec![7; 16] }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut task = task_info("task-1", Some(v1::CommandInfo { value: Some("x".repeat(4096)), ..Default::default() }));
+    task.name = "bench".into();
+    let launch = Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task }), ..Default::default() }.encode_to_vec();
+    let mut stream = BytesMut::new();
+    while stream.len() < 64 * 1024 * 1024 {
+        for _ in 0..9 {
+            codec.encode(&ack, &mut stream).expect("encode");
+        }
+        codec.encode(&launch, &mut stream).expect("encode");
+    }
+    let total = stream.len() as f64;
+    let mut framing = Vec::new();
+    let mut full = Vec::new();
+    for _ in 0..7 {
+        let mut buf = stream.clone();
+        let start = Instant::now();
+        let mut n = 0usize;
+        while let Some(record) = codec.decode(&mut buf).expect("decode") {
+            n += record.len();
+        }
+        framing.push(total / start.elapsed().as_secs_f64() / 1e6);
+        std::hint::black_box(n);
+        let mut buf = stream.clone();
+        let start = Instant::now();
+        let mut events = 0usize;
+        while let Some(record) = codec.decode(&mut buf).expect("decode") {
+            if Event::decode(record).is_ok() {
+                events += 1;
+            }
+        }
+        full.push(total / start.elapsed().as_secs_f64() / 1e6);
+        std::hint::black_box(events);
+    }
+    (median(framing), median(full))
+}
+
+fn main() {
+    let dir = release_dir();
+    let bin = dir.join("mesos-hook-executor");
+    let helper = dir.join("examples").join("task-helper");
+    assert!(bin.exists(), "build the release binary first: make bench");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let mut runs = Vec::new();
+    runtime.block_on(async {
+        // One warm-up run (page cache, lazy binding), not counted.
+        let _ = one_run(&bin, &helper).await;
+        for _ in 0..RUNS {
+            runs.push(one_run(&bin, &helper).await);
+        }
+    });
+    let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
+    let (framing, full) = decode_throughput();
+    let l2r = median(runs.iter().map(|r| r.launch_to_running_ms).collect());
+    let k2k = median(runs.iter().map(|r| r.kill_to_killed_ms).collect());
+    #[allow(clippy::cast_precision_loss)]
+    let rss = median(runs.iter().map(|r| r.peak_rss_kib as f64).collect()) / 1024.0;
+    #[allow(clippy::cast_precision_loss)]
+    let size_mib = size as f64 / 1024.0 / 1024.0;
+    println!("mesos-hook-executor benchmarks ({RUNS} runs each, medians)");
+    println!("  LAUNCH -> TASK_RUNNING      {l2r:>8.3} ms   (target < 2 ms)");
+    println!("  KILL -> TASK_KILLED         {k2k:>8.3} ms   (target < 5 ms, task exits on SIGTERM)");
+    println!("  executor peak RSS (VmHWM)   {rss:>8.2} MiB  (target < 6 MiB)");
+    println!("  stripped release binary     {size_mib:>8.2} MiB  (target < 5 MiB)");
+    println!("  RecordIO framing decode     {framing:>8.0} MB/s (target > 500 MB/s)");
+    println!("  RecordIO + Event decode     {full:>8.0} MB/s");
+}

@@ -1,0 +1,215 @@
+//! Shared test fixtures: the real executor binary started against the in-repo
+//! agent emulator, in a temporary sandbox, plus polling helpers and orphan
+//! checks. Every wait is bounded; nothing sleeps for a fixed time to "let
+//! things happen".
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use mesos_hook_executor::{
+    emulator::{AgentEmulator, EmulatorOptions},
+    proto::v1::{self, TaskState},
+};
+
+/// Generous upper bound for anything that should happen "soon".
+pub const SOON: Duration = Duration::from_secs(20);
+
+/// Path of a binary built by cargo for this test run.
+pub fn task_helper() -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test exe path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("examples").join("task-helper")
+}
+
+/// A running executor process with its sandbox.
+pub struct Executor {
+    pub child: Option<Child>,
+    pub sandbox: tempfile::TempDir,
+    pub pid: i32,
+}
+
+impl Executor {
+    /// Starts the executor binary with the emulator's environment plus `extra`.
+    pub fn start(emu: &AgentEmulator, extra: &[(&str, &str)]) -> Self {
+        let sandbox = tempfile::Builder::new().prefix("sandbox-").tempdir().expect("tempdir");
+        Self::start_in(emu, extra, sandbox)
+    }
+
+    pub fn start_in(emu: &AgentEmulator, extra: &[(&str, &str)], sandbox: tempfile::TempDir) -> Self {
+        let mut env: BTreeMap<String, String> = emu.executor_env().into_iter().collect();
+        env.insert("MESOS_SANDBOX".into(), sandbox.path().display().to_string());
+        env.insert("MESOS_DIRECTORY".into(), sandbox.path().display().to_string());
+        env.insert("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
+        env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "debug".into());
+        for (k, v) in extra {
+            env.insert((*k).into(), (*v).into());
+        }
+        let stdout = std::fs::File::create(sandbox.path().join("stdout")).expect("stdout file");
+        let stderr = std::fs::File::create(sandbox.path().join("stderr")).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mesos-hook-executor"))
+            .env_clear()
+            .envs(&env)
+            .current_dir(sandbox.path())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn executor");
+        let pid = i32::try_from(child.id()).expect("pid");
+        Self { child: Some(child), sandbox, pid }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.sandbox.path().join(name)
+    }
+
+    /// The executor's log so far (for assertions and failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("stderr")).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.path("stdout")).unwrap_or_default()
+    }
+
+    /// Waits for the executor to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    return status;
+                }
+            }
+            assert!(start.elapsed() < timeout, "executor did not exit within {timeout:?}; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the executor process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Reads a pid a task wrote into the sandbox, waiting for it to appear.
+    pub async fn read_pid(&self, name: &str) -> i32 {
+        let path = self.path(name);
+        let start = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if let Ok(pid) = text.trim().parse() {
+                    return pid;
+                }
+            }
+            assert!(start.elapsed() < SOON, "pid file {name} never appeared; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `name` exists in the sandbox and returns its contents.
+    pub async fn read_file(&self, name: &str) -> String {
+        let path = self.path(name);
+        let start = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if !text.is_empty() {
+                    return text;
+                }
+            }
+            assert!(start.elapsed() < SOON, "file {name} never appeared; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // On a failed test, leave nothing running behind.
+        if let Some(mut child) = self.child.take() {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits until none of `pids` is alive; panics naming the survivors.
+pub async fn assert_gone(pids: &[i32]) {
+    let start = Instant::now();
+    loop {
+        let survivors: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if survivors.is_empty() {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            for p in &survivors {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), nix::sys::signal::Signal::SIGKILL);
+            }
+            panic!("processes survived: {survivors:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn emulator(opts: EmulatorOptions) -> AgentEmulator {
+    AgentEmulator::start(opts).await.expect("emulator starts")
+}
+
+pub fn shell_task(id: &str, command: &str) -> v1::TaskInfo {
+    mesos_hook_executor::emulator::task_info(
+        id,
+        Some(v1::CommandInfo { value: Some(command.into()), shell: Some(true), ..Default::default() }),
+    )
+}
+
+pub fn argv_task(id: &str, value: &str, args: &[&str]) -> v1::TaskInfo {
+    mesos_hook_executor::emulator::task_info(
+        id,
+        Some(v1::CommandInfo {
+            value: Some(value.into()),
+            shell: Some(false),
+            arguments: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..Default::default()
+        }),
+    )
+}
+
+pub fn kill_policy(d: Duration) -> v1::KillPolicy {
+    v1::KillPolicy { grace_period: Some(v1::DurationInfo { nanoseconds: i64::try_from(d.as_nanos()).expect("fits") }) }
+}
+
+/// The message of the last update for `task_id` in `state`.
+pub fn status_in(emu: &AgentEmulator, task_id: &str, state: TaskState) -> Option<v1::TaskStatus> {
+    emu.updates().into_iter().rev().find(|s| s.task_id.value == task_id && s.state() == state)
+}
+
+pub fn label(status: &v1::TaskStatus, key: &str) -> Option<String> {
+    status.labels.as_ref()?.labels.iter().find(|l| l.key == key).and_then(|l| l.value.clone())
+}
+
+pub async fn wait_state(emu: &AgentEmulator, exec: &Executor, task_id: &str, state: TaskState) -> v1::TaskStatus {
+    match emu.wait_state(task_id, state, SOON).await {
+        Ok(s) => s,
+        Err(e) => panic!("{e}\nstates so far: {:?}\nexecutor log:\n{}", emu.states(task_id), exec.log()),
+    }
+}
+
+pub fn sh_quote(p: &Path) -> String {
+    format!("'{}'", p.display())
+}

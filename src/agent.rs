@@ -292,10 +292,7 @@ impl EventStream {
                 return Err(StreamEnd::Eof);
             }
             if let Some(record) = self.codec.decode(&mut self.buf)? {
-                return Ok(match Event::decode(record.as_ref()) {
-                    Ok(event) => StreamItem::Event(Box::new(event)),
-                    Err(e) => StreamItem::Garbage { len: record.len(), error: e.to_string() },
-                });
+                return Ok(decode_record(&record));
             }
             match Pin::new(&mut self.body).frame().await {
                 Some(Ok(frame)) => {
@@ -313,6 +310,115 @@ impl EventStream {
                     return Err(StreamEnd::Eof);
                 }
             }
+        }
+    }
+}
+
+/// Decodes one record of the stream into an event, or reports it as garbage.
+#[must_use]
+pub fn decode_record(record: &[u8]) -> StreamItem {
+    match Event::decode(record) {
+        Ok(event) => StreamItem::Event(Box::new(event)),
+        Err(e) => StreamItem::Garbage { len: record.len(), error: e.to_string() },
+    }
+}
+
+/// Decodes a whole byte stream delivered in the given chunks, exactly as
+/// [`EventStream`] does: the items before the end, and why it ended. This is
+/// the body of the `recordio_events` fuzz target and of its corpus test.
+pub fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, max_record_len: usize) -> (Vec<StreamItem>, StreamEnd) {
+    let mut codec = RecordIoCodec::new(max_record_len);
+    let mut buf = BytesMut::new();
+    let mut items = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(record)) => items.push(decode_record(&record)),
+                Ok(None) => break,
+                Err(e) => return (items, StreamEnd::Framing(e)),
+            }
+        }
+    }
+    match codec.decode_eof(&mut buf) {
+        Ok(Some(record)) => {
+            items.push(decode_record(&record));
+            (items, StreamEnd::Eof)
+        }
+        Ok(None) => (items, StreamEnd::Eof),
+        Err(e) => (items, StreamEnd::Framing(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{executor::event, v1};
+
+    fn valid_stream() -> Vec<u8> {
+        let mut out = Vec::new();
+        let events = [
+            Event { r#type: Some(event::Type::Heartbeat as i32), ..Default::default() },
+            Event {
+                r#type: Some(event::Type::Kill as i32),
+                kill: Some(event::Kill { task_id: v1::TaskId { value: "t".into() }, kill_policy: None }),
+                ..Default::default()
+            },
+            Event {
+                r#type: Some(event::Type::Launch as i32),
+                launch: Some(event::Launch { task: crate::emulator::task_info("t", None) }),
+                ..Default::default()
+            },
+        ];
+        for e in events {
+            out.extend_from_slice(&crate::recordio::frame(&e.encode_to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn valid_stream_decodes_whatever_the_chunking() {
+        let stream = valid_stream();
+        for split in [1, 2, 3, 7, 64, stream.len()] {
+            let (items, end) = decode_chunks(stream.chunks(split), 1 << 20);
+            assert_eq!(items.len(), 3, "split {split}");
+            assert!(items.iter().all(|i| matches!(i, StreamItem::Event(_))));
+            assert!(matches!(end, StreamEnd::Eof));
+        }
+    }
+
+    /// The fuzz target's body over a deterministic corpus: random bytes and
+    /// random mutations of a valid stream, in random chunkings. It must never
+    /// panic, and every item before the end must come from a whole record.
+    #[test]
+    fn fuzz_corpus_never_panics() {
+        let valid = valid_stream();
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        for round in 0..20_000 {
+            let mut data = if round % 2 == 0 {
+                let len = rng.usize(0..256);
+                (0..len).map(|_| rng.u8(..)).collect::<Vec<u8>>()
+            } else {
+                let mut d = valid.clone();
+                for _ in 0..rng.usize(1..6) {
+                    let i = rng.usize(0..d.len());
+                    match rng.u8(0..3) {
+                        0 => d[i] = rng.u8(..),
+                        1 => d.truncate(i),
+                        _ => d.insert(i, rng.u8(..)),
+                    }
+                    if d.is_empty() {
+                        break;
+                    }
+                }
+                d
+            };
+            if round % 7 == 0 {
+                data.extend_from_slice(b"18446744073709551616\n");
+            }
+            let split = rng.usize(1..32);
+            let (items, _end) = decode_chunks(data.chunks(split), 4096);
+            assert!(items.len() <= data.len() / 2 + 1);
         }
     }
 }

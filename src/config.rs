@@ -642,6 +642,14 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_variable() {
+        let readme = include_str!("../README.md");
+        for v in VARIABLES {
+            assert!(readme.contains(&format!("| `{}` |", v.name)), "README's configuration table lacks {}", v.name);
+        }
+    }
+
+    #[test]
     fn variables_table_matches_the_envy_struct() {
         let fields = serde_json::to_value(RawSettings::default()).expect("serialises");
         let fields: Vec<String> = fields.as_object().expect("object").keys().map(|k| format!("{PREFIX}{}", k.to_uppercase())).collect();

@@ -391,7 +391,7 @@ impl Executor {
                 info!(bytes = len, "framework message received (no handler; ignored)");
             }
             Ok(event::Type::Error) => {
-                error!(message = %event.error.map(|e| e.message).unwrap_or_default(), "agent sent ERROR");
+                error!(detail = %event.error.map(|e| e.message).unwrap_or_default(), "agent sent ERROR");
             }
             Ok(event::Type::Shutdown) => self.on_shutdown(),
             Ok(event::Type::Heartbeat) => debug!("agent heartbeat"),
@@ -561,7 +561,7 @@ impl Executor {
 
     /// Records a terminal TASK_FAILED for a task that never ran.
     fn fail_task(&mut self, task_id: &v1::TaskId, message: String, reason: Option<Reason>) {
-        error!(task_id = %task_id.value, %message, "task failed before starting");
+        error!(task_id = %task_id.value, detail = %message, "task failed before starting");
         let mut status = updates::new_status(task_id, TaskState::TaskFailed, &self.cfg.executor_id);
         status.message = Some(message);
         status.reason = reason.map(|r| r as i32);
@@ -588,6 +588,10 @@ impl Executor {
             let grace = self.task_grace(kill_policy);
             info!(task_id = %task_id.value, ?grace, "KILL received");
             self.start_kill(KillCause::Kill, grace);
+            return;
+        }
+        if self.log.knows_task(task_id) {
+            debug!(task_id = %task_id.value, "KILL for a task that already ended; ignored");
             return;
         }
         if self.killed_unknown.contains(&task_id.value) {
@@ -645,7 +649,7 @@ impl Executor {
             info!(task_id = %info.task_id.value, processes = ?leftovers, "killed processes the task left behind");
         }
         let terminal = policy::terminal(outcome, cause);
-        info!(task_id = %info.task_id.value, state = terminal.state.as_str_name(), message = %terminal.message, "task ended");
+        info!(task_id = %info.task_id.value, state = terminal.state.as_str_name(), detail = %terminal.message, "task ended");
         let mut status = updates::new_status(&info.task_id, terminal.state, &self.cfg.executor_id);
         status.message = Some(terminal.message);
         status.reason = terminal.reason.map(|r| r as i32);

@@ -101,6 +101,12 @@ impl UpdateLog {
         &self.pending
     }
 
+    /// Whether a LAUNCH for `task_id` was ever received.
+    #[must_use]
+    pub fn knows_task(&self, task_id: &v1::TaskId) -> bool {
+        self.tasks.iter().any(|(t, _)| t.task_id == *task_id)
+    }
+
     /// Tasks with no acknowledged update yet.
     pub fn unacknowledged_tasks(&self) -> impl Iterator<Item = &v1::TaskInfo> {
         self.tasks.iter().filter(|(_, acked)| !acked).map(|(t, _)| t)

@@ -181,8 +181,11 @@ async fn second_launch_fails_only_the_second_task() {
     assert!(failed.message.unwrap_or_default().contains("multiple tasks"));
     let pid = exec.read_pid("first.pid").await;
     assert!(alive(pid), "first task must keep running");
+    // A KILL for the refused task is a no-op: it already ended.
+    emu.kill("t-second", None);
     emu.kill("t-first", None);
     wait_state(&emu, &exec, "t-first", TaskState::TaskKilled).await;
+    assert!(status_in(&emu, "t-second", TaskState::TaskKilled).is_none(), "no second terminal update for the refused task");
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     assert_gone(&[pid]).await;
 }

@@ -6,3 +6,4 @@ mod helpers;
 mod kill;
 mod lifecycle;
 mod reconnect;
+mod transport;

@@ -15,7 +15,7 @@ build:
 ## emulator, and the fuzz target's body over a generated corpus.
 test:
 	$(CARGO) build --bins --examples
-	$(CARGO) test --lib --bins --tests --examples -- --test-threads=2
+	$(CARGO) test --lib --tests -- --test-threads=2
 
 ## The main job on one machine: the real executor against the local agent
 ## emulator, running marathon-test-app.json's task end to end.

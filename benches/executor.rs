@@ -49,6 +49,15 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// When the emulator received the UPDATE call carrying `state`.
+fn update_received(emu: &AgentEmulator, state: TaskState) -> Instant {
+    emu.calls()
+        .into_iter()
+        .find(|c| c.call.as_ref().and_then(|c| c.update.as_ref()).is_some_and(|u| u.status.state() == state))
+        .map(|c| c.at)
+        .expect("the update was received")
+}
+
 struct Run {
     launch_to_running_ms: f64,
     kill_to_killed_ms: f64,
@@ -76,13 +85,7 @@ async fn one_run(bin: &PathBuf, helper: &PathBuf) -> Run {
     let launched = Instant::now();
     emu.launch(task);
     emu.wait_state("bench-task", TaskState::TaskRunning, Duration::from_secs(10)).await.expect("running");
-    let running_at = emu
-        .calls()
-        .into_iter()
-        .find(|c| c.call.as_ref().and_then(|c| c.update.as_ref()).is_some_and(|u| u.status.state() == TaskState::TaskRunning))
-        .map(|c| c.at)
-        .expect("RUNNING call");
-    let launch_to_running = running_at.saturating_duration_since(launched);
+    let launch_to_running = update_received(&emu, TaskState::TaskRunning).saturating_duration_since(launched);
     // Let the task settle, then read the executor's peak RSS while it runs.
     for _ in 0..200 {
         if sandbox.path().join("pid").exists() {
@@ -94,13 +97,7 @@ async fn one_run(bin: &PathBuf, helper: &PathBuf) -> Run {
     let killed = Instant::now();
     emu.kill("bench-task", None);
     emu.wait_state("bench-task", TaskState::TaskKilled, Duration::from_secs(10)).await.expect("killed");
-    let killed_at = emu
-        .calls()
-        .into_iter()
-        .find(|c| c.call.as_ref().and_then(|c| c.update.as_ref()).is_some_and(|u| u.status.state() == TaskState::TaskKilled))
-        .map(|c| c.at)
-        .expect("KILLED call");
-    let kill_to_killed = killed_at.saturating_duration_since(killed);
+    let kill_to_killed = update_received(&emu, TaskState::TaskKilled).saturating_duration_since(killed);
     let _ = child.wait();
     Run {
         launch_to_running_ms: launch_to_running.as_secs_f64() * 1e3,

@@ -341,43 +341,38 @@ fn process_name_matches(pid: i32, comm: &str, names: &[String]) -> bool {
     names.iter().any(|n| n == comm || argv0.as_deref() == Some(n.as_str()))
 }
 
+/// Walks `/proc` with `select` and sends `signal` to every member not yet
+/// signalled, repeating until a walk finds nothing new (a process may fork
+/// between a walk and the signal). Returns the pids signalled and the last walk.
+fn signal_until_stable(select: impl Fn(&[ProcInfo]) -> Vec<i32>, signal: Signal) -> (Vec<i32>, Vec<ProcInfo>) {
+    let mut done: Vec<i32> = Vec::new();
+    let mut procs = list_processes();
+    for _ in 0..8 {
+        let fresh: Vec<i32> = select(&procs).into_iter().filter(|p| !done.contains(p)).collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for pid in &fresh {
+            let _ = kill(Pid::from_raw(*pid), signal);
+        }
+        done.extend(fresh);
+        procs = list_processes();
+    }
+    (done, procs)
+}
+
 /// Signals the task's tree as described in the module docs. Processes whose
 /// name is in `spared` do not get `signal` (used for SIGTERM exclusions).
 /// Returns the pids signalled.
 pub fn signal_task_tree(root: i32, auxiliary: &HashSet<i32>, signal: Signal, spared: &[String]) -> Vec<i32> {
     let executor = pid_i32(std::process::id());
+    let select = |procs: &[ProcInfo]| task_tree(procs, root, executor, auxiliary);
     if signal == Signal::SIGKILL {
-        // Nothing survives SIGKILL to fork again, but a process may fork between
-        // our walk and the signal: repeat until the tree is empty.
-        let mut all = Vec::new();
-        for _ in 0..8 {
-            let tree = task_tree(&list_processes(), root, executor, auxiliary);
-            let fresh: Vec<i32> = tree.into_iter().filter(|p| !all.contains(p)).collect();
-            if fresh.is_empty() {
-                break;
-            }
-            for pid in &fresh {
-                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-            }
-            all.extend(fresh);
-        }
-        return all;
+        // Nothing survives SIGKILL to fork again; no need to freeze.
+        return signal_until_stable(select, Signal::SIGKILL).0;
     }
     // Freeze the tree first so that nothing forks past the walk.
-    let mut frozen: Vec<i32> = Vec::new();
-    let mut procs = list_processes();
-    for _ in 0..8 {
-        let tree = task_tree(&procs, root, executor, auxiliary);
-        let fresh: Vec<i32> = tree.into_iter().filter(|p| !frozen.contains(p)).collect();
-        if fresh.is_empty() {
-            break;
-        }
-        for pid in &fresh {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGSTOP);
-        }
-        frozen.extend(fresh);
-        procs = list_processes();
-    }
+    let (frozen, procs) = signal_until_stable(select, Signal::SIGSTOP);
     let mut signalled = Vec::new();
     for pid in &frozen {
         let comm = procs.iter().find(|p| p.pid == *pid).map(|p| p.comm.clone()).unwrap_or_default();
@@ -399,18 +394,7 @@ pub fn signal_task_tree(root: i32, auxiliary: &HashSet<i32>, signal: Signal, spa
 /// defence before exit, so no process of the task outlives us.
 pub fn kill_all_descendants() -> usize {
     let me = pid_i32(std::process::id());
-    let mut total = 0;
-    for _ in 0..8 {
-        let found = descendants(&list_processes(), me);
-        if found.is_empty() {
-            break;
-        }
-        for pid in &found {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-        }
-        total += found.len();
-    }
-    total
+    signal_until_stable(|procs| descendants(procs, me), Signal::SIGKILL).0.len()
 }
 
 #[cfg(test)]

@@ -20,6 +20,20 @@ use mesos_hook_executor::{
     proto::{executor::call, v1::{framework_info::capability, TaskState}},
 };
 
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(31000)
 }
@@ -124,6 +138,8 @@ async fn main() {
 
     let sandbox = tempfile::Builder::new().prefix("demo-sandbox-").tempdir().expect("sandbox");
     std::fs::copy(&binary, sandbox.path().join("mesos-hook-executor")).expect("copy the executor into the sandbox (the fetcher's job)");
+    // The fetcher also extracts the app's hooks.tar.gz into `hooks/`.
+    copy_dir(&root.join("hooks"), &sandbox.path().join("hooks")).expect("copy the example hooks into the sandbox");
     let mut p = Printer { start: Instant::now(), seen: 0 };
     println!("== mesos-hook-executor demo ==");
     println!("agent emulator on {} (checkpointing on, framework has TASK_KILLING_STATE)", emu.addr());

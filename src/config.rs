@@ -187,6 +187,44 @@ pub struct Settings {
     /// Extra variable names (or `PREFIX*` patterns) kept out of the task's
     /// environment, on top of the built-in deny-list.
     pub env_denylist: Vec<String>,
+    /// Hook settings.
+    pub hooks: HookSettings,
+}
+
+/// Names of the built-in hooks, as `HOOK_EXECUTOR_HOOKS` spells them.
+pub const HOOK_NAMES: [&str; 4] = ["policy", "exec", "consul", "webhook"];
+
+/// Settings of the hook chain and the built-in hooks.
+#[derive(Debug, Clone, Default)]
+pub struct HookSettings {
+    /// Hooks in chain order (validated names).
+    pub chain: Vec<String>,
+    /// Time limit of each hook call.
+    pub timeout: Duration,
+    /// `exec`: the scripts' directory.
+    pub dir: Option<PathBuf>,
+    /// `policy`: allow Docker privileged.
+    pub allow_privileged: bool,
+    /// `policy`: allowed host path prefixes.
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// `policy`: allowed users.
+    pub allowed_users: Vec<String>,
+    /// `consul`: the service label.
+    pub consul_service_label: String,
+    /// `consul`: registered address override.
+    pub consul_address: Option<String>,
+    /// `consul`: drain wait after deregistration.
+    pub consul_deregister_wait: Duration,
+    /// `consul`: `CONSUL_HTTP_ADDR` as a base URL.
+    pub consul_url: String,
+    /// `consul`: `CONSUL_HTTP_TOKEN`.
+    pub consul_token: Option<Secret>,
+    /// `webhook`: target URLs.
+    pub webhook_urls: Vec<String>,
+    /// `webhook`: veto on before-start failure.
+    pub webhook_required: bool,
+    /// `webhook`: per-attempt timeout.
+    pub webhook_timeout: Duration,
 }
 
 /// Kind of value a variable takes, for `--help` and the README.
@@ -263,6 +301,20 @@ pub const VARIABLES: &[VarSpec] = &[
     VarSpec { name: "HOOK_EXECUTOR_REGISTRATION_TIMEOUT", kind: VarKind::Duration, default: "1mins", help: "How long to retry the first SUBSCRIBE before exiting with code 3 (the agent's own limit is 1 min)." },
     VarSpec { name: "HOOK_EXECUTOR_MAX_RECORD_SIZE", kind: VarKind::Bytes, default: "67108864", help: "Largest RecordIO record accepted from the agent; a larger one is a stream error." },
     VarSpec { name: "HOOK_EXECUTOR_ENV_DENYLIST", kind: VarKind::List, default: "—", help: "Extra variable names, or `PREFIX*` patterns, kept out of the task's environment." },
+    VarSpec { name: "HOOK_EXECUTOR_HOOKS", kind: VarKind::List, default: "— (no hooks)", help: "Built-in hooks to run, in order: `policy`, `exec`, `consul`, `webhook`." },
+    VarSpec { name: "HOOK_EXECUTOR_HOOK_TIMEOUT", kind: VarKind::Duration, default: "30secs", help: "Time limit of each hook call (the Consul drain wait and webhook retries come on top)." },
+    VarSpec { name: "HOOK_EXECUTOR_HOOKS_DIR", kind: VarKind::Path, default: "required with `exec`", help: "Directory holding `<event>.d/` script folders for the `exec` hook." },
+    VarSpec { name: "HOOK_EXECUTOR_POLICY_ALLOW_PRIVILEGED", kind: VarKind::Flag, default: "false", help: "`policy`: allow Docker privileged mode." },
+    VarSpec { name: "HOOK_EXECUTOR_POLICY_ALLOWED_HOST_PATHS", kind: VarKind::List, default: "— (sandbox only)", help: "`policy`: host path prefixes volumes may mount." },
+    VarSpec { name: "HOOK_EXECUTOR_POLICY_ALLOWED_USERS", kind: VarKind::List, default: "— (any)", help: "`policy`: users a task may run as." },
+    VarSpec { name: "HOOK_EXECUTOR_CONSUL_SERVICE_LABEL", kind: VarKind::String, default: "consul", help: "`consul`: task label naming the service (value = name; empty = task name)." },
+    VarSpec { name: "HOOK_EXECUTOR_CONSUL_ADDRESS", kind: VarKind::String, default: "agent hostname", help: "`consul`: address registered for the service." },
+    VarSpec { name: "HOOK_EXECUTOR_CONSUL_DEREGISTER_WAIT", kind: VarKind::Duration, default: "0secs", help: "`consul`: wait after deregistering, before SIGTERM, so traffic drains." },
+    VarSpec { name: "CONSUL_HTTP_ADDR", kind: VarKind::String, default: "127.0.0.1:8500", help: "`consul`: the local Consul agent (`host:port` or URL), Consul's own convention." },
+    VarSpec { name: "CONSUL_HTTP_TOKEN", kind: VarKind::String, default: "—", help: "`consul`: ACL token sent as `X-Consul-Token`; never logged or passed to the task or hooks." },
+    VarSpec { name: "HOOK_EXECUTOR_WEBHOOK_URLS", kind: VarKind::List, default: "required with `webhook`", help: "`webhook`: http(s) URLs each event is POSTed to as JSON." },
+    VarSpec { name: "HOOK_EXECUTOR_WEBHOOK_REQUIRED", kind: VarKind::Flag, default: "false", help: "`webhook`: a failed before-start POST vetoes the launch." },
+    VarSpec { name: "HOOK_EXECUTOR_WEBHOOK_TIMEOUT", kind: VarKind::Duration, default: "5secs", help: "`webhook`: timeout of each POST attempt (3 attempts)." },
 ];
 
 /// Raw `HOOK_EXECUTOR_*` values as envy reads them; typed in [`Settings`].
@@ -279,6 +331,18 @@ struct RawSettings {
     registration_timeout: Option<String>,
     max_record_size: Option<String>,
     env_denylist: Option<String>,
+    hooks: Option<String>,
+    hook_timeout: Option<String>,
+    hooks_dir: Option<String>,
+    policy_allow_privileged: Option<String>,
+    policy_allowed_host_paths: Option<String>,
+    policy_allowed_users: Option<String>,
+    consul_service_label: Option<String>,
+    consul_address: Option<String>,
+    consul_deregister_wait: Option<String>,
+    webhook_urls: Option<String>,
+    webhook_required: Option<String>,
+    webhook_timeout: Option<String>,
 }
 
 /// Collects problems while parsing, so all of them are reported together.
@@ -474,7 +538,7 @@ impl Config {
                 LogFormat::Text
             }
         };
-        let log_level = raw.log_level.unwrap_or_else(|| "info".to_owned());
+        let log_level = raw.log_level.clone().unwrap_or_else(|| "info".to_owned());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             c.problem("HOOK_EXECUTOR_LOG_LEVEL", format!("{log_level:?} is not a log filter: {e}"));
         }
@@ -502,6 +566,58 @@ impl Config {
             registration_timeout: c.duration("HOOK_EXECUTOR_REGISTRATION_TIMEOUT", raw.registration_timeout.as_deref(), Duration::from_secs(60)),
             max_record_size,
             env_denylist: list(raw.env_denylist.as_deref()),
+            hooks: Self::hook_settings(&raw, vars, c),
+        }
+    }
+
+    fn hook_settings(raw: &RawSettings, vars: &BTreeMap<String, String>, c: &mut Collector) -> HookSettings {
+        let chain = list(raw.hooks.as_deref());
+        for (i, name) in chain.iter().enumerate() {
+            if !HOOK_NAMES.contains(&name.as_str()) {
+                c.problem("HOOK_EXECUTOR_HOOKS", format!("unknown hook {name:?} (known: {})", HOOK_NAMES.join(", ")));
+            } else if chain[..i].contains(name) {
+                c.problem("HOOK_EXECUTOR_HOOKS", format!("hook {name:?} is listed twice"));
+            }
+        }
+        let enabled = |name: &str| chain.iter().any(|h| h == name);
+        let dir = raw.hooks_dir.as_deref().filter(|d| !d.is_empty()).map(PathBuf::from);
+        if enabled("exec") {
+            match &dir {
+                None => c.problem("HOOK_EXECUTOR_HOOKS_DIR", "is missing (required by the `exec` hook)"),
+                Some(d) if !d.is_dir() => c.problem("HOOK_EXECUTOR_HOOKS_DIR", format!("{} is not a directory", d.display())),
+                Some(_) => {}
+            }
+        }
+        let webhook_urls = list(raw.webhook_urls.as_deref());
+        if enabled("webhook") && webhook_urls.is_empty() {
+            c.problem("HOOK_EXECUTOR_WEBHOOK_URLS", "is missing (required by the `webhook` hook)");
+        }
+        for url in &webhook_urls {
+            let ok = url.parse::<hyper::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            if !ok {
+                c.problem("HOOK_EXECUTOR_WEBHOOK_URLS", format!("{url:?} is not an http(s) URL"));
+            }
+        }
+        let consul_addr = vars.get("CONSUL_HTTP_ADDR").map(String::as_str);
+        let consul_url = crate::hooks::consul::base_url(consul_addr);
+        if enabled("consul") && consul_url.parse::<hyper::Uri>().map_or(true, |u| u.host().is_none()) {
+            c.problem("CONSUL_HTTP_ADDR", format!("{consul_url:?} is not an address"));
+        }
+        HookSettings {
+            timeout: c.duration("HOOK_EXECUTOR_HOOK_TIMEOUT", raw.hook_timeout.as_deref(), Duration::from_secs(30)),
+            dir,
+            allow_privileged: c.flag("HOOK_EXECUTOR_POLICY_ALLOW_PRIVILEGED", raw.policy_allow_privileged.as_deref(), true),
+            allowed_host_paths: list(raw.policy_allowed_host_paths.as_deref()).into_iter().map(PathBuf::from).collect(),
+            allowed_users: list(raw.policy_allowed_users.as_deref()),
+            consul_service_label: raw.consul_service_label.clone().filter(|l| !l.is_empty()).unwrap_or_else(|| "consul".to_owned()),
+            consul_address: raw.consul_address.clone().filter(|a| !a.is_empty()),
+            consul_deregister_wait: c.duration("HOOK_EXECUTOR_CONSUL_DEREGISTER_WAIT", raw.consul_deregister_wait.as_deref(), Duration::ZERO),
+            consul_url,
+            consul_token: vars.get("CONSUL_HTTP_TOKEN").filter(|t| !t.is_empty()).map(|t| Secret::new(t.clone())),
+            webhook_urls,
+            webhook_required: c.flag("HOOK_EXECUTOR_WEBHOOK_REQUIRED", raw.webhook_required.as_deref(), true),
+            webhook_timeout: c.duration("HOOK_EXECUTOR_WEBHOOK_TIMEOUT", raw.webhook_timeout.as_deref(), Duration::from_secs(5)),
+            chain,
         }
     }
 
@@ -639,6 +755,21 @@ mod tests {
     fn unknown_hook_executor_variables_are_reported() {
         let c = Config::from_vars(with(&[("HOOK_EXECUTOR_KILL_GRACE_PERIDO", "5s")])).expect("valid");
         assert_eq!(c.unknown_variables(), vec!["HOOK_EXECUTOR_KILL_GRACE_PERIDO".to_owned()]);
+    }
+
+    #[test]
+    fn hook_configuration_is_validated() {
+        let err = Config::from_vars(with(&[("HOOK_EXECUTOR_HOOKS", "policy,exce,policy,exec,webhook"), ("HOOK_EXECUTOR_WEBHOOK_URLS", "ftp://x")]))
+            .expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.contains("unknown hook \"exce\""), "{text}");
+        assert!(text.contains("\"policy\" is listed twice"), "{text}");
+        assert!(text.contains("HOOK_EXECUTOR_HOOKS_DIR: is missing"), "{text}");
+        assert!(text.contains("\"ftp://x\" is not an http(s) URL"), "{text}");
+        let c = Config::from_vars(with(&[("HOOK_EXECUTOR_HOOKS", "policy, consul"), ("CONSUL_HTTP_TOKEN", "t0k3n")])).expect("valid");
+        assert_eq!(c.settings.hooks.chain, vec!["policy", "consul"]);
+        assert_eq!(c.settings.hooks.consul_url, "http://127.0.0.1:8500");
+        assert!(!format!("{c:?}").contains("t0k3n"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! handler is a short sequence of decisions from [`crate::policy`] followed by
 //! effects (send an update, signal the task tree, arm a deadline).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::{
     sync::{mpsc, oneshot},
@@ -18,7 +18,8 @@ use tracing::{debug, error, info, warn};
 use crate::{
     agent::{AgentClient, AgentError},
     config::Config,
-    launch::{self, LaunchContext},
+    hooks::{self, ChainResult, HookChain, HookContext, HookEvent},
+    launch::{self, LaunchContext, LaunchSpec},
     policy::{self, ExitOutcome, KillCause},
     process::{self, Reaper, Role},
     proto::{
@@ -56,6 +57,13 @@ pub enum Input {
     },
     /// The executor received SIGTERM or SIGINT.
     Signal(&'static str),
+    /// A hook chain finished.
+    HookDone {
+        /// Which chain.
+        event: HookEvent,
+        /// How it ended.
+        result: ChainResult,
+    },
 }
 
 /// How the executor run ended; `main` maps it to the exit code.
@@ -103,12 +111,47 @@ enum Link {
 enum Task {
     /// No task launched yet.
     Idle,
+    /// LAUNCH received; before-start hooks run; no process yet.
+    Launching { info: Arc<v1::TaskInfo>, spec: Box<LaunchSpec>, hooks: JoinHandle<()> },
     /// The root process runs.
-    Running { info: Box<v1::TaskInfo>, pid: i32, max_completion: Option<Instant> },
-    /// Being killed: SIGTERM sent, SIGKILL at `deadline`.
-    Killing { info: Box<v1::TaskInfo>, pid: i32, cause: KillCause, started: Instant, deadline: Instant, escalated: bool },
+    Running { info: Arc<v1::TaskInfo>, pid: i32, max_completion: Option<Instant> },
+    /// Being killed; SIGKILL at `deadline`.
+    Killing {
+        info: Arc<v1::TaskInfo>,
+        pid: i32,
+        cause: KillCause,
+        /// Why, for the terminal message (a failed hook).
+        detail: Option<String>,
+        started: Instant,
+        deadline: Instant,
+        phase: KillPhase,
+        /// The root's exit, if it came while before-terminate hooks ran.
+        exited: Option<ExitOutcome>,
+    },
+    /// The root exited by itself; before-terminate hooks run before the
+    /// leftovers are killed and the terminal update is sent.
+    Draining { info: Arc<v1::TaskInfo>, pid: i32, outcome: ExitOutcome },
     /// The terminal update was recorded.
     Terminal { task_id: v1::TaskId, state: TaskState },
+}
+
+/// Where a kill stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillPhase {
+    /// before-terminate hooks run; SIGTERM at their end or at `until`.
+    Hooks { until: Instant },
+    /// SIGTERM sent.
+    Terminated,
+    /// SIGKILL sent.
+    Escalated,
+}
+
+/// The once-only before-terminate chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Pending,
+    Running,
+    Done,
 }
 
 /// Why the executor is ending, once it is.
@@ -151,6 +194,14 @@ pub struct Executor {
     /// A task that never launched but was killed (lost LAUNCH) is remembered
     /// so a second KILL does not produce a second terminal update.
     killed_unknown: Vec<String>,
+    /// The configured hooks.
+    hooks: HookChain,
+    /// Environment base for hook scripts (no settings, no secrets).
+    base_env: Arc<BTreeMap<String, String>>,
+    /// From SUBSCRIBED: the agent's id and hostname, for hooks.
+    agent_info: Option<v1::AgentInfo>,
+    /// before-terminate runs exactly once.
+    before_terminate: Stage,
 }
 
 /// Runs the executor to completion with `cfg`. Installs the child reaper, the
@@ -172,6 +223,11 @@ pub async fn run(cfg: Config) -> Outcome {
     let backoff_max = if cfg.checkpoint { cfg.subscription_backoff_max } else { Duration::from_secs(1) };
     let subscription = tokio::spawn(subscription::subscribe_loop(client.clone(), inbox_tx.clone(), backoff_max, cfg.settings.max_record_size));
     info!(agent = %client.url(), checkpoint = cfg.checkpoint, release = crate::RELEASE, "starting; subscribing to the agent");
+    let hooks = hooks::build_chain(&cfg.settings.hooks, cfg.settings.call_timeout);
+    if !hooks.is_empty() {
+        info!(hooks = ?hooks.names(), "hook chain configured");
+    }
+    let base_env = Arc::new(launch::inherited_env(&cfg.environment.0, &cfg.settings.env_denylist));
     let executor = Executor {
         link: Link::Registering { deadline: Instant::now() + cfg.settings.registration_timeout },
         cfg,
@@ -189,6 +245,10 @@ pub async fn run(cfg: Config) -> Outcome {
         ending: None,
         ack_deadline: None,
         killed_unknown: Vec::new(),
+        hooks,
+        base_env,
+        agent_info: None,
+        before_terminate: Stage::Pending,
     };
     let outcome = executor.event_loop().await;
     subscription.abort();
@@ -220,6 +280,7 @@ fn spawn_signal_listener(inbox: mpsc::Sender<Input>) -> std::io::Result<()> {
 impl Executor {
     async fn event_loop(mut self) -> Outcome {
         loop {
+            self.progress();
             if let Some(outcome) = self.finished() {
                 self.stop_sender();
                 return outcome;
@@ -244,7 +305,8 @@ impl Executor {
         };
         let task = match &self.task {
             Task::Running { max_completion, .. } => *max_completion,
-            Task::Killing { deadline, escalated: false, .. } => Some(*deadline),
+            Task::Killing { deadline, phase: KillPhase::Hooks { until }, .. } => Some((*until).min(*deadline)),
+            Task::Killing { deadline, phase: KillPhase::Terminated, .. } => Some(*deadline),
             _ => None,
         };
         [link, task, self.ack_deadline].into_iter().flatten().min()
@@ -266,17 +328,31 @@ impl Executor {
             }
             _ => {}
         }
-        match &mut self.task {
+        match &self.task {
             Task::Running { max_completion: Some(at), info, .. } if *at <= now => {
                 warn!(task_id = %info.task_id.value, "max completion time reached; killing the task");
-                self.start_kill(KillCause::MaxCompletionTime, Duration::ZERO);
+                self.start_kill(KillCause::MaxCompletionTime, Duration::ZERO, None);
             }
-            Task::Killing { deadline, escalated, pid, info, .. } if !*escalated && *deadline <= now => {
-                *escalated = true;
-                let killed = process::signal_task_tree(*pid, &self.reaper.auxiliary_pids(), nix::sys::signal::Signal::SIGKILL, &[]);
-                warn!(task_id = %info.task_id.value, processes = ?killed, "grace period over; sent SIGKILL to the task's process tree");
+            Task::Killing { deadline, phase, .. } if *deadline <= now && *phase != KillPhase::Escalated => self.escalate(),
+            Task::Killing { phase: KillPhase::Hooks { until }, .. } if *until <= now => {
+                warn!("before-terminate hooks still running at the end of their budget; signalling the task anyway");
+                self.send_sigterm();
             }
             _ => {}
+        }
+    }
+
+    /// Starts the once-only before-terminate chain when the executor is about
+    /// to end without a task to kill (no task, or it never started).
+    fn progress(&mut self) {
+        let idle = matches!(self.task, Task::Idle | Task::Terminal { .. });
+        let ending = self.ending.is_some() || matches!(self.task, Task::Terminal { .. });
+        if idle && ending && self.before_terminate == Stage::Pending {
+            let budget = match self.ending {
+                Some(Ending::Shutdown { deadline }) => Some(hooks::terminate_budget(deadline.saturating_duration_since(Instant::now()))),
+                _ => None,
+            };
+            self.run_before_terminate(None, budget);
         }
     }
 
@@ -284,7 +360,7 @@ impl Executor {
     fn finished(&self) -> Option<Outcome> {
         let now = Instant::now();
         let task_done = matches!(self.task, Task::Idle | Task::Terminal { .. });
-        if !task_done {
+        if !task_done || self.before_terminate == Stage::Running {
             return None;
         }
         match self.ending {
@@ -352,6 +428,7 @@ impl Executor {
                     "agent refused a status update; it stays unacknowledged and is resent on the next SUBSCRIBE");
             }
             Input::Signal(name) => self.on_signal(name),
+            Input::HookDone { event, result } => self.on_hook_done(event, result),
         }
     }
 
@@ -408,6 +485,7 @@ impl Executor {
         );
         self.framework = Some(s.framework_info);
         self.executor_info = Some(s.executor_info);
+        self.agent_info = Some(s.agent_info);
         self.link = Link::Subscribed;
         self.stop_sender();
         let (queue, rx) = mpsc::unbounded_channel();
@@ -457,14 +535,14 @@ impl Executor {
             self.ending = Some(Ending::AgentLost);
         }
         let grace = self.task_grace(None);
-        self.start_kill(KillCause::AgentLost, grace);
+        self.start_kill(KillCause::AgentLost, grace, None);
     }
 
     fn on_signal(&mut self, name: &'static str) {
         match self.task {
             Task::Killing { .. } if self.ending == Some(Ending::Signal) => {
                 warn!(signal = name, "second signal; escalating to SIGKILL now");
-                self.start_kill(KillCause::ExecutorSignal, Duration::ZERO);
+                self.start_kill(KillCause::ExecutorSignal, Duration::ZERO, None);
             }
             _ => {
                 info!(signal = name, "executor signalled; killing the task gracefully");
@@ -472,7 +550,7 @@ impl Executor {
                     self.ending = Some(Ending::Signal);
                 }
                 let grace = self.task_grace(None);
-                self.start_kill(KillCause::ExecutorSignal, grace);
+                self.start_kill(KillCause::ExecutorSignal, grace, None);
             }
         }
     }
@@ -487,14 +565,16 @@ impl Executor {
         let ack_by = deadline - (budget / 10).min(Duration::from_millis(500));
         self.ack_deadline = Some(self.ack_deadline.map_or(ack_by, |d| d.min(ack_by)));
         let grace = policy::shutdown_grace(self.task_grace(None), self.cfg.shutdown_grace_period);
-        self.start_kill(KillCause::Shutdown, grace);
+        self.start_kill(KillCause::Shutdown, grace, None);
     }
 
     /// The task's kill grace without a per-KILL override.
     fn task_grace(&self, kill_override: Option<&v1::KillPolicy>) -> Duration {
         let task_policy = match &self.task {
-            Task::Running { info, .. } | Task::Killing { info, .. } => info.kill_policy.as_ref(),
-            _ => None,
+            Task::Launching { info, .. } | Task::Running { info, .. } | Task::Killing { info, .. } | Task::Draining { info, .. } => {
+                info.kill_policy.as_ref()
+            }
+            Task::Idle | Task::Terminal { .. } => None,
         };
         policy::kill_grace(kill_override, task_policy, self.cfg.settings.kill_grace_period)
     }
@@ -526,6 +606,15 @@ impl Executor {
                 return;
             }
         };
+        let info = Arc::new(task);
+        let hooks = self.spawn_chain(HookEvent::BeforeStart, Some(info.clone()), None);
+        self.task = Task::Launching { info, spec: Box::new(spec), hooks };
+    }
+
+    /// Starts the task's process once the before-start chain allowed it.
+    fn start_process(&mut self, info: Arc<v1::TaskInfo>, mut spec: LaunchSpec, added_env: Vec<(String, String)>) {
+        let task_id = info.task_id.clone();
+        spec.env.extend(added_env);
         let user = match process::resolve_user(spec.user.as_deref()) {
             Ok(u) => u,
             Err(e) => {
@@ -550,13 +639,14 @@ impl Executor {
             let _ = inbox.send(Input::TaskExited(outcome)).await;
         });
         self.send_update(updates::new_status(&task_id, TaskState::TaskRunning, &self.cfg.executor_id));
-        let max_completion = task
+        let max_completion = info
             .max_completion_time
             .as_ref()
             .and_then(|d| u64::try_from(d.nanoseconds).ok())
             .filter(|n| *n > 0)
             .map(|n| Instant::now() + Duration::from_nanos(n));
-        self.task = Task::Running { info: Box::new(task), pid, max_completion };
+        self.spawn_chain(HookEvent::AfterStart, Some(info.clone()), None);
+        self.task = Task::Running { info, pid, max_completion };
     }
 
     /// Records a terminal TASK_FAILED for a task that never ran.
@@ -574,7 +664,9 @@ impl Executor {
 
     fn on_kill(&mut self, task_id: &v1::TaskId, kill_policy: Option<&v1::KillPolicy>) {
         let ours = match &self.task {
-            Task::Running { info, .. } | Task::Killing { info, .. } => info.task_id == *task_id,
+            Task::Launching { info, .. } | Task::Running { info, .. } | Task::Killing { info, .. } | Task::Draining { info, .. } => {
+                info.task_id == *task_id
+            }
             Task::Terminal { task_id: t, state } => {
                 if t == task_id {
                     debug!(task_id = %task_id.value, state = state.as_str_name(), "KILL for a task that already ended; ignored");
@@ -587,7 +679,7 @@ impl Executor {
         if ours {
             let grace = self.task_grace(kill_policy);
             info!(task_id = %task_id.value, ?grace, "KILL received");
-            self.start_kill(KillCause::Kill, grace);
+            self.start_kill(KillCause::Kill, grace, None);
             return;
         }
         if self.log.knows_task(task_id) {
@@ -606,52 +698,114 @@ impl Executor {
         self.send_update(status);
     }
 
-    /// Starts, or shortens, the graceful kill of the running task.
-    fn start_kill(&mut self, cause: KillCause, grace: Duration) {
+    /// Starts, or shortens, the graceful kill of the task: TASK_KILLING when
+    /// the framework wants it, then the before-terminate hooks (inside the
+    /// grace budget), then SIGTERM to the tree, and SIGKILL at the deadline.
+    fn start_kill(&mut self, cause: KillCause, grace: Duration, detail: Option<String>) {
         let now = Instant::now();
-        match &mut self.task {
+        match std::mem::replace(&mut self.task, Task::Idle) {
+            Task::Launching { info, hooks, .. } => {
+                // Nothing runs yet: stop the before-start chain and report.
+                hooks.abort();
+                info!(task_id = %info.task_id.value, ?cause, "killed before its process started");
+                let mut status = updates::new_status(&info.task_id, terminal_state_before_start(cause), &self.cfg.executor_id);
+                status.message = Some(detail.unwrap_or_else(|| "Task killed before it started".into()));
+                self.send_update(status);
+                self.task = Task::Terminal { task_id: info.task_id.clone(), state: terminal_state_before_start(cause) };
+                self.arm_ack_deadline();
+            }
             Task::Running { info, pid, .. } => {
-                let (info, pid) = (info.clone(), *pid);
                 if policy::send_killing(self.framework.as_ref(), cause) {
                     self.send_update(updates::new_status(&info.task_id, TaskState::TaskKilling, &self.cfg.executor_id));
                 }
-                let signalled = process::signal_task_tree(
-                    pid,
-                    &self.reaper.auxiliary_pids(),
-                    nix::sys::signal::Signal::SIGTERM,
-                    &self.cfg.settings.sigterm_exclude_processes,
-                );
-                info!(task_id = %info.task_id.value, ?cause, ?grace, processes = ?signalled, "sent SIGTERM to the task's process tree");
-                self.task = Task::Killing { info, pid, cause, started: now, deadline: now + grace, escalated: false };
-            }
-            Task::Killing { started, deadline, escalated: false, info, .. } => {
-                if let Some(new) = policy::shortened_deadline(*started, *deadline, grace) {
-                    info!(task_id = %info.task_id.value, ?grace, "kill grace shortened");
-                    *deadline = new.max(now);
+                let deadline = now + grace;
+                let hooks_pending = self.before_terminate == Stage::Pending && !self.hooks.is_empty();
+                let budget = hooks::terminate_budget(grace);
+                let phase = if hooks_pending && !budget.is_zero() { KillPhase::Hooks { until: now + budget } } else { KillPhase::Terminated };
+                info!(task_id = %info.task_id.value, ?cause, ?grace, "killing the task");
+                self.task = Task::Killing { info: info.clone(), pid, cause, detail, started: now, deadline, phase, exited: None };
+                if hooks_pending {
+                    // With no budget (a zero grace) the hooks still run, but
+                    // concurrently with the kill.
+                    self.run_before_terminate(Some(info), Some(if budget.is_zero() { self.cfg.settings.hooks.timeout } else { budget }));
+                } else {
+                    self.before_terminate = self.before_terminate.max_done();
+                }
+                if phase == KillPhase::Terminated {
+                    self.send_sigterm();
                 }
             }
-            Task::Killing { .. } | Task::Idle | Task::Terminal { .. } => {}
+            Task::Killing { info, pid, cause: c, detail: d, started, deadline, phase, exited } => {
+                let mut deadline = deadline;
+                if let Some(new) = policy::shortened_deadline(started, deadline, grace) {
+                    info!(task_id = %info.task_id.value, ?grace, "kill grace shortened");
+                    deadline = new.max(now);
+                }
+                self.task = Task::Killing { info, pid, cause: c, detail: d, started, deadline, phase, exited };
+            }
+            other => self.task = other,
         }
     }
 
+    /// SIGTERM to the task's tree (after the before-terminate hooks).
+    fn send_sigterm(&mut self) {
+        let Task::Killing { info, pid, phase, exited, .. } = &mut self.task else { return };
+        if *phase != KillPhase::Escalated {
+            *phase = KillPhase::Terminated;
+        }
+        if exited.is_some() {
+            return;
+        }
+        let signalled = process::signal_task_tree(*pid, &self.reaper.auxiliary_pids(), nix::sys::signal::Signal::SIGTERM, &self.cfg.settings.sigterm_exclude_processes);
+        info!(task_id = %info.task_id.value, processes = ?signalled, "sent SIGTERM to the task's process tree");
+    }
+
+    /// SIGKILL to the task's tree at the end of the grace period.
+    fn escalate(&mut self) {
+        let Task::Killing { info, pid, phase, .. } = &mut self.task else { return };
+        *phase = KillPhase::Escalated;
+        let killed = process::signal_task_tree(*pid, &self.reaper.auxiliary_pids(), nix::sys::signal::Signal::SIGKILL, &[]);
+        warn!(task_id = %info.task_id.value, processes = ?killed, "grace period over; sent SIGKILL to the task's process tree");
+    }
+
     fn on_task_exit(&mut self, outcome: ExitOutcome) {
-        let (info, pid, cause) = match std::mem::replace(&mut self.task, Task::Idle) {
-            Task::Running { info, pid, .. } => (info, pid, None),
-            Task::Killing { info, pid, cause, .. } => (info, pid, Some(cause)),
-            other => {
-                self.task = other;
-                return;
+        match std::mem::replace(&mut self.task, Task::Idle) {
+            Task::Running { info, pid, .. } => {
+                if self.before_terminate == Stage::Pending && !self.hooks.is_empty() {
+                    info!(task_id = %info.task_id.value, "task exited; running before-terminate hooks before reporting");
+                    self.run_before_terminate(Some(info.clone()), None);
+                    self.task = Task::Draining { info, pid, outcome };
+                } else {
+                    self.before_terminate = self.before_terminate.max_done();
+                    self.finish_terminal(&info, pid, outcome, None, None);
+                }
             }
-        };
-        // Whatever the root left behind (background jobs, daemons) goes with it.
+            Task::Killing { info, pid, cause, detail, started, deadline, phase, .. } => {
+                if let KillPhase::Hooks { .. } = phase {
+                    // The task went away while the hooks ran: report once they are done.
+                    self.task = Task::Killing { info, pid, cause, detail, started, deadline, phase, exited: Some(outcome) };
+                } else {
+                    self.finish_terminal(&info, pid, outcome, Some(cause), detail);
+                }
+            }
+            other => self.task = other,
+        }
+    }
+
+    /// Kills whatever the root left behind and sends the terminal update.
+    fn finish_terminal(&mut self, info: &v1::TaskInfo, pid: i32, outcome: ExitOutcome, cause: Option<KillCause>, detail: Option<String>) {
         let leftovers = process::signal_task_tree(pid, &self.reaper.auxiliary_pids(), nix::sys::signal::Signal::SIGKILL, &[]);
         if !leftovers.is_empty() {
             info!(task_id = %info.task_id.value, processes = ?leftovers, "killed processes the task left behind");
         }
         let terminal = policy::terminal(outcome, cause);
-        info!(task_id = %info.task_id.value, state = terminal.state.as_str_name(), detail = %terminal.message, "task ended");
+        let message = match detail {
+            Some(d) => format!("{d} ({})", terminal.message),
+            None => terminal.message,
+        };
+        info!(task_id = %info.task_id.value, state = terminal.state.as_str_name(), detail = %message, "task ended");
         let mut status = updates::new_status(&info.task_id, terminal.state, &self.cfg.executor_id);
-        status.message = Some(terminal.message);
+        status.message = Some(message);
         status.reason = terminal.reason.map(|r| r as i32);
         if terminal.unhealthy {
             status.healthy = Some(false);
@@ -662,6 +816,97 @@ impl Executor {
         self.arm_ack_deadline();
         if self.ending == Some(Ending::AgentLost) {
             warn!("the agent is gone; the terminal update cannot be delivered");
+        }
+    }
+
+    /// The context handed to hooks for `event`.
+    fn hook_context(&self, event: HookEvent, task: Option<Arc<v1::TaskInfo>>) -> HookContext {
+        HookContext {
+            event,
+            task,
+            framework_id: self.cfg.framework_id.clone(),
+            executor_id: self.cfg.executor_id.clone(),
+            agent_id: self.agent_info.as_ref().and_then(|a| a.id.as_ref()).map(|i| i.value.clone()).or_else(|| self.cfg.agent_id.clone()),
+            agent_hostname: self.agent_info.as_ref().map(|a| a.hostname.clone()),
+            sandbox: self.cfg.sandbox.clone(),
+            base_env: self.base_env.clone(),
+            added_env: Vec::new(),
+            reaper: self.reaper.clone(),
+        }
+    }
+
+    /// Runs a chain off the loop; its result comes back as `Input::HookDone`.
+    /// An empty chain completes at once (still through the inbox, so every
+    /// path goes through `on_hook_done`).
+    fn spawn_chain(&mut self, event: HookEvent, task: Option<Arc<v1::TaskInfo>>, budget: Option<Duration>) -> JoinHandle<()> {
+        let ctx = self.hook_context(event, task);
+        let chain = self.hooks.clone();
+        let inbox = self.inbox_tx.clone();
+        tokio::spawn(async move {
+            let result = if chain.is_empty() { ChainResult::Ok { env: Vec::new() } } else { chain.run(ctx, budget).await };
+            let _ = inbox.send(Input::HookDone { event, result }).await;
+        })
+    }
+
+    fn run_before_terminate(&mut self, task: Option<Arc<v1::TaskInfo>>, budget: Option<Duration>) {
+        self.before_terminate = Stage::Running;
+        self.spawn_chain(HookEvent::BeforeTerminate, task, budget);
+    }
+
+    fn on_hook_done(&mut self, event: HookEvent, result: ChainResult) {
+        match event {
+            HookEvent::BeforeStart => {
+                let Task::Launching { .. } = &self.task else { return };
+                let Task::Launching { info, spec, .. } = std::mem::replace(&mut self.task, Task::Idle) else { return };
+                match result {
+                    ChainResult::Ok { env } => self.start_process(info, *spec, env),
+                    ChainResult::Failed { hook, reason } => {
+                        let why = if hook == "policy" { Some(Reason::TaskUnauthorized) } else { None };
+                        self.fail_task(&info.task_id, format!("before-start hook `{hook}` refused the launch: {reason}"), why);
+                    }
+                }
+            }
+            HookEvent::AfterStart | HookEvent::AfterHealthy => {
+                let Task::Running { info, .. } = &self.task else { return };
+                match result {
+                    ChainResult::Ok { .. } if event == HookEvent::AfterStart && info.health_check.is_none() => {
+                        // Without a health check, "healthy" follows "started".
+                        let info = info.clone();
+                        self.spawn_chain(HookEvent::AfterHealthy, Some(info), None);
+                    }
+                    ChainResult::Ok { .. } => {}
+                    ChainResult::Failed { hook, reason } => {
+                        let grace = self.task_grace(None);
+                        self.start_kill(KillCause::HookFailure, grace, Some(format!("{event} hook `{hook}` failed: {reason}")));
+                    }
+                }
+            }
+            HookEvent::BeforeTerminate => {
+                self.before_terminate = Stage::Done;
+                if let ChainResult::Failed { hook, reason } = &result {
+                    warn!(hook, %reason, "before-terminate hook failed (the kill went on)");
+                }
+                match std::mem::replace(&mut self.task, Task::Idle) {
+                    Task::Killing { info, pid, cause, detail, exited: Some(outcome), .. } => {
+                        self.finish_terminal(&info, pid, outcome, Some(cause), detail);
+                    }
+                    Task::Draining { info, pid, outcome } => self.finish_terminal(&info, pid, outcome, None, None),
+                    other => {
+                        self.task = other;
+                        if matches!(self.task, Task::Killing { phase: KillPhase::Hooks { .. }, .. }) {
+                            self.send_sigterm();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first healthy health-check result: the after-healthy chain runs.
+    pub fn on_first_healthy(&mut self) {
+        if let Task::Running { info, .. } = &self.task {
+            let info = info.clone();
+            self.spawn_chain(HookEvent::AfterHealthy, Some(info), None);
         }
     }
 
@@ -678,6 +923,21 @@ impl Executor {
         if let Some(sender) = &self.sender {
             let _ = sender.queue.send(status);
         }
+    }
+}
+
+impl Stage {
+    /// Marks the chain as not needed any more (no hooks, or already ran).
+    fn max_done(self) -> Self {
+        if self == Self::Running { self } else { Self::Done }
+    }
+}
+
+/// The terminal state of a task killed before its process started.
+fn terminal_state_before_start(cause: KillCause) -> TaskState {
+    match cause {
+        KillCause::HookFailure | KillCause::MaxCompletionTime => TaskState::TaskFailed,
+        _ => TaskState::TaskKilled,
     }
 }
 

@@ -30,6 +30,8 @@ pub mod config;
 pub mod duration;
 pub mod emulator;
 pub mod executor;
+pub mod hooks;
+pub mod http;
 pub mod launch;
 pub mod marathon;
 pub mod policy;

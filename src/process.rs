@@ -24,7 +24,7 @@
 use std::{
     collections::{HashMap, HashSet},
     io,
-    os::unix::process::CommandExt,
+    os::{fd::OwnedFd, unix::process::CommandExt},
     process::{Command, Stdio},
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -130,11 +130,46 @@ impl Reaper {
         Ok((pid, rx))
     }
 
+    /// Spawns an auxiliary `command` whose stdio is piped, and returns
+    /// non-blocking ends of those pipes for async reading and writing.
+    pub fn spawn_with_pipes(&self, command: &mut Command) -> io::Result<(Spawned, oneshot::Receiver<ExitOutcome>)> {
+        let mut state = self.lock();
+        let mut child = command.spawn()?;
+        let pid = pid_i32(child.id());
+        let (tx, rx) = oneshot::channel();
+        state.waiters.insert(pid, (Role::Auxiliary, tx));
+        drop(state);
+        use tokio::net::unix::pipe;
+        let stdin = child.stdin.take().map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s))).transpose()?;
+        let stdout = child.stdout.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
+        let stderr = child.stderr.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
+        Ok((Spawned { pid, stdin, stdout, stderr }, rx))
+    }
+
+    /// A reaper that does not reap, for unit tests that spawn nothing.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Self { state: Arc::new(Mutex::new(ReaperState::default())) }
+    }
+
     /// Pids of live children spawned for something other than the task.
     #[must_use]
     pub fn auxiliary_pids(&self) -> HashSet<i32> {
         self.lock().waiters.iter().filter(|(_, (role, _))| *role == Role::Auxiliary).map(|(pid, _)| *pid).collect()
     }
+}
+
+/// A child spawned with piped stdio.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid (and process group id, when spawned with `process_group(0)`).
+    pub pid: i32,
+    /// Its stdin, if piped.
+    pub stdin: Option<tokio::net::unix::pipe::Sender>,
+    /// Its stdout, if piped.
+    pub stdout: Option<tokio::net::unix::pipe::Receiver>,
+    /// Its stderr, if piped.
+    pub stderr: Option<tokio::net::unix::pipe::Receiver>,
 }
 
 fn pid_i32(pid: u32) -> i32 {

@@ -2,7 +2,9 @@
 //! real sockets, against the in-repo Mesos agent emulator.
 
 mod bad_input;
+mod fake_consul;
 mod helpers;
+mod hooks;
 mod kill;
 mod lifecycle;
 mod reconnect;

@@ -115,6 +115,9 @@ async fn before_terminate_ordering(trigger: &str) {
         "kill" => emu.kill("t-order", None),
         "shutdown" => emu.shutdown(),
         "agent-lost" => emu.close_stream(),
+        "executor-sigterm" => {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(exec.pid), nix::sys::signal::Signal::SIGTERM).expect("signal executor");
+        }
         other => panic!("unknown trigger {other}"),
     }
     assert_eq!(exec.read_file("order").await.trim(), "hooks-first", "{trigger}: SIGTERM reached the task before the hooks finished");
@@ -137,6 +140,11 @@ async fn before_terminate_runs_before_sigterm_on_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn before_terminate_runs_before_sigterm_on_agent_loss() {
     before_terminate_ordering("agent-lost").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_terminate_runs_before_sigterm_on_executor_sigterm() {
+    before_terminate_ordering("executor-sigterm").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

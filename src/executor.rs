@@ -18,6 +18,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     agent::{AgentClient, AgentError},
     config::Config,
+    health,
     launch::{self, LaunchContext},
     policy::{self, ExitOutcome, KillCause},
     process::{self, Reaper, Role},
@@ -56,6 +57,10 @@ pub enum Input {
     },
     /// The executor received SIGTERM or SIGINT.
     Signal(&'static str),
+    /// A health check's raw result ([`crate::health`]).
+    HealthProbe(health::Observation),
+    /// A generic check's raw result ([`crate::health`]).
+    CheckProbe(health::Observation),
 }
 
 /// How the executor run ended; `main` maps it to the exit code.
@@ -151,6 +156,8 @@ pub struct Executor {
     /// A task that never launched but was killed (lost LAUNCH) is remembered
     /// so a second KILL does not produce a second terminal update.
     killed_unknown: Vec<String>,
+    /// The task's health check and generic check.
+    checks: health::Checks,
 }
 
 /// Runs the executor to completion with `cfg`. Installs the child reaper, the
@@ -189,6 +196,7 @@ pub async fn run(cfg: Config) -> Outcome {
         ending: None,
         ack_deadline: None,
         killed_unknown: Vec::new(),
+        checks: health::Checks::default(),
     };
     let outcome = executor.event_loop().await;
     subscription.abort();
@@ -352,6 +360,8 @@ impl Executor {
                     "agent refused a status update; it stays unacknowledged and is resent on the next SUBSCRIBE");
             }
             Input::Signal(name) => self.on_signal(name),
+            Input::HealthProbe(observation) => self.on_health_probe(&observation),
+            Input::CheckProbe(observation) => self.on_check_probe(&observation),
         }
     }
 
@@ -508,6 +518,7 @@ impl Executor {
             return;
         }
         self.log.add_task(task.clone());
+        self.checks = health::Checks::for_task(&task);
         if self.ending.is_some() {
             self.fail_task(&task_id, "the executor is shutting down".into(), None);
             return;
@@ -550,6 +561,8 @@ impl Executor {
             let _ = inbox.send(Input::TaskExited(outcome)).await;
         });
         self.send_update(updates::new_status(&task_id, TaskState::TaskRunning, &self.cfg.executor_id));
+        let ctx = health::TaskContext { env: spec.env, cwd: spec.cwd, reaper: self.reaper.clone() };
+        self.checks.start(&task, ctx, &self.inbox_tx, Input::HealthProbe, Input::CheckProbe);
         let max_completion = task
             .max_completion_time
             .as_ref()
@@ -612,6 +625,8 @@ impl Executor {
         match &mut self.task {
             Task::Running { info, pid, .. } => {
                 let (info, pid) = (info.clone(), *pid);
+                // As Mesos pauses its checkers: no check runs or reports while killing.
+                self.checks.stop();
                 if policy::send_killing(self.framework.as_ref(), cause) {
                     self.send_update(updates::new_status(&info.task_id, TaskState::TaskKilling, &self.cfg.executor_id));
                 }
@@ -643,6 +658,7 @@ impl Executor {
                 return;
             }
         };
+        self.checks.stop();
         // Whatever the root left behind (background jobs, daemons) goes with it.
         let leftovers = process::signal_task_tree(pid, &self.reaper.auxiliary_pids(), nix::sys::signal::Signal::SIGKILL, &[]);
         if !leftovers.is_empty() {
@@ -672,11 +688,54 @@ impl Executor {
 
     /// Records an update and hands it to the current sender, if subscribed;
     /// otherwise it travels in the next SUBSCRIBE.
-    fn send_update(&mut self, status: v1::TaskStatus) {
+    fn send_update(&mut self, mut status: v1::TaskStatus) {
+        self.checks.on_status(&mut status);
         debug!(task_id = %status.task_id.value, state = status.state().as_str_name(), uuid = %updates::uuid_text(&status), "status update");
         self.log.record(status.clone());
         if let Some(sender) = &self.sender {
             let _ = sender.queue.send(status);
+        }
+    }
+
+    /// A health check result: report it as Mesos does and, after the allowed
+    /// consecutive failures, kill the task gracefully (its terminal update
+    /// then says `healthy = false`). Results after the kill started are dropped.
+    fn on_health_probe(&mut self, observation: &health::Observation) {
+        let Task::Running { info, .. } = &self.task else {
+            debug!(?observation, "health check result while the task is not running; dropped");
+            return;
+        };
+        let task_id = info.task_id.value.clone();
+        let Some(update) = self.checks.health_update(observation, Instant::now()) else { return };
+        info!(task_id = %task_id, healthy = ?update.status.healthy, "task health changed; sending a health update");
+        self.send_update(update.status);
+        if update.first_healthy {
+            self.on_first_healthy();
+        }
+        if update.kill {
+            let grace = self.task_grace(None);
+            warn!(task_id = %task_id, ?grace, "health check failed too many times in a row; killing the task");
+            self.start_kill(KillCause::HealthCheck, grace);
+        }
+    }
+
+    /// A generic check result: an update when its `check_status` changed.
+    fn on_check_probe(&mut self, observation: &health::Observation) {
+        if !matches!(self.task, Task::Running { .. }) {
+            debug!(?observation, "check result while the task is not running; dropped");
+            return;
+        }
+        if let Some(status) = self.checks.check_update(observation) {
+            self.send_update(status);
+        }
+    }
+
+    /// The task's first healthy health-check result (once per task): the
+    /// after-healthy event.
+    fn on_first_healthy(&mut self) {
+        // hook chain subscribes here
+        if let Task::Running { info, .. } = &self.task {
+            info!(task_id = %info.task_id.value, "task is healthy for the first time (after-healthy)");
         }
     }
 }

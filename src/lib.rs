@@ -13,6 +13,7 @@
 //! - [`policy`]: kill grace, terminal state and other decisions (pure).
 //! - [`process`]: spawning, the child reaper, process-tree signalling.
 //! - [`executor`]: the owner of all executor state and its event loop.
+//! - [`health`]: Mesos health checks and generic checks (checkers and verdicts).
 //! - [`emulator`]: a local Mesos agent emulator for tests and `make demo`.
 //!
 //! # Theory of operation
@@ -30,6 +31,7 @@ pub mod config;
 pub mod duration;
 pub mod emulator;
 pub mod executor;
+pub mod health;
 pub mod launch;
 pub mod marathon;
 pub mod policy;

@@ -816,14 +816,20 @@ async fn http_get(target: &Target, tls: Option<&tokio_rustls::TlsConnector>) -> 
         .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|e| fail("building the request for", &e))?;
+    // The connection task is driven here rather than spawned. It may finish
+    // (`Connection: close`) just as it hands the response over; the request
+    // future then resolves at once, with the response or the error.
     let mut conn = std::pin::pin!(conn);
+    let mut send = std::pin::pin!(sender.send_request(request));
     let response = tokio::select! {
-        response = sender.send_request(request) => response.map_err(|e| fail("requesting", &e))?,
-        ended = &mut conn => {
-            let cause = ended.err().map_or_else(|| "closed before answering".to_owned(), |e| e.to_string());
-            return Err(fail("requesting", &cause));
-        }
-    };
+        biased;
+        response = &mut send => response,
+        ended = &mut conn => match ended {
+            Ok(()) => send.await,
+            Err(e) => return Err(fail("requesting", &e)),
+        },
+    }
+    .map_err(|e| fail("requesting", &e))?;
     let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     Ok((response.status(), location))
 }

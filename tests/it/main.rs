@@ -2,6 +2,7 @@
 //! real sockets, against the in-repo Mesos agent emulator.
 
 mod bad_input;
+mod health;
 mod helpers;
 mod kill;
 mod lifecycle;

@@ -20,8 +20,8 @@
 //! One task (the [`executor::Executor`]) owns every piece of mutable state and
 //! reads one inbox of [`executor::Input`]s: agent events, stream connected or
 //! lost, child exits, update call results, OS signals. Everything that waits on
-//! I/O — the subscription, the update sender, the child reaper — runs in its own
-//! task and reports back through that inbox, so the owner never blocks; its only
+//! I/O — the subscription, the update sender, the child reaper, the health
+//! checkers — runs in its own task and reports back through that inbox, so the owner never blocks; its only
 //! other wake-up is its nearest deadline (SIGKILL escalation, recovery timeout,
 //! acknowledgement wait). Decisions are delegated to pure functions in
 //! [`policy`] and [`launch`], which carry the unit tests.

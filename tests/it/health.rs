@@ -34,13 +34,14 @@ fn helper_task(id: &str, mode: &str, pidfile: &str) -> v1::TaskInfo {
     argv_task(id, task_helper().to_str().expect("utf8"), &["task-helper", mode, pidfile])
 }
 
-/// Fast timings for tests: no delay, 0.1 s interval, 5 s timeout, no grace,
-/// and failures that never kill unless a test says so.
+/// Fast timings for tests: no delay, 0.1 s interval, 5 s timeout, and
+/// failures that never kill unless a test says so. The 5 s grace covers the
+/// task's server starting up (the first probes may find the port closed).
 fn fast(mut hc: v1::HealthCheck) -> v1::HealthCheck {
     hc.delay_seconds = Some(0.0);
     hc.interval_seconds = Some(0.1);
     hc.timeout_seconds = Some(5.0);
-    hc.grace_period_seconds = Some(0.0);
+    hc.grace_period_seconds = Some(5.0);
     hc.consecutive_failures = Some(1000);
     hc
 }
@@ -233,14 +234,14 @@ async fn delay_and_interval_are_honoured() {
     eventually(&emu, &exec, "first probe", || !lines(&exec, "requests.log").is_empty()).await;
     assert!(launched.elapsed() >= Duration::from_secs(2), "the first probe came before delay_seconds");
     eventually(&emu, &exec, "healthy", || health_reports(&emu, "t-sched") == [true]).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // At most one probe per interval since the delay (plus the first one and
-    // one of slack): far fewer than an ignored interval would give.
+    eventually(&emu, &exec, "four probes", || lines(&exec, "requests.log").len() >= 4).await;
+    // The first probe came at least 2 s after `launched`, each next one at
+    // least 0.5 s after the previous one: at most 1 + window / 0.5 probes by
+    // now (plus one of slack), where an ignored interval would give many more.
     let probes = lines(&exec, "requests.log").len();
     let window = launched.elapsed().saturating_sub(Duration::from_secs(2)).as_secs_f64();
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let most = (window / 0.5) as usize + 2;
-    assert!(probes >= 2, "probing stopped after the first: {probes}");
     assert!(probes <= most, "{probes} probes in {window:.2}s with a 0.5s interval (at most {most})");
     emu.kill("t-sched", None);
     wait_state(&emu, &exec, "t-sched", TaskState::TaskKilled).await;
@@ -283,6 +284,7 @@ async fn hanging_command_check_is_killed_at_its_timeout_and_counts_as_a_failure(
     let mut hc = command_health("echo $$ >> check.pids; exec sleep 1000", &[]);
     hc.timeout_seconds = Some(0.5);
     hc.consecutive_failures = Some(2);
+    hc.grace_period_seconds = Some(0.0);
     task.health_check = Some(hc);
     emu.launch(task);
     let task_pid = exec.read_pid("task.pid").await;
@@ -326,6 +328,7 @@ async fn checks_against_a_closed_port_fail_cleanly() {
     let mut task = helper_task("t-closed", "term-exit", "task.pid");
     let mut hc = tcp_health(closed);
     hc.consecutive_failures = Some(2);
+    hc.grace_period_seconds = Some(0.0);
     task.health_check = Some(hc);
     // A generic HTTP check on the same closed port: an error is the empty
     // typed status, equal to the initial one, so it is never reported.
@@ -459,6 +462,7 @@ async fn invalid_health_check_is_logged_and_the_task_runs_without_it() {
     // Would kill the task at once if it ran: a closed port, first failure kills.
     let mut hc = tcp_health(free_port());
     hc.consecutive_failures = Some(0);
+    hc.grace_period_seconds = Some(0.0);
     hc.interval_seconds = Some(-1.0);
     task.health_check = Some(hc);
     emu.launch(task);

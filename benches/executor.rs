@@ -8,6 +8,9 @@
 //! - Peak RSS (VmHWM) of the executor while its task runs.
 //! - Stripped release binary size.
 //! - RecordIO decode throughput (framing only, and framing + Event decode).
+//! - Executor CPU time (user + system, from `/proc/<pid>/stat`) per 1,000
+//!   HTTP health-check probes, against the task's own local HTTP server with a
+//!   1 ms interval: the median of three 1,000-probe windows in one run.
 
 use std::{
     collections::BTreeMap,
@@ -106,6 +109,82 @@ async fn one_run(bin: &PathBuf, helper: &PathBuf) -> Run {
     }
 }
 
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    Some(fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?)
+}
+
+fn line_count(path: &std::path::Path) -> usize {
+    std::fs::read(path).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count())
+}
+
+/// Waits until `path` has at least `n` lines.
+async fn wait_lines(path: &std::path::Path, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let count = line_count(path);
+        if count >= n {
+            return count;
+        }
+        assert!(Instant::now() < deadline, "only {count} of {n} probes arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Executor CPU milliseconds per 1,000 HTTP health-check probes.
+async fn http_probe_cpu(bin: &PathBuf, helper: &PathBuf) -> f64 {
+    let emu = AgentEmulator::start(EmulatorOptions::default()).await.expect("emulator");
+    let sandbox = tempfile::tempdir().expect("sandbox");
+    std::fs::write(sandbox.path().join("status"), "200").expect("status file");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let mut env: BTreeMap<String, String> = emu.executor_env().into_iter().collect();
+    env.insert("MESOS_SANDBOX".into(), sandbox.path().display().to_string());
+    env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+    env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
+    let mut child = Command::new(bin).env_clear().envs(&env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn executor");
+    emu.wait_subscribed(1, Duration::from_secs(10)).await.expect("subscribed");
+    let mut task = task_info(
+        "bench-health",
+        Some(v1::CommandInfo {
+            value: Some(helper.display().to_string()),
+            shell: Some(false),
+            arguments: vec!["task-helper".into(), "http-server".into(), port.to_string(), "status".into()],
+            ..Default::default()
+        }),
+    );
+    task.health_check = Some(v1::HealthCheck {
+        r#type: Some(v1::health_check::Type::Http as i32),
+        http: Some(v1::health_check::HttpCheckInfo { port: u32::from(port), path: Some("/health".into()), ..Default::default() }),
+        delay_seconds: Some(0.0),
+        interval_seconds: Some(0.001),
+        timeout_seconds: Some(5.0),
+        grace_period_seconds: Some(5.0),
+        ..Default::default()
+    });
+    emu.launch(task);
+    let log = sandbox.path().join("requests.log");
+    // Warm up (connections, page cache), then three windows of 1,000 probes.
+    let mut seen = wait_lines(&log, 200).await;
+    let mut per_thousand = Vec::new();
+    // SAFETY: sysconf has no preconditions.
+    #[allow(clippy::cast_precision_loss)]
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    for _ in 0..3 {
+        let before = cpu_ticks(child.id()).expect("executor stat");
+        let now = wait_lines(&log, seen + 1000).await;
+        let after = cpu_ticks(child.id()).expect("executor stat");
+        #[allow(clippy::cast_precision_loss)]
+        per_thousand.push((after - before) as f64 / ticks_per_sec * 1e3 / ((now - seen) as f64 / 1000.0));
+        seen = now;
+    }
+    emu.kill("bench-health", None);
+    emu.wait_state("bench-health", TaskState::TaskKilled, Duration::from_secs(10)).await.expect("killed");
+    let _ = child.wait();
+    median(per_thousand)
+}
+
 fn decode_throughput() -> (f64, f64) {
     // A realistic mix: ACKNOWLEDGED events and LAUNCHes with a 4 KiB TaskInfo.
     let mut codec = RecordIoCodec::default();
@@ -158,12 +237,14 @@ fn main() {
     assert!(bin.exists(), "build the release binary first: make bench");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let mut runs = Vec::new();
+    let mut probe_cpu = 0.0;
     runtime.block_on(async {
         // One warm-up run (page cache, lazy binding), not counted.
         let _ = one_run(&bin, &helper).await;
         for _ in 0..RUNS {
             runs.push(one_run(&bin, &helper).await);
         }
+        probe_cpu = http_probe_cpu(&bin, &helper).await;
     });
     let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     let (framing, full) = decode_throughput();
@@ -180,4 +261,5 @@ fn main() {
     println!("  stripped release binary     {size_mib:>8.2} MiB  (target < 5 MiB)");
     println!("  RecordIO framing decode     {framing:>8.0} MB/s (target > 500 MB/s)");
     println!("  RecordIO + Event decode     {full:>8.0} MB/s");
+    println!("  executor CPU / 1k HTTP probes {probe_cpu:>6.1} ms   (user+system, 1 ms interval, local server)");
 }

@@ -18,6 +18,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     agent::{AgentClient, AgentError},
     config::Config,
+    health,
     hooks::{self, ChainResult, HookChain, HookContext, HookEvent},
     launch::{self, LaunchContext, LaunchSpec},
     policy::{self, ExitOutcome, KillCause},
@@ -64,6 +65,10 @@ pub enum Input {
         /// How it ended.
         result: ChainResult,
     },
+    /// A health check's raw result ([`crate::health`]).
+    HealthProbe(health::Observation),
+    /// A generic check's raw result ([`crate::health`]).
+    CheckProbe(health::Observation),
 }
 
 /// How the executor run ended; `main` maps it to the exit code.
@@ -202,6 +207,8 @@ pub struct Executor {
     agent_info: Option<v1::AgentInfo>,
     /// before-terminate runs exactly once.
     before_terminate: Stage,
+    /// The task's health check and generic check.
+    checks: health::Checks,
 }
 
 /// Runs the executor to completion with `cfg`. Installs the child reaper, the
@@ -249,6 +256,7 @@ pub async fn run(cfg: Config) -> Outcome {
         base_env,
         agent_info: None,
         before_terminate: Stage::Pending,
+        checks: health::Checks::default(),
     };
     let outcome = executor.event_loop().await;
     subscription.abort();
@@ -429,6 +437,8 @@ impl Executor {
             }
             Input::Signal(name) => self.on_signal(name),
             Input::HookDone { event, result } => self.on_hook_done(event, result),
+            Input::HealthProbe(observation) => self.on_health_probe(&observation),
+            Input::CheckProbe(observation) => self.on_check_probe(&observation),
         }
     }
 
@@ -588,6 +598,7 @@ impl Executor {
             return;
         }
         self.log.add_task(task.clone());
+        self.checks = health::Checks::for_task(&task);
         if self.ending.is_some() {
             self.fail_task(&task_id, "the executor is shutting down".into(), None);
             return;
@@ -639,6 +650,8 @@ impl Executor {
             let _ = inbox.send(Input::TaskExited(outcome)).await;
         });
         self.send_update(updates::new_status(&task_id, TaskState::TaskRunning, &self.cfg.executor_id));
+        let ctx = health::TaskContext { env: spec.env, cwd: spec.cwd, reaper: self.reaper.clone() };
+        self.checks.start(&info, ctx, &self.inbox_tx, Input::HealthProbe, Input::CheckProbe);
         let max_completion = info
             .max_completion_time
             .as_ref()
@@ -715,6 +728,8 @@ impl Executor {
                 self.arm_ack_deadline();
             }
             Task::Running { info, pid, .. } => {
+                // As Mesos pauses its checkers: no check runs or reports while killing.
+                self.checks.stop();
                 if policy::send_killing(self.framework.as_ref(), cause) {
                     self.send_update(updates::new_status(&info.task_id, TaskState::TaskKilling, &self.cfg.executor_id));
                 }
@@ -769,6 +784,7 @@ impl Executor {
     }
 
     fn on_task_exit(&mut self, outcome: ExitOutcome) {
+        self.checks.stop();
         match std::mem::replace(&mut self.task, Task::Idle) {
             Task::Running { info, pid, .. } => {
                 if self.before_terminate == Stage::Pending && !self.hooks.is_empty() {
@@ -869,7 +885,7 @@ impl Executor {
             HookEvent::AfterStart | HookEvent::AfterHealthy => {
                 let Task::Running { info, .. } = &self.task else { return };
                 match result {
-                    ChainResult::Ok { .. } if event == HookEvent::AfterStart && info.health_check.is_none() => {
+                    ChainResult::Ok { .. } if event == HookEvent::AfterStart && !self.checks.has_health_checker() => {
                         // Without a health check, "healthy" follows "started".
                         let info = info.clone();
                         self.spawn_chain(HookEvent::AfterHealthy, Some(info), None);
@@ -903,8 +919,9 @@ impl Executor {
     }
 
     /// The first healthy health-check result: the after-healthy chain runs.
-    pub fn on_first_healthy(&mut self) {
+    fn on_first_healthy(&mut self) {
         if let Task::Running { info, .. } = &self.task {
+            info!(task_id = %info.task_id.value, "task is healthy for the first time (after-healthy)");
             let info = info.clone();
             self.spawn_chain(HookEvent::AfterHealthy, Some(info), None);
         }
@@ -917,11 +934,45 @@ impl Executor {
 
     /// Records an update and hands it to the current sender, if subscribed;
     /// otherwise it travels in the next SUBSCRIBE.
-    fn send_update(&mut self, status: v1::TaskStatus) {
+    fn send_update(&mut self, mut status: v1::TaskStatus) {
+        self.checks.on_status(&mut status);
         debug!(task_id = %status.task_id.value, state = status.state().as_str_name(), uuid = %updates::uuid_text(&status), "status update");
         self.log.record(status.clone());
         if let Some(sender) = &self.sender {
             let _ = sender.queue.send(status);
+        }
+    }
+
+    /// A health check result: report it as Mesos does and, after the allowed
+    /// consecutive failures, kill the task gracefully (its terminal update
+    /// then says `healthy = false`). Results after the kill started are dropped.
+    fn on_health_probe(&mut self, observation: &health::Observation) {
+        let Task::Running { info, .. } = &self.task else {
+            debug!(?observation, "health check result while the task is not running; dropped");
+            return;
+        };
+        let task_id = info.task_id.value.clone();
+        let Some(update) = self.checks.health_update(observation, Instant::now()) else { return };
+        info!(task_id = %task_id, healthy = ?update.status.healthy, "task health changed; sending a health update");
+        self.send_update(update.status);
+        if update.first_healthy {
+            self.on_first_healthy();
+        }
+        if update.kill {
+            let grace = self.task_grace(None);
+            warn!(task_id = %task_id, ?grace, "health check failed too many times in a row; killing the task");
+            self.start_kill(KillCause::HealthCheck, grace, None);
+        }
+    }
+
+    /// A generic check result: an update when its `check_status` changed.
+    fn on_check_probe(&mut self, observation: &health::Observation) {
+        if !matches!(self.task, Task::Running { .. }) {
+            debug!(?observation, "check result while the task is not running; dropped");
+            return;
+        }
+        if let Some(status) = self.checks.check_update(observation) {
+            self.send_update(status);
         }
     }
 }

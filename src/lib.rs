@@ -13,14 +13,15 @@
 //! - [`policy`]: kill grace, terminal state and other decisions (pure).
 //! - [`process`]: spawning, the child reaper, process-tree signalling.
 //! - [`executor`]: the owner of all executor state and its event loop.
+//! - [`health`]: Mesos health checks and generic checks (checkers and verdicts).
 //! - [`emulator`]: a local Mesos agent emulator for tests and `make demo`.
 //!
 //! # Theory of operation
 //! One task (the [`executor::Executor`]) owns every piece of mutable state and
 //! reads one inbox of [`executor::Input`]s: agent events, stream connected or
 //! lost, child exits, update call results, OS signals. Everything that waits on
-//! I/O — the subscription, the update sender, the child reaper — runs in its own
-//! task and reports back through that inbox, so the owner never blocks; its only
+//! I/O — the subscription, the update sender, the child reaper, the health
+//! checkers — runs in its own task and reports back through that inbox, so the owner never blocks; its only
 //! other wake-up is its nearest deadline (SIGKILL escalation, recovery timeout,
 //! acknowledgement wait). Decisions are delegated to pure functions in
 //! [`policy`] and [`launch`], which carry the unit tests.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod duration;
 pub mod emulator;
 pub mod executor;
+pub mod health;
 pub mod hooks;
 pub mod http;
 pub mod launch;

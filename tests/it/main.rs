@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod fake_consul;
+mod health;
 mod helpers;
 mod hooks;
 mod kill;

@@ -475,3 +475,35 @@ async fn invalid_health_check_is_logged_and_the_task_runs_without_it() {
     assert_eq!(killed.healthy, None);
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_registration_waits_for_the_first_healthy_result() {
+    let consul = crate::fake_consul::FakeConsul::start(None).await;
+    let emu = emulator(EmulatorOptions::default()).await;
+    let mut exec = Executor::start(&emu, &[("HOOK_EXECUTOR_HOOKS", "consul"), ("CONSUL_HTTP_ADDR", &consul.addr.to_string())]);
+    let port = free_port();
+    set_status(&exec, "503");
+    let mut task = server_task("t-consul-healthy", "http-server", port);
+    task.health_check = Some(http_health(port, "/health", None));
+    task.labels = Some(v1::Labels { labels: vec![v1::Label { key: "consul".into(), value: Some("api".into()) }] });
+    task.resources.push(v1::Resource {
+        name: "ports".into(),
+        r#type: v1::value::Type::Ranges as i32,
+        ranges: Some(v1::value::Ranges { range: vec![v1::value::Range { begin: u64::from(port), end: u64::from(port) }] }),
+        ..Default::default()
+    });
+    emu.launch(task);
+    // Running but unhealthy: probes come and go, nothing is registered.
+    eventually(&emu, &exec, "several probes", || lines(&exec, "requests.log").len() >= 5).await;
+    assert!(consul.requests().is_empty(), "registered before the task was healthy");
+    set_status(&exec, "200");
+    eventually(&emu, &exec, "first healthy", || health_reports(&emu, "t-consul-healthy").last() == Some(&true)).await;
+    eventually(&emu, &exec, "registration", || consul.services().contains_key("t-consul-healthy")).await;
+    let service = &consul.services()["t-consul-healthy"];
+    assert_eq!(service["Name"], "api");
+    assert_eq!(service["Check"]["HTTP"], format!("http://localhost:{port}/health"), "the health check is mirrored");
+    emu.kill("t-consul-healthy", None);
+    wait_state(&emu, &exec, "t-consul-healthy", TaskState::TaskKilled).await;
+    assert!(consul.services().is_empty(), "deregistered");
+    assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
+}

@@ -60,3 +60,77 @@ async fn shutdown_as_the_first_event_exits_zero_without_updates() {
     assert!(emu.updates().is_empty());
     assert!(exec.log().contains("SHUTDOWN received"));
 }
+
+/// A TLS-terminating proxy in front of the emulator (the agent with libprocess
+/// SSL): returns its port and the PEM of its self-signed certificate.
+async fn tls_proxy(backend: std::net::SocketAddr) -> (u16, String) {
+    use std::sync::Arc;
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("certificate");
+    let pem = certified.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else { return };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (port, pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_the_agent_with_and_without_certificate_verification() {
+    for verify in [false, true] {
+        let emu = emulator(EmulatorOptions::default()).await;
+        let (port, pem) = tls_proxy(emu.addr()).await;
+        let ca = tempfile::NamedTempFile::new().expect("ca file");
+        std::fs::write(ca.path(), pem).expect("write ca");
+        let upid = format!("slave(1)@127.0.0.1:{port}");
+        let ca_path = ca.path().display().to_string();
+        let mut extra = vec![("MESOS_SLAVE_PID", upid.as_str()), ("LIBPROCESS_SSL_ENABLED", "true")];
+        if verify {
+            extra.extend([("LIBPROCESS_SSL_VERIFY_CERT", "true"), ("LIBPROCESS_SSL_CA_FILE", ca_path.as_str())]);
+        }
+        let mut exec = Executor::start(&emu, &extra);
+        emu.launch(shell_task("t-tls", "exit 0"));
+        wait_state(&emu, &exec, "t-tls", TaskState::TaskFinished).await;
+        assert_eq!(exec.wait_exit(SOON).await.code(), Some(0), "verify={verify}; log:\n{}", exec.log());
+        assert!(exec.log().contains(&format!("https://127.0.0.1:{port}")), "{}", exec.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_verification_refuses_an_untrusted_agent_certificate() {
+    let emu = emulator(EmulatorOptions::default()).await;
+    let (port, _pem) = tls_proxy(emu.addr()).await;
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let ca = tempfile::NamedTempFile::new().expect("ca file");
+    std::fs::write(ca.path(), other.cert.pem()).expect("write ca");
+    let upid = format!("slave(1)@127.0.0.1:{port}");
+    let ca_path = ca.path().display().to_string();
+    let mut exec = Executor::start(
+        &emu,
+        &[
+            ("MESOS_SLAVE_PID", upid.as_str()),
+            ("LIBPROCESS_SSL_ENABLED", "1"),
+            ("LIBPROCESS_SSL_VERIFY_CERT", "1"),
+            ("LIBPROCESS_SSL_CA_FILE", ca_path.as_str()),
+            ("HOOK_EXECUTOR_REGISTRATION_TIMEOUT", "1secs"),
+        ],
+    );
+    assert_eq!(exec.wait_exit(SOON).await.code(), Some(3));
+    assert!(exec.log().contains("invalid peer certificate"), "{}", exec.log());
+    assert_eq!(emu.subscribed_count(), 0);
+}

@@ -47,7 +47,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     sync::Arc,
     time::Duration,
 };
@@ -599,7 +599,7 @@ impl ProbeRunner {
             Probe::Command(info) => {
                 let mut env = ctx.env.clone();
                 launch::apply_environment(&mut env, info.environment.as_ref());
-                RunnerKind::Command { program: command_program(&info), env, cwd: ctx.cwd.clone(), reaper: ctx.reaper.clone() }
+                RunnerKind::Command { program: launch::command_program(&info), env, cwd: ctx.cwd.clone(), reaper: ctx.reaper.clone() }
             }
         };
         Self { name, kind }
@@ -635,54 +635,18 @@ fn spawn_checker<T: Send + 'static>(runner: ProbeRunner, schedule: Schedule, inb
     })
 }
 
-/// A check's command as Mesos runs it: `sh -c value`, or `value` exec'd with
-/// `arguments` as the complete argv.
-fn command_program(command: &v1::CommandInfo) -> Program {
-    let value = command.value.clone().unwrap_or_default();
-    if command.shell() {
-        Program::Shell { command: value }
-    } else {
-        let argv = if command.arguments.is_empty() { vec![value.clone()] } else { command.arguments.clone() };
-        Program::Exec { path: value, argv }
-    }
-}
-
-/// SIGKILLs a check command's process group when dropped: after the run, on
-/// timeout (the probe future is dropped) and when the checker is aborted.
-struct GroupGuard(i32);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        // ESRCH (the group is already empty) is the usual, harmless outcome.
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
-    }
-}
-
 /// Runs a COMMAND check: through the reaper (never `Child::wait`), in its own
 /// process group, stdin from `/dev/null`, stdout and stderr to the
 /// executor's stderr, in the task's environment and sandbox.
 async fn command_probe(program: &Program, env: &BTreeMap<String, String>, cwd: &Path, reaper: &Reaper) -> Observation {
-    let mut cmd = match program {
-        Program::Shell { command } => {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(command);
-            c
-        }
-        Program::Exec { path, argv } => {
-            let mut c = Command::new(path);
-            if let Some((argv0, rest)) = argv.split_first() {
-                c.arg0(argv0).args(rest);
-            }
-            c
-        }
-    };
+    let mut cmd = crate::process::program_command(program);
     cmd.env_clear().envs(env).current_dir(cwd).stdin(Stdio::null()).process_group(0);
     cmd.stdout(executor_stderr()).stderr(executor_stderr());
     let (pid, exit) = match reaper.spawn(&mut cmd, Role::Auxiliary) {
         Ok(spawned) => spawned,
         Err(e) => return Observation::Error(format!("cannot start the check command `{}`: {e}", program.display())),
     };
-    let _group = GroupGuard(i32::try_from(pid).unwrap_or(i32::MAX));
+    let _group = crate::process::GroupGuard(i32::try_from(pid).unwrap_or(i32::MAX));
     match exit.await {
         Ok(ExitOutcome::Exited(code)) => Observation::Exited(code),
         Ok(ExitOutcome::Signaled { signal, .. }) => {

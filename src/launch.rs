@@ -147,20 +147,27 @@ pub fn strip_marathon_prefix(line: &str) -> Option<&str> {
     rest.strip_prefix(' ')
 }
 
+/// A `CommandInfo` as Mesos runs it: `shell` (the default) gives `sh -c
+/// value`; otherwise `value` is exec'd with `arguments` as the complete argv
+/// (`[value]` when empty).
+#[must_use]
+pub fn command_program(command: &v1::CommandInfo) -> Program {
+    let value = command.value.clone().unwrap_or_default();
+    if command.shell() {
+        Program::Shell { command: value }
+    } else {
+        let argv = if command.arguments.is_empty() { vec![value.clone()] } else { command.arguments.clone() };
+        Program::Exec { path: value, argv }
+    }
+}
+
 /// Decides the program from the task's and the executor's `CommandInfo`.
 pub fn program(task: &v1::TaskInfo, executor: Option<&v1::ExecutorInfo>) -> Result<(Program, CommandSource), LaunchError> {
     if let Some(command) = &task.command {
-        let value = command.value.clone().unwrap_or_default();
-        if value.is_empty() {
+        if command.value.as_deref().unwrap_or_default().is_empty() {
             return Err(LaunchError::EmptyCommand("TaskInfo.command.value"));
         }
-        let program = if command.shell() {
-            Program::Shell { command: value }
-        } else {
-            let argv = if command.arguments.is_empty() { vec![value.clone()] } else { command.arguments.clone() };
-            Program::Exec { path: value, argv }
-        };
-        return Ok((program, CommandSource::TaskCommand));
+        return Ok((command_program(command), CommandSource::TaskCommand));
     }
     let line = executor.and_then(|e| e.command.as_ref()).and_then(|c| c.value.as_deref()).unwrap_or_default();
     match strip_marathon_prefix(line) {

@@ -243,20 +243,7 @@ pub fn resolve_user(user: Option<&str>) -> Result<Option<UserSwitch>, SpawnError
 /// session, and the user switch if any.
 #[must_use]
 pub fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Command {
-    let mut cmd = match &spec.program {
-        Program::Shell { command } => {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(command);
-            c
-        }
-        Program::Exec { path, argv } => {
-            let mut c = Command::new(path);
-            if let Some((argv0, rest)) = argv.split_first() {
-                c.arg0(argv0).args(rest);
-            }
-            c
-        }
-    };
+    let mut cmd = program_command(&spec.program);
     cmd.env_clear().envs(&spec.env).current_dir(&spec.cwd).stdin(Stdio::null());
     // SAFETY: only async-signal-safe calls (setsid, setgroups, setgid, setuid)
     // between fork and exec; the user was resolved before the fork.
@@ -272,6 +259,38 @@ pub fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Command {
         });
     }
     cmd
+}
+
+/// The bare `Command` for a program: `/bin/sh -c <command>`, or `path` exec'd
+/// with `argv` verbatim (argv\[0\] included).
+#[must_use]
+pub fn program_command(program: &Program) -> Command {
+    match program {
+        Program::Shell { command } => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(command);
+            c
+        }
+        Program::Exec { path, argv } => {
+            let mut c = Command::new(path);
+            if let Some((argv0, rest)) = argv.split_first() {
+                c.arg0(argv0).args(rest);
+            }
+            c
+        }
+    }
+}
+
+/// SIGKILLs a process group when dropped: an auxiliary command (hook script,
+/// check) is cleaned up after its run, on timeout (its future is dropped) and
+/// when its task is aborted. ESRCH (the group is already empty) is harmless.
+#[derive(Debug)]
+pub struct GroupGuard(pub i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(self.0), Signal::SIGKILL);
+    }
 }
 
 /// One line of `/proc/<pid>/stat`, the fields we need.

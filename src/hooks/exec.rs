@@ -103,18 +103,6 @@ impl Hook for ExecHook {
     }
 }
 
-/// Kills the script's process group when dropped: on timeout the chain drops
-/// the future, and nothing of the script may survive.
-struct GroupGuard(Option<i32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-}
-
 fn script_name(script: &Path) -> String {
     script.file_name().map_or_else(|| script.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
@@ -137,7 +125,9 @@ async fn run_script(script: &Path, ctx: &HookContext, added: &[(String, String)]
         .stderr(Stdio::piped())
         .process_group(0);
     let (spawned, exit) = ctx.reaper.spawn_with_pipes(&mut cmd).map_err(|e| HookError::new(format!("{name}: cannot start: {e}")))?;
-    let guard = GroupGuard(Some(spawned.pid));
+    // Kills the script's whole group when dropped: on timeout the chain drops
+    // this future, and nothing of the script may survive.
+    let guard = crate::process::GroupGuard(spawned.pid);
     let mut stdin = spawned.stdin;
     let document = ctx.document().to_string();
     // A script may ignore its stdin and exit before reading it: a broken pipe

@@ -4,6 +4,7 @@
 #   * bash scripts (vagrant/*.sh, scripts/*.sh, .ci/run): bash -n and shellcheck -x
 #   * hook scripts (hooks/*/*, POSIX sh): sh -n and shellcheck -x
 #   * vagrant/Vagrantfile: ruby -c, when Ruby is installed
+#   * vagrant/provision.sh: idempotence, by scripts/provision-dry-run.sh (root only)
 # Shellcheck runs at its default (strictest) severity. When it is not
 # installed the check fails under CI (`.ci/run` installs it from the OS
 # packages) or with LINT_REQUIRE_SHELLCHECK=1, and is skipped with a warning
@@ -49,6 +50,9 @@ if command -v ruby >/dev/null 2>&1; then
 else
     echo "lint-scripts: ruby is not installed; vagrant/Vagrantfile not syntax-checked" >&2
 fi
+
+# vagrant/provision.sh run twice against stubs: the second run must change nothing.
+check bash scripts/provision-dry-run.sh
 
 echo "lint-scripts: ${#bash_scripts[@]} bash and ${#hook_scripts[@]} hook scripts, $checks checks, $failed failed"
 [ "$failed" = 0 ]

@@ -3,7 +3,8 @@
 # cargo tests:
 #   * bash scripts (vagrant/*.sh, scripts/*.sh, .ci/run): bash -n and shellcheck -x
 #   * hook scripts (hooks/*/*, POSIX sh): sh -n and shellcheck -x
-#   * vagrant/Vagrantfile: ruby -c, when Ruby is installed
+#   * vagrant/Vagrantfile: ruby -c and an evaluation against a stub of Vagrant's
+#     API, when Ruby is installed
 #   * vagrant/provision.sh: idempotence, by scripts/provision-dry-run.sh (root only)
 # Shellcheck runs at its default (strictest) severity. When it is not
 # installed the check fails under CI (`.ci/run` installs it from the OS
@@ -45,8 +46,34 @@ else
     echo "lint-scripts: warning: shellcheck is not installed; skipped (apt-get install shellcheck)" >&2
 fi
 
+# Evaluates the Vagrantfile against a stub of Vagrant's configuration API, so
+# that errors past the syntax (a bad Integer(), a typo'd constant) show here.
+vagrantfile_runs() {
+    ruby - vagrant/Vagrantfile <<'RUBY'
+class Recorder
+  def method_missing(_name, *_args, **_kw)
+    yield Recorder.new if block_given?
+    Recorder.new
+  end
+
+  def respond_to_missing?(*) = true
+end
+
+module Vagrant
+  def self.configure(version)
+    raise "unexpected configuration version #{version}" unless version == "2"
+
+    yield Recorder.new
+  end
+end
+
+load ARGV.fetch(0)
+RUBY
+}
+
 if command -v ruby >/dev/null 2>&1; then
     check ruby -c vagrant/Vagrantfile >/dev/null
+    check vagrantfile_runs
 else
     echo "lint-scripts: ruby is not installed; vagrant/Vagrantfile not syntax-checked" >&2
 fi

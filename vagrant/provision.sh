@@ -258,6 +258,8 @@ restart_if mhe-mesos-agent "$agent_changed"
 wait_for_port "$VM_IP" 5051 "Mesos agent"
 
 # --- Marathon -----------------------------------------------------------------
+# Tasks run as root (the agent does not switch users); task_killing gives
+# Marathon the TASK_KILLING_STATE capability, so kills show TASK_KILLING.
 marathon_changed=0
 write_file "$CONF_DIR/marathon.env" 0644 <<EOF && marathon_changed=1
 MARATHON_MASTER=zk://127.0.0.1:2181/mesos
@@ -265,6 +267,7 @@ MARATHON_ZK=zk://127.0.0.1:2181/marathon
 MARATHON_HOSTNAME=$VM_IP
 MARATHON_HTTP_PORT=8080
 MARATHON_MESOS_USER=root
+MARATHON_ENABLE_FEATURES=task_killing
 LIBPROCESS_IP=$VM_IP
 EOF
 case "$MARATHON_SOURCE" in

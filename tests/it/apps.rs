@@ -1,5 +1,5 @@
-//! The shipped Marathon app definitions (`marathon-test-app.json` and every
-//! `docs/*.json`) are valid Marathon apps for this executor: the fields
+//! The shipped Marathon app definitions (`marathon-test-app.json`, every
+//! `docs/*.json` and the app JSON blocks of `docs/operations.md`) are valid Marathon apps for this executor: the fields
 //! Marathon requires and the ones our deployment needs are there, every
 //! `HOOK_EXECUTOR_*` variable they set exists in the executor's configuration
 //! table, the executor accepts their environment as a whole (as it would in
@@ -19,7 +19,8 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `marathon-test-app.json` and `docs/*.json`, sorted, with their parsed JSON.
+/// `marathon-test-app.json`, `docs/*.json` (sorted) and the app definitions in
+/// `docs/operations.md`'s JSON blocks, with their parsed JSON.
 fn app_definitions() -> Vec<(PathBuf, Value)> {
     let mut paths = vec![root().join("marathon-test-app.json")];
     let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
@@ -29,14 +30,25 @@ fn app_definitions() -> Vec<(PathBuf, Value)> {
         .collect();
     docs.sort();
     paths.extend(docs);
-    paths
+    let mut apps: Vec<(PathBuf, Value)> = paths
         .into_iter()
         .map(|p| {
             let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", p.display()));
             (p, json)
         })
-        .collect()
+        .collect();
+    // The app definitions shown in the deployment guide, too.
+    let guide = root().join("docs/operations.md");
+    let text = std::fs::read_to_string(&guide).expect("docs/operations.md");
+    for (i, block) in text.split("```json\n").skip(1).enumerate() {
+        let body = block.split("```").next().unwrap_or_default();
+        if body.contains("\"executor\"") {
+            let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("docs/operations.md JSON block {}: {e}", i + 1));
+            apps.push((guide.with_file_name(format!("operations.md (JSON block {})", i + 1)), json));
+        }
+    }
+    apps
 }
 
 fn name(p: &Path) -> String {
@@ -209,7 +221,7 @@ fn check_app(path: &Path, app: &Value) {
 #[test]
 fn every_shipped_app_definition_is_valid_for_this_executor() {
     let apps = app_definitions();
-    assert!(apps.len() >= 3, "expected marathon-test-app.json and the docs/ examples, found {}", apps.len());
+    assert!(apps.len() >= 4, "expected marathon-test-app.json, the docs/ examples and the guide's, found {}", apps.len());
     for (path, app) in &apps {
         check_app(path, app);
     }

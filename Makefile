@@ -1,19 +1,22 @@
-# mesos-hook-executor — every target needs only the Rust toolchain.
+# mesos-hook-executor — every target needs only the Rust toolchain (vagrant-*
+# also need Vagrant with VirtualBox or libvirt: see vagrant/README.md).
 CARGO ?= cargo
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 DIST := dist/mesos-hook-executor-$(VERSION)-$(REV)-linux-$(shell uname -m)
 
-.PHONY: all build test demo bench fuzz release clean lint
+.PHONY: all build test demo bench fuzz release clean lint vagrant-up vagrant-deploy vagrant-destroy
 
 all: build
 
 build:
 	$(CARGO) build --bins --examples
 
-## The test suite: unit tests, the integration suite against the agent
-## emulator, and the fuzz target's body over a generated corpus.
+## The test suite: shell scripts and Vagrantfile (scripts/lint-scripts.sh),
+## unit tests, the integration suite against the agent emulator, and the fuzz
+## target's body over a generated corpus.
 test:
+	bash scripts/lint-scripts.sh
 	$(CARGO) build --bins --examples
 	$(CARGO) test --lib --tests -- --test-threads=2
 
@@ -34,15 +37,39 @@ fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run recordio_events -- -max_total_time=$${FUZZ_SECONDS:-60}
 
-## Optimised, stripped binaries plus a tarball with a checksum in dist/.
+## Optimised, stripped binaries (`--version` prints version and git revision),
+## hooks.tar.gz and docs, with SHA-256 checksums: dist/<name>/, dist/<name>.tar.gz
+## (+ .sha256), and dist/latest/ (the same files; what the Vagrant VM serves).
+## executorctl is included when this tree has it (src/bin/executorctl.rs).
 release:
 	$(CARGO) build --release --bins
+	rm -rf $(DIST) dist/latest
 	mkdir -p $(DIST)
 	cp target/release/mesos-hook-executor $(DIST)/
-	cp README.md $(DIST)/
+	if [ -f src/bin/executorctl.rs ]; then cp target/release/executorctl $(DIST)/; fi
+	tar --sort=name --owner=0 --group=0 --numeric-owner -czf $(DIST)/hooks.tar.gz hooks
+	cp -R README.md marathon-test-app.json docs $(DIST)/
+	$(DIST)/mesos-hook-executor --version > $(DIST)/VERSION
+	cd $(DIST) && sha256sum mesos-hook-executor $$(ls executorctl 2>/dev/null) hooks.tar.gz > SHA256SUMS
 	tar -C dist -czf $(DIST).tar.gz $(notdir $(DIST))
 	cd dist && sha256sum $(notdir $(DIST)).tar.gz > $(notdir $(DIST)).tar.gz.sha256
+	cp -R $(DIST) dist/latest
+	@cat $(DIST)/VERSION $(DIST)/SHA256SUMS
 	@ls -l $(DIST)/mesos-hook-executor $(DIST).tar.gz
+
+## A VM with Mesos, Marathon, ZooKeeper and Consul serving dist/latest at
+## http://192.168.56.10/ (vagrant/README.md); then `make vagrant-deploy`.
+vagrant-up: release
+	cd vagrant && vagrant up
+
+## Push dist/latest to the VM and deploy APP (a path in the repository) to its
+## Marathon, waiting until the task runs under the executor.
+APP ?= marathon-test-app.json
+vagrant-deploy: release
+	cd vagrant && vagrant rsync && vagrant ssh -c 'sudo bash /vagrant/vagrant/deploy.sh /vagrant/$(APP)'
+
+vagrant-destroy:
+	cd vagrant && vagrant destroy -f
 
 clean:
 	$(CARGO) clean

@@ -592,16 +592,27 @@ impl AgentEmulator {
     /// Closes the stream, every connection and the listeners: connections are
     /// refused until [`come_back`](Self::come_back). The agent's state is kept.
     pub async fn go_down(&self) {
-        let (listeners, conns, slot) = {
-            let mut st = self.inner.lock();
-            (std::mem::take(&mut st.listeners), std::mem::take(&mut st.conns), st.stream.take())
-        };
-        drop(slot);
-        for handle in listeners.iter().chain(conns.values()) {
+        // Stop accepting first: the executor reconnects as soon as its stream
+        // ends, and a connection accepted while the listeners were still up
+        // would otherwise be registered after `conns` was taken and survive the
+        // outage (the executor then "subscribes" to the agent that went away).
+        let listeners = std::mem::take(&mut self.inner.lock().listeners);
+        for handle in &listeners {
             handle.abort();
         }
-        for handle in listeners.into_iter().chain(conns.into_values()) {
-            // Awaiting makes sure the sockets are closed before we return.
+        for handle in listeners {
+            // Awaiting makes sure the sockets are closed before we go on.
+            let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+        }
+        let (conns, slot) = {
+            let mut st = self.inner.lock();
+            (std::mem::take(&mut st.conns), st.stream.take())
+        };
+        drop(slot);
+        for handle in conns.values() {
+            handle.abort();
+        }
+        for handle in conns.into_values() {
             let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
         }
         info!("agent emulator down: connections refused");

@@ -9,7 +9,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
     time::Instant,
 };
@@ -151,6 +151,27 @@ pub struct Executor {
     /// A task that never launched but was killed (lost LAUNCH) is remembered
     /// so a second KILL does not produce a second terminal update.
     killed_unknown: Vec<String>,
+    /// What the remote API's `/remote/status` shows; published by the owner.
+    status: watch::Sender<StatusSnapshot>,
+}
+
+/// The part of the executor's state others may read (the remote API's
+/// status), published by the owner after each input: readers never touch the
+/// owner's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusSnapshot {
+    /// `MESOS_FRAMEWORK_ID`.
+    pub framework_id: String,
+    /// `MESOS_EXECUTOR_ID`.
+    pub executor_id: String,
+    /// The task, once launched.
+    pub task_id: Option<String>,
+    /// Its last state, e.g. `TASK_RUNNING`.
+    pub state: Option<String>,
+    /// Its root pid while it runs.
+    pub pid: Option<i32>,
+    /// Its health, once health checks report it.
+    pub healthy: Option<bool>,
 }
 
 /// Runs the executor to completion with `cfg`. Installs the child reaper, the
@@ -170,6 +191,8 @@ pub async fn run(cfg: Config) -> Outcome {
         return Outcome::Internal(format!("installing signal handlers: {e}"));
     }
     let backoff_max = if cfg.checkpoint { cfg.subscription_backoff_max } else { Duration::from_secs(1) };
+    let (status, status_rx) = watch::channel(StatusSnapshot { framework_id: cfg.framework_id.clone(), executor_id: cfg.executor_id.clone(), ..StatusSnapshot::default() });
+    let remote = crate::remote::start(&cfg, reaper.clone(), status_rx);
     let subscription = tokio::spawn(subscription::subscribe_loop(client.clone(), inbox_tx.clone(), backoff_max, cfg.settings.max_record_size));
     info!(agent = %client.url(), checkpoint = cfg.checkpoint, release = crate::RELEASE, "starting; subscribing to the agent");
     let executor = Executor {
@@ -189,9 +212,13 @@ pub async fn run(cfg: Config) -> Outcome {
         ending: None,
         ack_deadline: None,
         killed_unknown: Vec::new(),
+        status,
     };
     let outcome = executor.event_loop().await;
     subscription.abort();
+    if let Some(remote) = remote {
+        remote.stop().await;
+    }
     let swept = process::kill_all_descendants();
     if swept > 0 {
         warn!(count = swept, "killed leftover descendant processes before exit");
@@ -220,6 +247,7 @@ fn spawn_signal_listener(inbox: mpsc::Sender<Input>) -> std::io::Result<()> {
 impl Executor {
     async fn event_loop(mut self) -> Outcome {
         loop {
+            self.publish_status();
             if let Some(outcome) = self.finished() {
                 self.stop_sender();
                 return outcome;
@@ -678,6 +706,26 @@ impl Executor {
         if let Some(sender) = &self.sender {
             let _ = sender.queue.send(status);
         }
+    }
+}
+
+impl Executor {
+    /// Publishes the task's part of [`StatusSnapshot`] if it changed.
+    fn publish_status(&self) {
+        let (task_id, state, pid) = match &self.task {
+            Task::Idle => (None, None, None),
+            Task::Running { info, pid, .. } => (Some(info.task_id.value.clone()), Some(TaskState::TaskRunning), Some(*pid)),
+            Task::Killing { info, pid, .. } => (Some(info.task_id.value.clone()), Some(TaskState::TaskKilling), Some(*pid)),
+            Task::Terminal { task_id, state } => (Some(task_id.value.clone()), Some(*state), None),
+        };
+        let state = state.map(|s| s.as_str_name().to_owned());
+        self.status.send_if_modified(|s| {
+            let changed = s.task_id != task_id || s.state != state || s.pid != pid;
+            if changed {
+                (s.task_id, s.state, s.pid) = (task_id, state, pid);
+            }
+            changed
+        });
     }
 }
 

@@ -13,6 +13,8 @@
 //! - [`policy`]: kill grace, terminal state and other decisions (pure).
 //! - [`process`]: spawning, the child reaper, process-tree signalling.
 //! - [`executor`]: the owner of all executor state and its event loop.
+//! - [`remote`]: the remote-execution API on a local Unix socket (the
+//!   command registry lives there, outside the owner: it is not task state).
 //! - [`emulator`]: a local Mesos agent emulator for tests and `make demo`.
 //!
 //! # Theory of operation
@@ -36,6 +38,7 @@ pub mod policy;
 pub mod process;
 pub mod proto;
 pub mod recordio;
+pub mod remote;
 pub mod subscription;
 pub mod updates;
 

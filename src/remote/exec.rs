@@ -637,6 +637,9 @@ impl Registry {
                 break;
             }
             tokio::select! {
+                // Fixed order: output before the exit, stdout before stderr when
+                // both are ready, so replays are deterministic.
+                biased;
                 r = stdout.read(&mut out_buf), if out_open => match r {
                     Ok(n) if n > 0 => { cmd.state().output.append(Stream::Stdout, &out_buf[..n]); cmd.bump(); }
                     _ => out_open = false,

@@ -6,4 +6,5 @@ mod helpers;
 mod kill;
 mod lifecycle;
 mod reconnect;
+mod remote;
 mod transport;

@@ -39,10 +39,11 @@ release:
 	$(CARGO) build --release --bins
 	mkdir -p $(DIST)
 	cp target/release/mesos-hook-executor $(DIST)/
+	cp target/release/executorctl $(DIST)/
 	cp README.md $(DIST)/
 	tar -C dist -czf $(DIST).tar.gz $(notdir $(DIST))
 	cd dist && sha256sum $(notdir $(DIST)).tar.gz > $(notdir $(DIST)).tar.gz.sha256
-	@ls -l $(DIST)/mesos-hook-executor $(DIST).tar.gz
+	@ls -l $(DIST)/mesos-hook-executor $(DIST)/executorctl $(DIST).tar.gz
 
 clean:
 	$(CARGO) clean

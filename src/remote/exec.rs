@@ -84,7 +84,7 @@ fn bad(message: impl Into<String>) -> ApiError {
 /// Seconds as a duration: a finite, non-negative number up to
 /// [`MAX_SECONDS`]; zero means none.
 pub fn seconds(what: &str, value: f64) -> Result<Option<Duration>, ApiError> {
-    if !value.is_finite() || value < 0.0 || value > MAX_SECONDS {
+    if !value.is_finite() || !(0.0..=MAX_SECONDS).contains(&value) {
         return Err(bad(format!("{what} must be a number of seconds from 0 to {MAX_SECONDS}, got {value}")));
     }
     Ok(Some(Duration::from_secs_f64(value)).filter(|d| !d.is_zero()))

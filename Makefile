@@ -20,7 +20,7 @@ test:
 ## The main job on one machine: the real executor against the local agent
 ## emulator, running marathon-test-app.json's task end to end.
 demo:
-	$(CARGO) build --release --bin mesos-hook-executor --example demo --example task-helper
+	$(CARGO) build --release --bin mesos-hook-executor --bin executorctl --example demo --example task-helper
 	./target/release/examples/demo
 
 ## Benchmarks (medians over many runs; see README "Benchmarks").

@@ -518,27 +518,9 @@ impl Registry {
         &self.cwd
     }
 
-    /// Starts `plan`; returns the pid. Audits the attempt either way.
-    pub fn execute(self: &Arc<Self>, plan: &Plan, peer: &Peer) -> Result<i32, ApiError> {
+    /// Starts `plan`; returns the pid. The caller audits (see [`audit`]).
+    pub fn execute(self: &Arc<Self>, plan: &Plan) -> Result<i32, ApiError> {
         let result = self.spawn(plan);
-        let outcome = match &result {
-            Ok(pid) => format!("started pid {pid}"),
-            Err(e) => format!("refused ({}): {e}", e.status().as_u16()),
-        };
-        info!(
-            target: "mesos_hook_executor::audit",
-            event = "execute",
-            peer = %peer,
-            peer_uid = peer.uid(),
-            peer_pid = peer.pid(),
-            command = ?plan.command,
-            arguments = ?plan.arguments,
-            shell = plan.shell,
-            timeout = ?plan.timeout,
-            pid = result.as_ref().ok(),
-            outcome = %outcome,
-            "remote execute"
-        );
         for w in &plan.warnings {
             warn!(pid = result.as_ref().ok(), warning = %w, "remote execute request");
         }
@@ -765,6 +747,61 @@ impl Registry {
             warn!(running = *rx.borrow(), "remote commands still being recorded at exit");
         }
     }
+}
+
+/// What an execute request asked for, as far as it was understood; the
+/// audit line's subject.
+#[derive(Debug, Default)]
+pub struct Attempt {
+    /// `command` (or `value`).
+    pub command: Option<String>,
+    /// `arguments`.
+    pub arguments: Vec<String>,
+    /// `shell` as decided.
+    pub shell: Option<bool>,
+    /// The timeout as decided.
+    pub timeout: Option<Duration>,
+}
+
+impl Attempt {
+    /// What a parsed request asks for (before validation).
+    #[must_use]
+    pub fn of_request(req: &ExecuteRequest) -> Self {
+        Self {
+            command: req.command.clone().or_else(|| req.value.clone()),
+            arguments: req.arguments.clone().unwrap_or_default(),
+            shell: req.shell,
+            timeout: None,
+        }
+    }
+
+    /// What a validated plan runs.
+    #[must_use]
+    pub fn of_plan(plan: &Plan) -> Self {
+        Self { command: Some(plan.command.clone()), arguments: plan.arguments.clone(), shell: Some(plan.shell), timeout: plan.timeout }
+    }
+}
+
+/// The one audit line of an execute request, accepted or refused.
+pub fn audit(peer: &Peer, attempt: &Attempt, result: Result<i32, &ApiError>) {
+    let outcome = match result {
+        Ok(pid) => format!("started pid {pid}"),
+        Err(e) => format!("refused ({}): {e}", e.status().as_u16()),
+    };
+    info!(
+        target: "mesos_hook_executor::audit",
+        event = "execute",
+        peer = %peer,
+        peer_uid = peer.uid(),
+        peer_pid = peer.pid(),
+        command = ?attempt.command,
+        arguments = ?attempt.arguments,
+        shell = ?attempt.shell,
+        timeout = ?attempt.timeout,
+        pid = result.as_ref().ok(),
+        outcome = %outcome,
+        "remote execute"
+    );
 }
 
 async fn sleep_until(at: Option<Instant>) {

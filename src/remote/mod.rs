@@ -424,15 +424,11 @@ async fn dispatch(shared: &Shared, peer: &Peer, access: Access, req: Request<Inc
     match route {
         Route::Status => Ok(json(StatusCode::OK, &shared.status())),
         Route::Execute => {
-            let body = read_body(req.into_body(), shared.max_body, declared).await?;
-            let request: ExecuteRequest = parse_json(&body)?;
-            let mut env = shared.base_env.clone();
-            if let Some(task_id) = shared.status.borrow().task_id.clone() {
-                env.insert("MESOS_TASK_ID".to_owned(), task_id);
-            }
-            let plan = exec::plan(request, &env, registry.cwd())?;
-            let pid = registry.execute(&plan, peer)?;
-            Ok(json(StatusCode::OK, &ExecuteResponse { result: "OK".to_owned(), pid, warnings: plan.warnings }))
+            let mut attempt = exec::Attempt::default();
+            let started = execute(shared, req.into_body(), declared, &mut attempt).await;
+            exec::audit(peer, &attempt, started.as_ref().map(|(pid, _)| *pid));
+            let (pid, warnings) = started?;
+            Ok(json(StatusCode::OK, &ExecuteResponse { result: "OK".to_owned(), pid, warnings }))
         }
         Route::CompatResult => {
             let body = read_body(req.into_body(), shared.max_body, declared).await?;
@@ -471,6 +467,22 @@ async fn dispatch(shared: &Shared, peer: &Peer, access: Access, req: Request<Inc
             Ok(r)
         }
     }
+}
+
+/// `POST /remote/execute` up to the pid; fills `attempt` as far as the
+/// request is understood, so refusals are audited with what was asked.
+async fn execute(shared: &Shared, body: Incoming, declared: Option<u64>, attempt: &mut exec::Attempt) -> Result<(i32, Vec<String>), ApiError> {
+    let body = read_body(body, shared.max_body, declared).await?;
+    let request: ExecuteRequest = parse_json(&body)?;
+    *attempt = exec::Attempt::of_request(&request);
+    let mut env = shared.base_env.clone();
+    if let Some(task_id) = shared.status.borrow().task_id.clone() {
+        env.insert("MESOS_TASK_ID".to_owned(), task_id);
+    }
+    let plan = exec::plan(request, &env, shared.registry.cwd())?;
+    *attempt = exec::Attempt::of_plan(&plan);
+    let pid = shared.registry.execute(&plan)?;
+    Ok((pid, plan.warnings))
 }
 
 fn sse_event(event: &str, data: &impl serde::Serialize) -> Bytes {

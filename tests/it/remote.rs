@@ -246,6 +246,7 @@ async fn every_error_code() {
         let (status, v) = api_json(&socket, "POST", "/remote/execute", Some(body)).await;
         assert_error(status, &v, 400);
     }
+    assert!(exec.log().contains("refused (400)"), "refused executes are audited");
     let (status, v) = api_json(&socket, "POST", "/remote/task", Some(r#"{"pid": "x"}"#)).await;
     assert_error(status, &v, 400);
     let (status, v) = api_json(&socket, "GET", "/remote/task/999999", None).await;

@@ -128,13 +128,24 @@ impl BoundSocket {
     }
 }
 
+/// Whether a server accepts connections at `path`: `Ok` if one does (or its
+/// backlog is full, which only a live server has), `ECONNREFUSED` if the file
+/// is a dead server's. Non-blocking, so a busy server cannot stall our start.
+fn probe(path: &Path) -> io::Result<()> {
+    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+    match socket::connect(fd.as_raw_fd(), &UnixAddr::new(path)?) {
+        Ok(()) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINPROGRESS) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Binds a listening Unix socket at `path` with `mode`, replacing a stale
 /// socket file (see the module docs).
 pub fn bind(path: &Path, mode: u32) -> Result<(std::os::unix::net::UnixListener, BoundSocket), BindError> {
     let short = ShortPath::new(path).map_err(io_err("resolving", path))?;
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(short.path()) {
-            Ok(_) => return Err(BindError::InUse(path.to_path_buf())),
+        Ok(meta) if meta.file_type().is_socket() => match probe(short.path()) {
+            Ok(()) => return Err(BindError::InUse(path.to_path_buf())),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 tracing::info!(path = %path.display(), "replacing a stale socket file left by a dead server");
                 fs::remove_file(path).map_err(io_err("removing the stale socket", path))?;

@@ -710,7 +710,8 @@ impl Executor {
 }
 
 impl Executor {
-    /// Publishes the task's part of [`StatusSnapshot`] if it changed.
+    /// Publishes the task's part of [`StatusSnapshot`] if it changed
+    /// (`healthy` belongs to the health checks, which set it themselves).
     fn publish_status(&self) {
         let (task_id, state, pid) = match &self.task {
             Task::Idle => (None, None, None),

@@ -26,6 +26,11 @@
 //! other wake-up is its nearest deadline (SIGKILL escalation, recovery timeout,
 //! acknowledgement wait). Decisions are delegated to pure functions in
 //! [`policy`] and [`launch`], which carry the unit tests.
+//!
+//! The remote-execution API ([`remote`]) runs beside the owner, not through
+//! it: its commands are the operator's, not the task's, so their registry has
+//! its own lock, and the owner only publishes a [`executor::StatusSnapshot`]
+//! for `/remote/status`. Its children still go through the one reaper.
 
 pub mod agent;
 pub mod config;

@@ -494,6 +494,19 @@ async fn tcp_listener_requires_the_bearer_token() {
     assert_eq!(get(None).await, (401, true));
     assert_eq!(get(Some("wrong")).await, (401, true));
     assert_eq!(get(Some("tcp-s3cret")).await, (200, false));
+    // executorctl takes the token from the environment only.
+    let ctl = |token: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_executorctl"))
+            .args(["--tcp", &addr, "status"])
+            .env("HOOK_EXECUTOR_REMOTE_TOKEN", token)
+            .output()
+            .expect("run executorctl")
+    };
+    let ok = ctl("tcp-s3cret");
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let refused = ctl("wrong");
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
     assert!(!exec.log().contains("tcp-s3cret"), "the token was logged");
     stop_executor(&emu, &mut exec).await;
 }

@@ -23,7 +23,7 @@ test:
 ## The main job on one machine: the real executor against the local agent
 ## emulator, running marathon-test-app.json's task end to end.
 demo:
-	$(CARGO) build --release --bin mesos-hook-executor --example demo --example task-helper
+	$(CARGO) build --release --bin mesos-hook-executor --bin executorctl --example demo --example task-helper
 	./target/release/examples/demo
 
 ## Benchmarks (medians over many runs; see README "Benchmarks").
@@ -40,17 +40,17 @@ fuzz:
 ## Optimised, stripped binaries (`--version` prints version and git revision),
 ## hooks.tar.gz and docs, with SHA-256 checksums: dist/<name>/, dist/<name>.tar.gz
 ## (+ .sha256), and dist/latest/ (the same files; what the Vagrant VM serves).
-## executorctl is included when this tree has it (src/bin/executorctl.rs).
+## The executor and executorctl, both stripped.
 release:
 	$(CARGO) build --release --bins
 	rm -rf $(DIST) dist/latest
 	mkdir -p $(DIST)
 	cp target/release/mesos-hook-executor $(DIST)/
-	if [ -f src/bin/executorctl.rs ]; then cp target/release/executorctl $(DIST)/; fi
+	cp target/release/executorctl $(DIST)/
 	tar --sort=name --owner=0 --group=0 --numeric-owner -czf $(DIST)/hooks.tar.gz hooks
 	cp -R README.md marathon-test-app.json docs $(DIST)/
 	$(DIST)/mesos-hook-executor --version > $(DIST)/VERSION
-	cd $(DIST) && sha256sum mesos-hook-executor $$(ls executorctl 2>/dev/null) hooks.tar.gz > SHA256SUMS
+	cd $(DIST) && sha256sum mesos-hook-executor executorctl hooks.tar.gz > SHA256SUMS
 	tar -C dist -czf $(DIST).tar.gz $(notdir $(DIST))
 	cd dist && sha256sum $(notdir $(DIST)).tar.gz > $(notdir $(DIST)).tar.gz.sha256
 	cp -R $(DIST) dist/latest

@@ -11,6 +11,11 @@
 //! - Executor CPU time (user + system, from `/proc/<pid>/stat`) per 1,000
 //!   HTTP health-check probes, against the task's own local HTTP server with a
 //!   1 ms interval: the median of three 1,000-probe windows in one run.
+//! - Remote API: execute-and-collect round trips per second for `true` over
+//!   the Unix socket (one keep-alive connection: `POST /remote/execute`, then
+//!   `POST /remote/task`), against the same count of `true` spawned and
+//!   collected directly by a Rust loop, as a ratio; and the executor's RSS
+//!   after 1,000 and after 10,000 commands.
 
 use std::{
     collections::BTreeMap,
@@ -230,6 +235,111 @@ fn decode_throughput() -> (f64, f64) {
     (median(framing), median(full))
 }
 
+/// One keep-alive HTTP/1 connection to the executor's socket.
+struct ApiClient {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+}
+
+impl ApiClient {
+    async fn connect(socket: &std::path::Path) -> Self {
+        let stream = tokio::net::UnixStream::connect(socket).await.expect("connect to the remote API");
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(conn);
+        Self { sender }
+    }
+
+    async fn post(&mut self, path: &str, body: String) -> serde_json::Value {
+        use http_body_util::BodyExt;
+        self.sender.ready().await.expect("connection ready");
+        let request = hyper::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .expect("request");
+        let response = self.sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), 200);
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    /// Executes `true` and collects its result.
+    async fn round_trip(&mut self) {
+        let started = self.post("/remote/execute", r#"{"command": "true", "shell": false}"#.to_owned()).await;
+        let pid = started["pid"].as_i64().expect("pid");
+        let result = self.post("/remote/task", format!(r#"{{"pid": {pid}}}"#)).await;
+        assert_eq!(result["exitCode"], 0);
+    }
+}
+
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+struct RemoteFigures {
+    api_per_sec: f64,
+    direct_per_sec: f64,
+    rss_1k_kib: u64,
+    rss_10k_kib: u64,
+}
+
+const REMOTE_TIMED: usize = 2000;
+const REMOTE_TOTAL: usize = 10_000;
+
+async fn remote_run(bin: &std::path::Path) -> RemoteFigures {
+    let emu = AgentEmulator::start(EmulatorOptions::default()).await.expect("emulator");
+    let sandbox = tempfile::tempdir().expect("sandbox");
+    let mut env: BTreeMap<String, String> = emu.executor_env().into_iter().collect();
+    env.insert("MESOS_SANDBOX".into(), sandbox.path().display().to_string());
+    env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+    env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
+    let mut child = Command::new(bin).env_clear().envs(&env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn executor");
+    emu.wait_subscribed(1, Duration::from_secs(10)).await.expect("subscribed");
+    emu.launch(task_info("bench-remote", Some(v1::CommandInfo { value: Some("exec sleep 600".into()), ..Default::default() })));
+    emu.wait_state("bench-remote", TaskState::TaskRunning, Duration::from_secs(10)).await.expect("running");
+    let socket = sandbox.path().join("executor.sock");
+    for _ in 0..500 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut client = ApiClient::connect(&socket).await;
+    // Warm-up, then the timed round trips.
+    for _ in 0..100 {
+        client.round_trip().await;
+    }
+    let start = Instant::now();
+    for _ in 0..REMOTE_TIMED {
+        client.round_trip().await;
+    }
+    let api_per_sec = REMOTE_TIMED as f64 / start.elapsed().as_secs_f64();
+    let mut done = 100 + REMOTE_TIMED;
+    while done < 1000 {
+        client.round_trip().await;
+        done += 1;
+    }
+    let rss_1k_kib = vm_rss_kib(child.id()).unwrap_or(0);
+    while done < REMOTE_TOTAL {
+        client.round_trip().await;
+        done += 1;
+    }
+    let rss_10k_kib = vm_rss_kib(child.id()).unwrap_or(0);
+    emu.kill("bench-remote", None);
+    emu.wait_state("bench-remote", TaskState::TaskKilled, Duration::from_secs(10)).await.expect("killed");
+    let _ = child.wait();
+    // The same count of `true`, spawned and collected (pipes, wait) directly.
+    let start = Instant::now();
+    for _ in 0..REMOTE_TIMED {
+        let out = Command::new("true").stdin(Stdio::null()).output().expect("spawn true");
+        assert!(out.status.success());
+    }
+    let direct_per_sec = REMOTE_TIMED as f64 / start.elapsed().as_secs_f64();
+    RemoteFigures { api_per_sec, direct_per_sec, rss_1k_kib, rss_10k_kib }
+}
+
 fn main() {
     let dir = release_dir();
     let bin = dir.join("mesos-hook-executor");
@@ -248,6 +358,7 @@ fn main() {
     });
     let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     let (framing, full) = decode_throughput();
+    let remote = runtime.block_on(remote_run(&bin));
     let l2r = median(runs.iter().map(|r| r.launch_to_running_ms).collect());
     let k2k = median(runs.iter().map(|r| r.kill_to_killed_ms).collect());
     #[allow(clippy::cast_precision_loss)]
@@ -261,5 +372,16 @@ fn main() {
     println!("  stripped release binary     {size_mib:>8.2} MiB  (target < 5 MiB)");
     println!("  RecordIO framing decode     {framing:>8.0} MB/s (target > 500 MB/s)");
     println!("  RecordIO + Event decode     {full:>8.0} MB/s");
+    let ratio = remote.api_per_sec / remote.direct_per_sec;
+    println!(
+        "  remote execute+collect      {:>8.0} /s   (`true`, {REMOTE_TIMED} round trips on one connection)",
+        remote.api_per_sec
+    );
+    println!("  direct spawn+collect        {:>8.0} /s   (`true`, same count, std::process::Command::output)", remote.direct_per_sec);
+    println!("  remote / direct ratio       {ratio:>8.2}      (target >= 0.5)");
+    #[allow(clippy::cast_precision_loss)]
+    let (rss1, rss10) = (remote.rss_1k_kib as f64 / 1024.0, remote.rss_10k_kib as f64 / 1024.0);
+    println!("  executor RSS after 1,000    {rss1:>8.2} MiB");
+    println!("  executor RSS after 10,000   {rss10:>8.2} MiB  (bounded: retained results are capped)");
     println!("  executor CPU / 1k HTTP probes {probe_cpu:>6.1} ms   (user+system, 1 ms interval, local server)");
 }

@@ -192,6 +192,24 @@ async fn main() {
         None => p.say("the task does not answer HTTP (no python3?)"),
     }
 
+    // The remote-execution API: an operator runs commands next to the task.
+    let ctl = release.join("executorctl");
+    let sandbox_arg = sandbox.path().display().to_string();
+    for args in [vec!["status"], vec!["exec", "--follow", "--", "echo \"next to $MESOS_TASK_ID in $(pwd)\"; ls"]] {
+        p.say(&format!("operator -> executorctl --sandbox $SANDBOX {}", args.join(" ")));
+        let (ctl, sandbox_arg) = (ctl.clone(), sandbox_arg.clone());
+        let out = tokio::task::spawn_blocking(move || Command::new(ctl).arg("--sandbox").arg(sandbox_arg).args(args).output()).await;
+        match out {
+            Ok(Ok(out)) => {
+                let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                for line in text.lines() {
+                    p.say(&format!("  executorctl | {line}"));
+                }
+            }
+            _ => p.say("  executorctl could not be run (build it: make demo)"),
+        }
+    }
+
     p.say("agent restarts: stream closed, connections refused for 1s, then 1s re-registration window");
     emu.restart(Duration::from_secs(1), Duration::from_secs(1)).await.expect("restart");
     watch_until(&emu, &mut p, "re-SUBSCRIBE", Duration::from_secs(15), |e| e.subscribed_count() >= 2).await;

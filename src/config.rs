@@ -189,6 +189,8 @@ pub struct Settings {
     pub env_denylist: Vec<String>,
     /// Hook settings.
     pub hooks: HookSettings,
+    /// The remote-execution API (`HOOK_EXECUTOR_REMOTE_*`).
+    pub remote: RemoteSettings,
 }
 
 /// Names of the built-in hooks, as `HOOK_EXECUTOR_HOOKS` spells them.
@@ -244,6 +246,8 @@ pub enum VarKind {
     Path,
     /// One of a fixed set of words.
     Choice(&'static str),
+    /// A whole number.
+    Count,
 }
 
 impl fmt::Display for VarKind {
@@ -256,6 +260,7 @@ impl fmt::Display for VarKind {
             Self::Bytes => f.write_str("bytes"),
             Self::Path => f.write_str("path"),
             Self::Choice(c) => f.write_str(c),
+            Self::Count => f.write_str("count"),
         }
     }
 }
@@ -315,6 +320,17 @@ pub const VARIABLES: &[VarSpec] = &[
     VarSpec { name: "HOOK_EXECUTOR_WEBHOOK_URLS", kind: VarKind::List, default: "required with `webhook`", help: "`webhook`: http(s) URLs each event is POSTed to as JSON." },
     VarSpec { name: "HOOK_EXECUTOR_WEBHOOK_REQUIRED", kind: VarKind::Flag, default: "false", help: "`webhook`: a failed before-start POST vetoes the launch." },
     VarSpec { name: "HOOK_EXECUTOR_WEBHOOK_TIMEOUT", kind: VarKind::Duration, default: "5secs", help: "`webhook`: timeout of each POST attempt (3 attempts)." },
+    VarSpec { name: "HOOK_EXECUTOR_REMOTE_ENABLED", kind: VarKind::Choice("true|false"), default: "true", help: "Serve the remote-execution API (also 1 or 0)." },
+    VarSpec { name: "HOOK_EXECUTOR_REMOTE_SOCKET", kind: VarKind::Path, default: "$MESOS_SANDBOX/executor.sock", help: "Unix socket of the remote-execution API; may be longer than the 108-byte socket-path limit." },
+    VarSpec { name: "HOOK_EXECUTOR_REMOTE_ALLOWED_UIDS", kind: VarKind::List, default: "0 and the executor's uid", help: "Numeric uids allowed to use the socket (SO_PEERCRED); naming any other uid makes the socket mode 0666 instead of 0600." },
+    VarSpec { name: "HOOK_EXECUTOR_REMOTE_TCP", kind: VarKind::String, default: "—", help: "Also listen on this `ip:port` (e.g. 127.0.0.1:7070); requires HOOK_EXECUTOR_REMOTE_TOKEN." },
+    VarSpec { name: "HOOK_EXECUTOR_REMOTE_TOKEN", kind: VarKind::String, default: "—", help: "Bearer token required on the TCP listener; never logged, never passed on." },
+    VarSpec { name: "HOOK_EXECUTOR_REMOTE_KILL_GRACE", kind: VarKind::Duration, default: "2secs", help: "SIGTERM→SIGKILL grace for a remote command's process group (timeout or terminate)." },
+    VarSpec { name: "HOOK_EXECUTOR_REMOTE_MAX_BODY", kind: VarKind::Bytes, default: "65536", help: "Largest request body accepted (413 above)." },
+    VarSpec { name: "HOOK_EXECUTOR_REMOTE_MAX_OUTPUT", kind: VarKind::Bytes, default: "262144", help: "Bytes captured per stream (stdout, stderr) of each remote command; the rest is discarded and flagged." },
+    VarSpec { name: "HOOK_EXECUTOR_REMOTE_MAX_RUNNING", kind: VarKind::Count, default: "64", help: "Remote commands running at once (429 above)." },
+    VarSpec { name: "HOOK_EXECUTOR_REMOTE_MAX_RETAINED", kind: VarKind::Count, default: "128", help: "Finished results kept for retrieval (oldest dropped first)." },
+    VarSpec { name: "HOOK_EXECUTOR_REMOTE_RETENTION", kind: VarKind::Duration, default: "10mins", help: "How long a finished result is kept." },
 ];
 
 /// Raw `HOOK_EXECUTOR_*` values as envy reads them; typed in [`Settings`].
@@ -343,6 +359,17 @@ struct RawSettings {
     webhook_urls: Option<String>,
     webhook_required: Option<String>,
     webhook_timeout: Option<String>,
+    remote_enabled: Option<String>,
+    remote_socket: Option<String>,
+    remote_allowed_uids: Option<String>,
+    remote_tcp: Option<String>,
+    remote_token: Option<String>,
+    remote_kill_grace: Option<String>,
+    remote_max_body: Option<String>,
+    remote_max_output: Option<String>,
+    remote_max_running: Option<String>,
+    remote_max_retained: Option<String>,
+    remote_retention: Option<String>,
 }
 
 /// Collects problems while parsing, so all of them are reported together.
@@ -530,6 +557,7 @@ impl Config {
             c.problem(PREFIX, e.to_string());
             RawSettings::default()
         });
+        let remote = remote_settings(&raw, c);
         let log_format = match raw.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -567,6 +595,7 @@ impl Config {
             max_record_size,
             env_denylist: list(raw.env_denylist.as_deref()),
             hooks: Self::hook_settings(&raw, vars, c),
+            remote,
         }
     }
 
@@ -791,5 +820,162 @@ mod tests {
         for t in &table {
             assert!(fields.iter().any(|f| f == t), "{t} is documented but not read");
         }
+    }
+}
+
+/// Settings of the remote-execution API (`HOOK_EXECUTOR_REMOTE_*`).
+#[derive(Debug, Clone)]
+pub struct RemoteSettings {
+    /// Whether the API is served at all.
+    pub enabled: bool,
+    /// The socket path; `None` means `executor.sock` in the sandbox
+    /// ([`Config::remote_socket`]).
+    pub socket: Option<PathBuf>,
+    /// Peer uids allowed; `None` means root and the executor's own uid, which
+    /// is exactly who a mode-0600 socket lets connect anyway.
+    pub allowed_uids: Option<Vec<u32>>,
+    /// Optional TCP listener; only ever set together with `token`.
+    pub tcp: Option<std::net::SocketAddr>,
+    /// Bearer token for the TCP listener.
+    pub token: Option<Secret>,
+    /// SIGTERM→SIGKILL grace for a command's process group.
+    pub kill_grace: Duration,
+    /// Largest request body.
+    pub max_body: usize,
+    /// Bytes captured per output stream of one command.
+    pub max_output: usize,
+    /// Commands running at once.
+    pub max_running: usize,
+    /// Finished results kept.
+    pub max_retained: usize,
+    /// How long a finished result is kept.
+    pub retention: Duration,
+}
+
+impl Config {
+    /// Where the remote-execution socket lives: `HOOK_EXECUTOR_REMOTE_SOCKET`,
+    /// else `executor.sock` in the sandbox (design §2).
+    #[must_use]
+    pub fn remote_socket(&self) -> PathBuf {
+        self.settings.remote.socket.clone().unwrap_or_else(|| self.sandbox.join("executor.sock"))
+    }
+}
+
+/// Parses a count in `[min, max]`, recording a problem otherwise.
+fn bounded_count(c: &mut Collector, variable: &str, value: Option<&str>, default: usize, min: usize, max: usize) -> usize {
+    match value {
+        None => default,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                c.problem(variable, format!("{v:?} is not a whole number from {min} to {max}"));
+                default
+            }
+        },
+    }
+}
+
+fn remote_settings(raw: &RawSettings, c: &mut Collector) -> RemoteSettings {
+    let enabled = match raw.remote_enabled.as_deref().map(str::trim) {
+        None | Some("" | "1" | "true") => true,
+        Some("0" | "false") => false,
+        Some(other) => {
+            c.problem("HOOK_EXECUTOR_REMOTE_ENABLED", format!("{other:?} is not true, false, 1 or 0"));
+            true
+        }
+    };
+    let allowed_uids = raw.remote_allowed_uids.as_deref().filter(|v| !v.trim().is_empty()).map(|v| {
+        let mut uids = Vec::new();
+        for item in list(Some(v)) {
+            match item.parse::<u32>() {
+                Ok(uid) => uids.push(uid),
+                Err(_) => c.problem("HOOK_EXECUTOR_REMOTE_ALLOWED_UIDS", format!("{item:?} is not a numeric uid")),
+            }
+        }
+        uids
+    });
+    let token = raw.remote_token.clone().filter(|t| !t.is_empty()).map(Secret::new);
+    let tcp = match raw.remote_tcp.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => match v.parse::<std::net::SocketAddr>() {
+            Ok(addr) if token.is_some() => Some(addr),
+            Ok(_) => {
+                c.problem("HOOK_EXECUTOR_REMOTE_TCP", "requires HOOK_EXECUTOR_REMOTE_TOKEN (the TCP listener is never open without a bearer token)");
+                None
+            }
+            Err(_) => {
+                c.problem("HOOK_EXECUTOR_REMOTE_TCP", format!("{v:?} is not `ip:port`"));
+                None
+            }
+        },
+    };
+    let kill_grace = c.duration("HOOK_EXECUTOR_REMOTE_KILL_GRACE", raw.remote_kill_grace.as_deref(), Duration::from_secs(2));
+    let retention = c.duration("HOOK_EXECUTOR_REMOTE_RETENTION", raw.remote_retention.as_deref(), Duration::from_secs(600));
+    RemoteSettings {
+        enabled,
+        socket: raw.remote_socket.as_deref().filter(|v| !v.is_empty()).map(PathBuf::from),
+        allowed_uids,
+        tcp,
+        token,
+        kill_grace,
+        max_body: bounded_count(c, "HOOK_EXECUTOR_REMOTE_MAX_BODY", raw.remote_max_body.as_deref(), 64 * 1024, 1024, 64 * 1024 * 1024),
+        max_output: bounded_count(c, "HOOK_EXECUTOR_REMOTE_MAX_OUTPUT", raw.remote_max_output.as_deref(), 256 * 1024, 0, 1024 * 1024 * 1024),
+        max_running: bounded_count(c, "HOOK_EXECUTOR_REMOTE_MAX_RUNNING", raw.remote_max_running.as_deref(), 64, 1, 4096),
+        max_retained: bounded_count(c, "HOOK_EXECUTOR_REMOTE_MAX_RETAINED", raw.remote_max_retained.as_deref(), 128, 0, 100_000),
+        retention,
+    }
+}
+
+#[cfg(test)]
+mod remote_tests {
+    use super::*;
+
+    fn vars(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = [
+            ("MESOS_FRAMEWORK_ID", "fw-1"),
+            ("MESOS_EXECUTOR_ID", "ex-1"),
+            ("MESOS_SLAVE_PID", "slave(1)@10.1.2.3:5051"),
+            ("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "5secs"),
+            ("MESOS_SANDBOX", "/tmp/sb"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        v.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        v
+    }
+
+    #[test]
+    fn remote_defaults() {
+        let c = Config::from_vars(vars(&[])).expect("valid");
+        let r = &c.settings.remote;
+        assert!(r.enabled);
+        assert_eq!(c.remote_socket(), PathBuf::from("/tmp/sb/executor.sock"));
+        assert_eq!((r.max_running, r.max_retained, r.max_output, r.max_body), (64, 128, 262_144, 65_536));
+        assert!(r.tcp.is_none() && r.allowed_uids.is_none());
+    }
+
+    #[test]
+    fn remote_problems_are_collected_and_the_token_is_redacted() {
+        let err = Config::from_vars(vars(&[
+            ("HOOK_EXECUTOR_REMOTE_ENABLED", "yes"),
+            ("HOOK_EXECUTOR_REMOTE_TCP", "127.0.0.1:7070"),
+            ("HOOK_EXECUTOR_REMOTE_ALLOWED_UIDS", "0,bob"),
+            ("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", "0"),
+        ]))
+        .expect_err("invalid");
+        let names: Vec<&str> = err.problems.iter().map(|p| p.variable.as_str()).collect();
+        for want in ["HOOK_EXECUTOR_REMOTE_ENABLED", "HOOK_EXECUTOR_REMOTE_TCP", "HOOK_EXECUTOR_REMOTE_ALLOWED_UIDS", "HOOK_EXECUTOR_REMOTE_MAX_RUNNING"] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let c = Config::from_vars(vars(&[
+            ("HOOK_EXECUTOR_REMOTE_TCP", "127.0.0.1:7070"),
+            ("HOOK_EXECUTOR_REMOTE_TOKEN", "t0ken-s3cret"),
+            ("HOOK_EXECUTOR_REMOTE_ENABLED", "false"),
+        ]))
+        .expect("valid");
+        assert!(!c.settings.remote.enabled);
+        assert!(!format!("{c:?}").contains("t0ken-s3cret"));
+        assert_eq!(c.settings.remote.tcp, "127.0.0.1:7070".parse().ok());
     }
 }

@@ -9,7 +9,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
     time::Instant,
 };
@@ -209,6 +209,27 @@ pub struct Executor {
     before_terminate: Stage,
     /// The task's health check and generic check.
     checks: health::Checks,
+    /// What the remote API's `/remote/status` shows; published by the owner.
+    status: watch::Sender<StatusSnapshot>,
+}
+
+/// The part of the executor's state others may read (the remote API's
+/// status), published by the owner after each input: readers never touch the
+/// owner's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusSnapshot {
+    /// `MESOS_FRAMEWORK_ID`.
+    pub framework_id: String,
+    /// `MESOS_EXECUTOR_ID`.
+    pub executor_id: String,
+    /// The task, once launched.
+    pub task_id: Option<String>,
+    /// Its last state, e.g. `TASK_RUNNING`.
+    pub state: Option<String>,
+    /// Its root pid while it runs.
+    pub pid: Option<i32>,
+    /// Its health, once health checks report it.
+    pub healthy: Option<bool>,
 }
 
 /// Runs the executor to completion with `cfg`. Installs the child reaper, the
@@ -228,6 +249,8 @@ pub async fn run(cfg: Config) -> Outcome {
         return Outcome::Internal(format!("installing signal handlers: {e}"));
     }
     let backoff_max = if cfg.checkpoint { cfg.subscription_backoff_max } else { Duration::from_secs(1) };
+    let (status, status_rx) = watch::channel(StatusSnapshot { framework_id: cfg.framework_id.clone(), executor_id: cfg.executor_id.clone(), ..StatusSnapshot::default() });
+    let remote = crate::remote::start(&cfg, reaper.clone(), status_rx);
     let subscription = tokio::spawn(subscription::subscribe_loop(client.clone(), inbox_tx.clone(), backoff_max, cfg.settings.max_record_size));
     info!(agent = %client.url(), checkpoint = cfg.checkpoint, release = crate::RELEASE, "starting; subscribing to the agent");
     let hooks = hooks::build_chain(&cfg.settings.hooks, cfg.settings.call_timeout);
@@ -257,9 +280,13 @@ pub async fn run(cfg: Config) -> Outcome {
         agent_info: None,
         before_terminate: Stage::Pending,
         checks: health::Checks::default(),
+        status,
     };
     let outcome = executor.event_loop().await;
     subscription.abort();
+    if let Some(remote) = remote {
+        remote.stop().await;
+    }
     let swept = process::kill_all_descendants();
     if swept > 0 {
         warn!(count = swept, "killed leftover descendant processes before exit");
@@ -289,6 +316,7 @@ impl Executor {
     async fn event_loop(mut self) -> Outcome {
         loop {
             self.progress();
+            self.publish_status();
             if let Some(outcome) = self.finished() {
                 self.stop_sender();
                 return outcome;
@@ -989,6 +1017,32 @@ fn terminal_state_before_start(cause: KillCause) -> TaskState {
     match cause {
         KillCause::HookFailure | KillCause::MaxCompletionTime => TaskState::TaskFailed,
         _ => TaskState::TaskKilled,
+    }
+}
+
+impl Executor {
+    /// Publishes the task's part of [`StatusSnapshot`] if it changed.
+    fn publish_status(&self) {
+        let (task_id, state, pid) = match &self.task {
+            Task::Idle => (None, None, None),
+            Task::Launching { info, .. } => (Some(info.task_id.value.clone()), Some(TaskState::TaskStarting), None),
+            Task::Running { info, pid, .. } => (Some(info.task_id.value.clone()), Some(TaskState::TaskRunning), Some(*pid)),
+            Task::Killing { info, pid, exited, .. } => {
+                (Some(info.task_id.value.clone()), Some(TaskState::TaskKilling), exited.is_none().then_some(*pid))
+            }
+            // The root has exited; the terminal update follows the hooks.
+            Task::Draining { info, .. } => (Some(info.task_id.value.clone()), Some(TaskState::TaskRunning), None),
+            Task::Terminal { task_id, state } => (Some(task_id.value.clone()), Some(*state), None),
+        };
+        let state = state.map(|s| s.as_str_name().to_owned());
+        let healthy = self.checks.healthy();
+        self.status.send_if_modified(|s| {
+            let changed = s.task_id != task_id || s.state != state || s.pid != pid || s.healthy != healthy;
+            if changed {
+                (s.task_id, s.state, s.pid, s.healthy) = (task_id, state, pid, healthy);
+            }
+            changed
+        });
     }
 }
 

@@ -462,6 +462,12 @@ impl Checks {
         Self { task_id: Some(task.task_id.clone()), check_kind, last_status: None, health: None, check: None, checkers: Vec::new() }
     }
 
+    /// The task's health as last reported (`None` until a health check has).
+    #[must_use]
+    pub fn healthy(&self) -> Option<bool> {
+        self.last_status.as_ref().and_then(|s| s.healthy)
+    }
+
     /// Whether a health checker runs for the task (a valid `health_check`);
     /// without one, after-healthy follows after-start.
     #[must_use]

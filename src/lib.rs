@@ -14,6 +14,8 @@
 //! - [`process`]: spawning, the child reaper, process-tree signalling.
 //! - [`executor`]: the owner of all executor state and its event loop.
 //! - [`health`]: Mesos health checks and generic checks (checkers and verdicts).
+//! - [`remote`]: the remote-execution API on a local Unix socket (the
+//!   command registry lives there, outside the owner: it is not task state).
 //! - [`emulator`]: a local Mesos agent emulator for tests and `make demo`.
 //!
 //! # Theory of operation
@@ -25,6 +27,11 @@
 //! other wake-up is its nearest deadline (SIGKILL escalation, recovery timeout,
 //! acknowledgement wait). Decisions are delegated to pure functions in
 //! [`policy`] and [`launch`], which carry the unit tests.
+//!
+//! The remote-execution API ([`remote`]) runs beside the owner, not through
+//! it: its commands are the operator's, not the task's, so their registry has
+//! its own lock, and the owner only publishes a [`executor::StatusSnapshot`]
+//! for `/remote/status`. Its children still go through the one reaper.
 
 pub mod agent;
 pub mod config;
@@ -40,6 +47,7 @@ pub mod policy;
 pub mod process;
 pub mod proto;
 pub mod recordio;
+pub mod remote;
 pub mod subscription;
 pub mod updates;
 

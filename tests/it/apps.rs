@@ -1,5 +1,5 @@
 //! The shipped Marathon app definitions (`marathon-test-app.json`, every
-//! `docs/*.json` and the app JSON blocks of `docs/operations.md`) are valid Marathon apps for this executor: the fields
+//! `docs/marathon-*.json` and the app JSON blocks of `docs/operations.md`) are valid Marathon apps for this executor: the fields
 //! Marathon requires and the ones our deployment needs are there, every
 //! `HOOK_EXECUTOR_*` variable they set exists in the executor's configuration
 //! table, the executor accepts their environment as a whole (as it would in
@@ -19,14 +19,14 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `marathon-test-app.json`, `docs/*.json` (sorted) and the app definitions in
+/// `marathon-test-app.json`, `docs/marathon-*.json` (sorted) and the app definitions in
 /// `docs/operations.md`'s JSON blocks, with their parsed JSON.
 fn app_definitions() -> Vec<(PathBuf, Value)> {
     let mut paths = vec![root().join("marathon-test-app.json")];
     let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
         .expect("docs/")
         .map(|e| e.expect("docs entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("marathon-")))
         .collect();
     docs.sort();
     paths.extend(docs);

@@ -213,3 +213,131 @@ pub async fn wait_state(emu: &AgentEmulator, exec: &Executor, task_id: &str, sta
 pub fn sh_quote(p: &Path) -> String {
     format!("'{}'", p.display())
 }
+
+// ---- Remote execution API: a small hyper client over the Unix socket. ----
+
+/// One answer from the remote API.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Opens an HTTP/1 connection on `socket` (long paths through /proc/self/fd).
+pub async fn api_connect(socket: &Path) -> std::io::Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>> {
+    let short = mesos_hook_executor::remote::socket::ShortPath::new(socket)?;
+    let stream = tokio::net::UnixStream::connect(short.path()).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+fn api_request(method: &str, path: &str, body: Option<&str>) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut b = hyper::Request::builder().method(method).uri(path).header("host", "localhost");
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    b.body(http_body_util::Full::new(bytes::Bytes::from(body.unwrap_or_default().to_owned()))).expect("request")
+}
+
+/// Sends one request on a fresh connection and reads the whole answer.
+pub async fn api(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Answer {
+    use http_body_util::BodyExt;
+    let mut sender = api_connect(socket).await.unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    let response = sender.send_request(api_request(method, path, body)).await.expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = tokio::time::timeout(SOON, response.into_body().collect()).await.expect("body in time").expect("body").to_bytes();
+    Answer { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+/// `api` with a JSON answer.
+pub async fn api_json(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let a = api(socket, method, path, body).await;
+    (a.status, a.json())
+}
+
+/// Starts a command and returns its pid.
+pub async fn remote_execute(socket: &Path, body: &str) -> i32 {
+    let (status, v) = api_json(socket, "POST", "/remote/execute", Some(body)).await;
+    assert_eq!(status, 200, "{v}");
+    i32::try_from(v["pid"].as_i64().expect("pid")).expect("pid fits")
+}
+
+/// Waits for a command's result (compatible call: blocks until it ends).
+pub async fn remote_result(socket: &Path, pid: i32) -> serde_json::Value {
+    let (status, v) = api_json(socket, "POST", "/remote/task", Some(&format!(r#"{{"pid": {pid}}}"#))).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Waits until the API answers on `socket`.
+pub async fn wait_api(exec: &Executor, socket: &Path) {
+    let start = Instant::now();
+    while api_connect(socket).await.is_err() {
+        assert!(start.elapsed() < SOON, "the remote API never came up at {}; log:\n{}", socket.display(), exec.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Parses a complete SSE body into (event, data) pairs.
+pub fn sse_events(body: &str) -> Vec<(String, serde_json::Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut event = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = Some(e.to_owned());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str(d).expect("SSE data is JSON"));
+                }
+            }
+            Some((event?, data?))
+        })
+        .collect()
+}
+
+/// A real task that runs until killed, so the executor stays up.
+pub fn sleeping_task(id: &str) -> v1::TaskInfo {
+    shell_task(id, "exec sleep 600")
+}
+
+/// The executor with a running task and its API up.
+pub async fn executor_with_api(emu: &AgentEmulator, extra: &[(&str, &str)]) -> (Executor, PathBuf) {
+    let exec = Executor::start(emu, extra);
+    let socket = exec.path("executor.sock");
+    emu.launch(sleeping_task("t-remote"));
+    wait_state(emu, &exec, "t-remote", TaskState::TaskRunning).await;
+    wait_api(&exec, &socket).await;
+    (exec, socket)
+}
+
+/// Kills the task and waits for a clean exit.
+pub async fn stop_executor(emu: &AgentEmulator, exec: &mut Executor) {
+    emu.kill("t-remote", None);
+    let status = exec.wait_exit(SOON).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", exec.log());
+}
+
+/// Runs `executorctl` with `args` (optionally as another uid), returning
+/// (exit code, stdout, stderr).
+pub fn executorctl(args: &[&str], uid: Option<u32>) -> (i32, String, String) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_executorctl"));
+    cmd.args(args).env_remove("HOOK_EXECUTOR_REMOTE_SOCKET").env_remove("MESOS_SANDBOX").stdin(Stdio::null());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let out = cmd.output().expect("run executorctl");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

@@ -10,4 +10,5 @@ mod hooks;
 mod kill;
 mod lifecycle;
 mod reconnect;
+mod remote;
 mod transport;

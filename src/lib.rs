@@ -13,6 +13,8 @@
 //! - [`policy`]: kill grace, terminal state and other decisions (pure).
 //! - [`process`]: spawning, the child reaper, process-tree signalling.
 //! - [`executor`]: the owner of all executor state and its event loop.
+//! - [`hooks`]: hook chains (`policy`, `exec`, `consul`, `webhook`) around the task's life.
+//! - [`http`]: a minimal outbound HTTP client for hooks (every call with a timeout).
 //! - [`health`]: Mesos health checks and generic checks (checkers and verdicts).
 //! - [`remote`]: the remote-execution API on a local Unix socket (the
 //!   command registry lives there, outside the owner: it is not task state).
@@ -21,11 +23,14 @@
 //! # Theory of operation
 //! One task (the [`executor::Executor`]) owns every piece of mutable state and
 //! reads one inbox of [`executor::Input`]s: agent events, stream connected or
-//! lost, child exits, update call results, OS signals. Everything that waits on
-//! I/O — the subscription, the update sender, the child reaper, the health
-//! checkers — runs in its own task and reports back through that inbox, so the owner never blocks; its only
-//! other wake-up is its nearest deadline (SIGKILL escalation, recovery timeout,
-//! acknowledgement wait). Decisions are delegated to pure functions in
+//! lost, child exits, update call results, hook chain results, health probe
+//! results, OS signals. Everything that waits on I/O — the subscription, the
+//! update sender, the child reaper, hook chains, the health checkers — runs in
+//! its own task and reports back through that inbox, so the owner never
+//! blocks; its only other wake-up is its nearest deadline (before-terminate
+//! budget, SIGKILL escalation, recovery timeout, acknowledgement wait). The
+//! remote API reads a status snapshot the owner publishes and keeps its own
+//! command registry. Decisions are delegated to pure functions in
 //! [`policy`] and [`launch`], which carry the unit tests.
 //!
 //! The remote-execution API ([`remote`]) runs beside the owner, not through

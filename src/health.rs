@@ -14,7 +14,7 @@
 //! [`CheckState::observe`]) decide what to report, and then sends the update.
 //! A checker ends when the owner aborts it (the task is being killed or has
 //! ended); a COMMAND check's process group dies with the run that spawned it
-//! ([`GroupGuard`]), so no check process outlives its run, let alone the
+//! ([`crate::process::GroupGuard`]), so no check process outlives its run, let alone the
 //! executor.
 //!
 //! # Semantics (Mesos' own)

@@ -66,6 +66,20 @@ fn update_received(emu: &AgentEmulator, state: TaskState) -> Instant {
         .expect("the update was received")
 }
 
+/// The release executor subscribed to a fresh emulator, in a temporary
+/// sandbox, logging only warnings.
+async fn start_executor(bin: &std::path::Path) -> (AgentEmulator, tempfile::TempDir, std::process::Child) {
+    let emu = AgentEmulator::start(EmulatorOptions::default()).await.expect("emulator");
+    let sandbox = tempfile::tempdir().expect("sandbox");
+    let mut env: BTreeMap<String, String> = emu.executor_env().into_iter().collect();
+    env.insert("MESOS_SANDBOX".into(), sandbox.path().display().to_string());
+    env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+    env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
+    let child = Command::new(bin).env_clear().envs(&env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn executor");
+    emu.wait_subscribed(1, Duration::from_secs(10)).await.expect("subscribed");
+    (emu, sandbox, child)
+}
+
 struct Run {
     launch_to_running_ms: f64,
     kill_to_killed_ms: f64,
@@ -73,14 +87,7 @@ struct Run {
 }
 
 async fn one_run(bin: &PathBuf, helper: &PathBuf) -> Run {
-    let emu = AgentEmulator::start(EmulatorOptions::default()).await.expect("emulator");
-    let sandbox = tempfile::tempdir().expect("sandbox");
-    let mut env: BTreeMap<String, String> = emu.executor_env().into_iter().collect();
-    env.insert("MESOS_SANDBOX".into(), sandbox.path().display().to_string());
-    env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
-    env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
-    let mut child = Command::new(bin).env_clear().envs(&env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn executor");
-    emu.wait_subscribed(1, Duration::from_secs(10)).await.expect("subscribed");
+    let (emu, sandbox, mut child) = start_executor(bin).await;
     let task = task_info(
         "bench-task",
         Some(v1::CommandInfo {
@@ -289,14 +296,7 @@ const REMOTE_TIMED: usize = 2000;
 const REMOTE_TOTAL: usize = 10_000;
 
 async fn remote_run(bin: &std::path::Path) -> RemoteFigures {
-    let emu = AgentEmulator::start(EmulatorOptions::default()).await.expect("emulator");
-    let sandbox = tempfile::tempdir().expect("sandbox");
-    let mut env: BTreeMap<String, String> = emu.executor_env().into_iter().collect();
-    env.insert("MESOS_SANDBOX".into(), sandbox.path().display().to_string());
-    env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
-    env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
-    let mut child = Command::new(bin).env_clear().envs(&env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn executor");
-    emu.wait_subscribed(1, Duration::from_secs(10)).await.expect("subscribed");
+    let (emu, sandbox, mut child) = start_executor(bin).await;
     emu.launch(task_info("bench-remote", Some(v1::CommandInfo { value: Some("exec sleep 600".into()), ..Default::default() })));
     emu.wait_state("bench-remote", TaskState::TaskRunning, Duration::from_secs(10)).await.expect("running");
     let socket = sandbox.path().join("executor.sock");

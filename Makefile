@@ -17,6 +17,7 @@ build:
 ## target's body over a generated corpus.
 test:
 	bash scripts/lint-scripts.sh
+	if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --all -- --check; else echo "warning: rustfmt not installed; formatting not checked"; fi
 	$(CARGO) build --bins --examples
 	$(CARGO) test --lib --tests -- --test-threads=2
 

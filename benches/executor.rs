@@ -114,11 +114,7 @@ async fn one_run(bin: &PathBuf, helper: &PathBuf) -> Run {
     emu.wait_state("bench-task", TaskState::TaskKilled, Duration::from_secs(10)).await.expect("killed");
     let kill_to_killed = update_received(&emu, TaskState::TaskKilled).saturating_duration_since(killed);
     let _ = child.wait();
-    Run {
-        launch_to_running_ms: launch_to_running.as_secs_f64() * 1e3,
-        kill_to_killed_ms: kill_to_killed.as_secs_f64() * 1e3,
-        peak_rss_kib,
-    }
+    Run { launch_to_running_ms: launch_to_running.as_secs_f64() * 1e3, kill_to_killed_ms: kill_to_killed.as_secs_f64() * 1e3, peak_rss_kib }
 }
 
 /// utime + stime of `pid`, in clock ticks.
@@ -208,7 +204,8 @@ fn decode_throughput() -> (f64, f64) {
     .encode_to_vec();
     let mut task = task_info("task-1", Some(v1::CommandInfo { value: Some("x".repeat(4096)), ..Default::default() }));
     task.name = "bench".into();
-    let launch = Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task }), ..Default::default() }.encode_to_vec();
+    let launch =
+        Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task }), ..Default::default() }.encode_to_vec();
     let mut stream = BytesMut::new();
     while stream.len() < 64 * 1024 * 1024 {
         for _ in 0..9 {
@@ -373,10 +370,7 @@ fn main() {
     println!("  RecordIO framing decode     {framing:>8.0} MB/s (target > 500 MB/s)");
     println!("  RecordIO + Event decode     {full:>8.0} MB/s");
     let ratio = remote.api_per_sec / remote.direct_per_sec;
-    println!(
-        "  remote execute+collect      {:>8.0} /s   (`true`, {REMOTE_TIMED} round trips on one connection)",
-        remote.api_per_sec
-    );
+    println!("  remote execute+collect      {:>8.0} /s   (`true`, {REMOTE_TIMED} round trips on one connection)", remote.api_per_sec);
     println!("  direct spawn+collect        {:>8.0} /s   (`true`, same count, std::process::Command::output)", remote.direct_per_sec);
     println!("  remote / direct ratio       {ratio:>8.2}      (target >= 0.5)");
     #[allow(clippy::cast_precision_loss)]

@@ -17,7 +17,10 @@ use std::{
 use mesos_hook_executor::{
     emulator::{AgentEmulator, EmulatorOptions},
     marathon,
-    proto::{executor::call, v1::{framework_info::capability, TaskState}},
+    proto::{
+        executor::call,
+        v1::{framework_info::capability, TaskState},
+    },
 };
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
@@ -103,8 +106,9 @@ async fn watch_until(emu: &AgentEmulator, p: &mut Printer, what: &str, timeout: 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let app: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("marathon-test-app.json")).expect("marathon-test-app.json"))
-        .expect("valid app JSON");
+    let app: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("marathon-test-app.json")).expect("marathon-test-app.json"))
+            .expect("valid app JSON");
     let mut release = std::env::current_exe().expect("exe");
     release.pop();
     release.pop();
@@ -233,10 +237,16 @@ async fn main() {
     p.agent_view(&emu);
     p.say(&format!("executor exited with {status}"));
     let left = http_get(port);
-    p.say(&format!("port {port} after exit: {}", if left.is_some() { "STILL SERVING (bug)" } else { "closed: no process of the task survived" }));
+    p.say(&format!(
+        "port {port} after exit: {}",
+        if left.is_some() { "STILL SERVING (bug)" } else { "closed: no process of the task survived" }
+    ));
     println!("states seen by the agent: {:?}", emu.states(&task_id).iter().map(|s| s.as_str_name()).collect::<Vec<_>>());
     let violations = emu.violations();
-    println!("protocol violations seen by the agent emulator: {}", if violations.is_empty() { "none".to_owned() } else { format!("{violations:?}") });
+    println!(
+        "protocol violations seen by the agent emulator: {}",
+        if violations.is_empty() { "none".to_owned() } else { format!("{violations:?}") }
+    );
     if !status.success() || left.is_some() || !violations.is_empty() {
         std::process::exit(1);
     }

@@ -132,9 +132,8 @@ impl AgentClient {
     /// timeout. The connection is driven by a spawned task that ends with it.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, AgentError> {
         let io = tokio::time::timeout(self.timeout, self.open()).await.map_err(|_| AgentError::Timeout(self.timeout))??;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| AgentError::Transport(e.to_string()))?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| AgentError::Transport(e.to_string()))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(cause = %e, "agent connection closed");
@@ -175,7 +174,13 @@ impl AgentClient {
             let body = read_error_body(response.into_body(), self.timeout).await;
             return Err(AgentError::Status { status, body });
         }
-        Ok(EventStream { body: response.into_body(), buf: BytesMut::new(), codec: RecordIoCodec::new(max_record_len), _sender: sender, done: false })
+        Ok(EventStream {
+            body: response.into_body(),
+            buf: BytesMut::new(),
+            codec: RecordIoCodec::new(max_record_len),
+            _sender: sender,
+            done: false,
+        })
     }
 
     /// A persistent connection for non-SUBSCRIBE calls.
@@ -199,7 +204,11 @@ async fn read_error_body(body: Incoming, timeout: Duration) -> String {
         Ok(Ok(c)) => {
             let bytes = c.to_bytes();
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ERROR_BODY)]).trim().to_owned();
-            if text.is_empty() { "(empty body)".to_owned() } else { text }
+            if text.is_empty() {
+                "(empty body)".to_owned()
+            } else {
+                text
+            }
         }
         Ok(Err(e)) => format!("(body unreadable: {e})"),
         Err(_) => "(body not received in time)".to_owned(),
@@ -429,7 +438,8 @@ fn tls_connector(
     verify: bool,
 ) -> Result<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>), AgentError> {
     let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| AgentError::Tls(format!("server name {host:?}: {e}")))?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| AgentError::Tls(format!("server name {host:?}: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -448,10 +458,7 @@ fn tls_connector(
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth()
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider))).with_no_client_auth()
     };
     Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
 }

@@ -423,13 +423,7 @@ impl Collector {
 }
 
 fn list(value: Option<&str>) -> Vec<String> {
-    value
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// Splits a libprocess UPID `id@host:port` into its id and address.
@@ -490,7 +484,10 @@ impl Config {
             (None, Some(authority)) => Some(AgentTransport::Http { authority }),
             (None, None) => {
                 if !vars.contains_key("MESOS_SLAVE_PID") && !vars.contains_key("MESOS_AGENT_ENDPOINT") {
-                    c.problem("MESOS_SLAVE_PID", "is missing (as are MESOS_AGENT_ENDPOINT and MESOS_DOMAIN_SOCKET): no way to reach the agent");
+                    c.problem(
+                        "MESOS_SLAVE_PID",
+                        "is missing (as are MESOS_AGENT_ENDPOINT and MESOS_DOMAIN_SOCKET): no way to reach the agent",
+                    );
                 }
                 None
             }
@@ -499,10 +496,9 @@ impl Config {
         let checkpoint = c.flag("MESOS_CHECKPOINT", get("MESOS_CHECKPOINT"), false);
         let mut recovery_timeout = Duration::from_secs(15 * 60);
         let mut subscription_backoff_max = Duration::from_secs(2);
-        for (name, slot) in [
-            ("MESOS_RECOVERY_TIMEOUT", &mut recovery_timeout),
-            ("MESOS_SUBSCRIPTION_BACKOFF_MAX", &mut subscription_backoff_max),
-        ] {
+        for (name, slot) in
+            [("MESOS_RECOVERY_TIMEOUT", &mut recovery_timeout), ("MESOS_SUBSCRIPTION_BACKOFF_MAX", &mut subscription_backoff_max)]
+        {
             match get(name) {
                 Some(v) => *slot = c.duration(name, Some(v), *slot),
                 None if checkpoint => c.problem(name, "is missing (required when MESOS_CHECKPOINT=1)"),
@@ -591,7 +587,11 @@ impl Config {
             sigterm_exclude_processes: list(raw.sigterm_exclude_processes.as_deref()),
             ack_timeout: c.duration("HOOK_EXECUTOR_ACK_TIMEOUT", raw.ack_timeout.as_deref(), Duration::from_secs(60)),
             call_timeout,
-            registration_timeout: c.duration("HOOK_EXECUTOR_REGISTRATION_TIMEOUT", raw.registration_timeout.as_deref(), Duration::from_secs(60)),
+            registration_timeout: c.duration(
+                "HOOK_EXECUTOR_REGISTRATION_TIMEOUT",
+                raw.registration_timeout.as_deref(),
+                Duration::from_secs(60),
+            ),
             max_record_size,
             env_denylist: list(raw.env_denylist.as_deref()),
             hooks: Self::hook_settings(&raw, vars, c),
@@ -640,7 +640,11 @@ impl Config {
             allowed_users: list(raw.policy_allowed_users.as_deref()),
             consul_service_label: raw.consul_service_label.clone().filter(|l| !l.is_empty()).unwrap_or_else(|| "consul".to_owned()),
             consul_address: raw.consul_address.clone().filter(|a| !a.is_empty()),
-            consul_deregister_wait: c.duration("HOOK_EXECUTOR_CONSUL_DEREGISTER_WAIT", raw.consul_deregister_wait.as_deref(), Duration::ZERO),
+            consul_deregister_wait: c.duration(
+                "HOOK_EXECUTOR_CONSUL_DEREGISTER_WAIT",
+                raw.consul_deregister_wait.as_deref(),
+                Duration::ZERO,
+            ),
             consul_url,
             consul_token: vars.get("CONSUL_HTTP_TOKEN").filter(|t| !t.is_empty()).map(|t| Secret::new(t.clone())),
             webhook_urls,
@@ -788,8 +792,11 @@ mod tests {
 
     #[test]
     fn hook_configuration_is_validated() {
-        let err = Config::from_vars(with(&[("HOOK_EXECUTOR_HOOKS", "policy,exce,policy,exec,webhook"), ("HOOK_EXECUTOR_WEBHOOK_URLS", "ftp://x")]))
-            .expect_err("invalid");
+        let err = Config::from_vars(with(&[
+            ("HOOK_EXECUTOR_HOOKS", "policy,exce,policy,exec,webhook"),
+            ("HOOK_EXECUTOR_WEBHOOK_URLS", "ftp://x"),
+        ]))
+        .expect_err("invalid");
         let text = err.to_string();
         assert!(text.contains("unknown hook \"exce\""), "{text}");
         assert!(text.contains("\"policy\" is listed twice"), "{text}");
@@ -900,7 +907,10 @@ fn remote_settings(raw: &RawSettings, c: &mut Collector) -> RemoteSettings {
         Some(v) => match v.parse::<std::net::SocketAddr>() {
             Ok(addr) if token.is_some() => Some(addr),
             Ok(_) => {
-                c.problem("HOOK_EXECUTOR_REMOTE_TCP", "requires HOOK_EXECUTOR_REMOTE_TOKEN (the TCP listener is never open without a bearer token)");
+                c.problem(
+                    "HOOK_EXECUTOR_REMOTE_TCP",
+                    "requires HOOK_EXECUTOR_REMOTE_TOKEN (the TCP listener is never open without a bearer token)",
+                );
                 None
             }
             Err(_) => {
@@ -919,7 +929,14 @@ fn remote_settings(raw: &RawSettings, c: &mut Collector) -> RemoteSettings {
         token,
         kill_grace,
         max_body: bounded_count(c, "HOOK_EXECUTOR_REMOTE_MAX_BODY", raw.remote_max_body.as_deref(), 64 * 1024, 1024, 64 * 1024 * 1024),
-        max_output: bounded_count(c, "HOOK_EXECUTOR_REMOTE_MAX_OUTPUT", raw.remote_max_output.as_deref(), 256 * 1024, 0, 1024 * 1024 * 1024),
+        max_output: bounded_count(
+            c,
+            "HOOK_EXECUTOR_REMOTE_MAX_OUTPUT",
+            raw.remote_max_output.as_deref(),
+            256 * 1024,
+            0,
+            1024 * 1024 * 1024,
+        ),
         max_running: bounded_count(c, "HOOK_EXECUTOR_REMOTE_MAX_RUNNING", raw.remote_max_running.as_deref(), 64, 1, 4096),
         max_retained: bounded_count(c, "HOOK_EXECUTOR_REMOTE_MAX_RETAINED", raw.remote_max_retained.as_deref(), 128, 0, 100_000),
         retention,
@@ -965,7 +982,12 @@ mod remote_tests {
         ]))
         .expect_err("invalid");
         let names: Vec<&str> = err.problems.iter().map(|p| p.variable.as_str()).collect();
-        for want in ["HOOK_EXECUTOR_REMOTE_ENABLED", "HOOK_EXECUTOR_REMOTE_TCP", "HOOK_EXECUTOR_REMOTE_ALLOWED_UIDS", "HOOK_EXECUTOR_REMOTE_MAX_RUNNING"] {
+        for want in [
+            "HOOK_EXECUTOR_REMOTE_ENABLED",
+            "HOOK_EXECUTOR_REMOTE_TCP",
+            "HOOK_EXECUTOR_REMOTE_ALLOWED_UIDS",
+            "HOOK_EXECUTOR_REMOTE_MAX_RUNNING",
+        ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
         let c = Config::from_vars(vars(&[

@@ -17,16 +17,8 @@ pub struct DurationError {
     pub input: String,
 }
 
-const MESOS_UNITS: [(&str, f64); 8] = [
-    ("ns", 1e-9),
-    ("us", 1e-6),
-    ("ms", 1e-3),
-    ("secs", 1.0),
-    ("mins", 60.0),
-    ("hrs", 3600.0),
-    ("days", 86_400.0),
-    ("weeks", 604_800.0),
-];
+const MESOS_UNITS: [(&str, f64); 8] =
+    [("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("secs", 1.0), ("mins", 60.0), ("hrs", 3600.0), ("days", 86_400.0), ("weeks", 604_800.0)];
 
 /// Parses exactly Mesos' `Duration::parse` syntax: a run of digits and dots, then
 /// one unit. No sign, spaces or exponent.
@@ -50,9 +42,7 @@ pub fn parse_mesos(input: &str) -> Option<Duration> {
 
 /// Parses a duration in Mesos syntax, falling back to humantime syntax.
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
-    parse_mesos(input)
-        .or_else(|| humantime_lite(input))
-        .ok_or_else(|| DurationError { input: input.to_owned() })
+    parse_mesos(input).or_else(|| humantime_lite(input)).ok_or_else(|| DurationError { input: input.to_owned() })
 }
 
 /// Formats a duration the way the agent does for whole units (`5secs`, `2mins`,

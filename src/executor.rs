@@ -249,9 +249,14 @@ pub async fn run(cfg: Config) -> Outcome {
         return Outcome::Internal(format!("installing signal handlers: {e}"));
     }
     let backoff_max = if cfg.checkpoint { cfg.subscription_backoff_max } else { Duration::from_secs(1) };
-    let (status, status_rx) = watch::channel(StatusSnapshot { framework_id: cfg.framework_id.clone(), executor_id: cfg.executor_id.clone(), ..StatusSnapshot::default() });
+    let (status, status_rx) = watch::channel(StatusSnapshot {
+        framework_id: cfg.framework_id.clone(),
+        executor_id: cfg.executor_id.clone(),
+        ..StatusSnapshot::default()
+    });
     let remote = crate::remote::start(&cfg, reaper.clone(), status_rx);
-    let subscription = tokio::spawn(subscription::subscribe_loop(client.clone(), inbox_tx.clone(), backoff_max, cfg.settings.max_record_size));
+    let subscription =
+        tokio::spawn(subscription::subscribe_loop(client.clone(), inbox_tx.clone(), backoff_max, cfg.settings.max_record_size));
     info!(agent = %client.url(), checkpoint = cfg.checkpoint, release = crate::RELEASE, "starting; subscribing to the agent");
     let hooks = hooks::build_chain(&cfg.settings.hooks, cfg.settings.call_timeout);
     if !hooks.is_empty() {
@@ -414,7 +419,8 @@ impl Executor {
         if !waited_out {
             return None;
         }
-        let unaccepted = self.log.pending().iter().filter(|s| !self.accepted.iter().any(|u| Some(u.as_slice()) == s.uuid.as_deref())).count();
+        let unaccepted =
+            self.log.pending().iter().filter(|s| !self.accepted.iter().any(|u| Some(u.as_slice()) == s.uuid.as_deref())).count();
         match self.ending {
             // The agent destroys the container at the end of the shutdown
             // grace anyway; leave once our updates are at least accepted.
@@ -425,8 +431,7 @@ impl Executor {
             _ => {
                 error!(
                     pending = self.log.pending().len(),
-                    unaccepted,
-                    "no acknowledgement for the terminal update in time (HOOK_EXECUTOR_ACK_TIMEOUT); exiting"
+                    unaccepted, "no acknowledgement for the terminal update in time (HOOK_EXECUTOR_ACK_TIMEOUT); exiting"
                 );
                 Some(Outcome::Unacknowledged)
             }
@@ -442,7 +447,8 @@ impl Executor {
                 }
                 let call = self.log.subscribe_call(&self.cfg.framework_id, &self.cfg.executor_id);
                 let sub = call.subscribe.as_ref();
-                self.in_subscribe = sub.map(|s| s.unacknowledged_updates.iter().filter_map(|u| u.status.uuid.clone()).collect()).unwrap_or_default();
+                self.in_subscribe =
+                    sub.map(|s| s.unacknowledged_updates.iter().filter_map(|u| u.status.uuid.clone()).collect()).unwrap_or_default();
                 debug!(
                     unacknowledged_tasks = sub.map_or(0, |s| s.unacknowledged_tasks.len()),
                     unacknowledged_updates = self.in_subscribe.len(),
@@ -485,7 +491,11 @@ impl Executor {
                 let tasks = event.launch_group.map(|g| g.task_group.tasks).unwrap_or_default();
                 for task in tasks {
                     self.log.add_task(task.clone());
-                    self.fail_task(&task.task_id, "mesos-hook-executor runs single tasks; task groups (LAUNCH_GROUP) are not supported".into(), Some(Reason::TaskGroupInvalid));
+                    self.fail_task(
+                        &task.task_id,
+                        "mesos-hook-executor runs single tasks; task groups (LAUNCH_GROUP) are not supported".into(),
+                        Some(Reason::TaskGroupInvalid),
+                    );
                 }
             }
             Ok(event::Type::Kill) => match event.kill {
@@ -561,7 +571,9 @@ impl Executor {
                 error!(cause = %reason, "disconnected from the agent and MESOS_CHECKPOINT is off; killing the task and exiting");
                 self.agent_lost();
             }
-            Link::Registering { .. } | Link::Reconnecting { .. } => warn!(cause = %reason, "event stream ended before SUBSCRIBED; retrying"),
+            Link::Registering { .. } | Link::Reconnecting { .. } => {
+                warn!(cause = %reason, "event stream ended before SUBSCRIBED; retrying")
+            }
             Link::Gone => debug!(cause = %reason, "event stream ended"),
         }
     }
@@ -622,7 +634,11 @@ impl Executor {
         info!(task_id = %task_id.value, name = %task.name, "LAUNCH received");
         if !matches!(self.task, Task::Idle) {
             self.log.add_task(task);
-            self.fail_task(&task_id, "Attempted to run multiple tasks using a single-task executor (mesos-hook-executor runs one task)".into(), None);
+            self.fail_task(
+                &task_id,
+                "Attempted to run multiple tasks using a single-task executor (mesos-hook-executor runs one task)".into(),
+                None,
+            );
             return;
         }
         self.log.add_task(task.clone());
@@ -633,11 +649,8 @@ impl Executor {
         }
         self.send_update(updates::new_status(&task_id, TaskState::TaskStarting, &self.cfg.executor_id));
         let executor_info = task.executor.as_ref().or(self.executor_info.as_ref());
-        let ctx = LaunchContext {
-            executor_env: &self.cfg.environment.0,
-            denylist: &self.cfg.settings.env_denylist,
-            sandbox: &self.cfg.sandbox,
-        };
+        let ctx =
+            LaunchContext { executor_env: &self.cfg.environment.0, denylist: &self.cfg.settings.env_denylist, sandbox: &self.cfg.sandbox };
         let spec = match launch::launch_spec(&task, executor_info, ctx) {
             Ok(spec) => spec,
             Err(e) => {
@@ -764,7 +777,8 @@ impl Executor {
                 let deadline = now + grace;
                 let hooks_pending = self.before_terminate == Stage::Pending && !self.hooks.is_empty();
                 let budget = hooks::terminate_budget(grace);
-                let phase = if hooks_pending && !budget.is_zero() { KillPhase::Hooks { until: now + budget } } else { KillPhase::Terminated };
+                let phase =
+                    if hooks_pending && !budget.is_zero() { KillPhase::Hooks { until: now + budget } } else { KillPhase::Terminated };
                 info!(task_id = %info.task_id.value, ?cause, ?grace, "killing the task");
                 self.task = Task::Killing { info: info.clone(), pid, cause, detail, started: now, deadline, phase, exited: None };
                 if hooks_pending {
@@ -799,7 +813,12 @@ impl Executor {
         if exited.is_some() {
             return;
         }
-        let signalled = process::signal_task_tree(*pid, &self.reaper.auxiliary_pids(), nix::sys::signal::Signal::SIGTERM, &self.cfg.settings.sigterm_exclude_processes);
+        let signalled = process::signal_task_tree(
+            *pid,
+            &self.reaper.auxiliary_pids(),
+            nix::sys::signal::Signal::SIGTERM,
+            &self.cfg.settings.sigterm_exclude_processes,
+        );
         info!(task_id = %info.task_id.value, processes = ?signalled, "sent SIGTERM to the task's process tree");
     }
 
@@ -1008,7 +1027,11 @@ impl Executor {
 impl Stage {
     /// Marks the chain as not needed any more (no hooks, or already ran).
     fn max_done(self) -> Self {
-        if self == Self::Running { self } else { Self::Done }
+        if self == Self::Running {
+            self
+        } else {
+            Self::Done
+        }
     }
 }
 

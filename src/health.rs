@@ -125,8 +125,12 @@ pub fn empty_check_status(kind: check_info::Type) -> Option<v1::CheckStatusInfo>
 pub fn check_status(kind: check_info::Type, observation: &Observation) -> Option<v1::CheckStatusInfo> {
     let mut status = empty_check_status(kind)?;
     match (kind, observation) {
-        (check_info::Type::Command, Observation::Exited(code)) => status.command = Some(check_status_info::Command { exit_code: Some(*code) }),
-        (check_info::Type::Http, Observation::Http(code)) => status.http = Some(check_status_info::Http { status_code: Some(u32::from(*code)) }),
+        (check_info::Type::Command, Observation::Exited(code)) => {
+            status.command = Some(check_status_info::Command { exit_code: Some(*code) })
+        }
+        (check_info::Type::Http, Observation::Http(code)) => {
+            status.http = Some(check_status_info::Http { status_code: Some(u32::from(*code)) })
+        }
         (check_info::Type::Tcp, Observation::Tcp(ok)) => status.tcp = Some(check_status_info::Tcp { succeeded: Some(*ok) }),
         _ => {}
     }
@@ -369,7 +373,12 @@ pub fn check_spec(check: &v1::CheckInfo, task_port: Option<u16>) -> Result<Check
         check_info::Type::Command => command_probe_spec(check.command.as_ref().map(|c| &c.command), "check")?,
         check_info::Type::Http => {
             let http = check.http.as_ref().ok_or_else(|| "Expecting 'http' to be set for HTTP check".to_owned())?;
-            Probe::Http { tls: false, ipv6: false, port: probe_port(http.port, task_port)?, path: http_path(http.path.as_deref(), "HTTP check")? }
+            Probe::Http {
+                tls: false,
+                ipv6: false,
+                port: probe_port(http.port, task_port)?,
+                path: http_path(http.path.as_deref(), "HTTP check")?,
+            }
         }
         check_info::Type::Tcp => {
             let tcp = check.tcp.as_ref().ok_or_else(|| "Expecting 'tcp' to be set for TCP check".to_owned())?;
@@ -621,7 +630,12 @@ impl ProbeRunner {
 }
 
 /// Spawns the checker loop; see the module docs.
-fn spawn_checker<T: Send + 'static>(runner: ProbeRunner, schedule: Schedule, inbox: mpsc::Sender<T>, input: fn(Observation) -> T) -> JoinHandle<()> {
+fn spawn_checker<T: Send + 'static>(
+    runner: ProbeRunner,
+    schedule: Schedule,
+    inbox: mpsc::Sender<T>,
+    input: fn(Observation) -> T,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(schedule.delay).await;
         loop {
@@ -901,7 +915,12 @@ mod tests {
     fn http_health(port: u32, path: Option<&str>, scheme: Option<&str>) -> v1::HealthCheck {
         v1::HealthCheck {
             r#type: Some(health_check::Type::Http as i32),
-            http: Some(health_check::HttpCheckInfo { port, path: path.map(Into::into), scheme: scheme.map(Into::into), ..Default::default() }),
+            http: Some(health_check::HttpCheckInfo {
+                port,
+                path: path.map(Into::into),
+                scheme: scheme.map(Into::into),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -976,11 +995,8 @@ mod tests {
 
     #[test]
     fn check_spec_validates_and_defaults() {
-        let ci = v1::CheckInfo {
-            r#type: Some(check_info::Type::Tcp as i32),
-            tcp: Some(check_info::Tcp { port: 9000 }),
-            ..Default::default()
-        };
+        let ci =
+            v1::CheckInfo { r#type: Some(check_info::Type::Tcp as i32), tcp: Some(check_info::Tcp { port: 9000 }), ..Default::default() };
         let spec = check_spec(&ci, None).expect("valid");
         assert_eq!((spec.kind, spec.probe), (check_info::Type::Tcp, Probe::Tcp { ipv6: false, port: 9000 }));
         assert_eq!(spec.schedule.delay, Duration::from_secs(15));
@@ -1001,10 +1017,7 @@ mod tests {
         assert_eq!(at("/ok").map(|t| t.path), Ok("/ok".into()));
         assert_eq!(at("c").map(|t| t.path), Ok("/a/c".into()));
         assert_eq!(at("c?d#frag").map(|t| t.path), Ok("/a/c?d".into()));
-        assert_eq!(
-            at("https://[::1]:8443/x"),
-            Ok(Target { tls: true, host: "[::1]".into(), port: 8443, path: "/x".into() })
-        );
+        assert_eq!(at("https://[::1]:8443/x"), Ok(Target { tls: true, host: "[::1]".into(), port: 8443, path: "/x".into() }));
         assert_eq!(at("http://localhost"), Ok(Target { tls: false, host: "localhost".into(), port: 80, path: "/".into() }));
         assert_eq!(at("//127.0.0.2:81/y"), Ok(Target { tls: false, host: "127.0.0.2".into(), port: 81, path: "/y".into() }));
         assert!(at("ftp://host/x").is_err());

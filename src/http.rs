@@ -64,7 +64,13 @@ impl Response {
 }
 
 /// Sends one request and reads the whole answer within `timeout`.
-pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>, timeout: Duration) -> Result<Response, HttpError> {
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
     let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| HttpError::Url { url: url.to_owned(), reason: e.to_string() })?;
     let m = method.to_string();
     match tokio::time::timeout(timeout, exchange(method, &uri, headers, body)).await {

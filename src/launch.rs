@@ -31,12 +31,7 @@ use crate::proto::v1::{self, environment::variable::Type as VariableType};
 
 /// Variables never passed to a task, a hook or a remote command, whatever the
 /// configuration says. `HOOK_EXECUTOR_*` is removed as a whole as well.
-pub const BUILTIN_DENYLIST: &[&str] = &[
-    "MESOS_EXECUTOR_AUTHENTICATION_TOKEN",
-    "CONSUL_HTTP_TOKEN",
-    "CONSUL_TOKEN",
-    "HOOK_EXECUTOR_*",
-];
+pub const BUILTIN_DENYLIST: &[&str] = &["MESOS_EXECUTOR_AUTHENTICATION_TOKEN", "CONSUL_HTTP_TOKEN", "CONSUL_TOKEN", "HOOK_EXECUTOR_*"];
 
 /// `PATH` given to a task whose environment has none (what
 /// `mesos-containerizer launch` sets).
@@ -267,11 +262,8 @@ mod tests {
 
     #[test]
     fn task_command_shell_and_argv() {
-        let shell = task_with(Some(v1::CommandInfo {
-            value: Some("echo $HOME".into()),
-            arguments: vec!["ignored".into()],
-            ..Default::default()
-        }));
+        let shell =
+            task_with(Some(v1::CommandInfo { value: Some("echo $HOME".into()), arguments: vec!["ignored".into()], ..Default::default() }));
         assert_eq!(program(&shell, None), Ok((Program::Shell { command: "echo $HOME".into() }, CommandSource::TaskCommand)));
         let exec = task_with(Some(v1::CommandInfo {
             value: Some("/bin/echo".into()),
@@ -296,17 +288,17 @@ mod tests {
         let ex = executor_with("chmod ug+rx './e' && exec './e' other");
         assert_eq!(program(&task, Some(&ex)).map(|p| p.1), Ok(CommandSource::TaskCommand));
         let marathon = task_with(None);
-        assert_eq!(
-            program(&marathon, Some(&ex)),
-            Ok((Program::Shell { command: "other".into() }, CommandSource::MarathonExecutorCommand))
-        );
+        assert_eq!(program(&marathon, Some(&ex)), Ok((Program::Shell { command: "other".into() }, CommandSource::MarathonExecutorCommand)));
     }
 
     #[test]
     fn missing_or_empty_commands_are_refused() {
         assert_eq!(program(&task_with(None), None), Err(LaunchError::NoCommand));
         assert_eq!(program(&task_with(None), Some(&executor_with("/usr/bin/mesos-hook-executor"))), Err(LaunchError::NoCommand));
-        assert!(matches!(program(&task_with(None), Some(&executor_with("chmod ug+rx 'e' && exec 'e'"))), Err(LaunchError::EmptyCommand(_))));
+        assert!(matches!(
+            program(&task_with(None), Some(&executor_with("chmod ug+rx 'e' && exec 'e'"))),
+            Err(LaunchError::EmptyCommand(_))
+        ));
         let empty = task_with(Some(v1::CommandInfo::default()));
         assert!(matches!(program(&empty, None), Err(LaunchError::EmptyCommand(_))));
     }
@@ -355,10 +347,7 @@ mod tests {
         )
         .expect("launchable");
         let keys: Vec<&str> = spec.env.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            ["MESOS_ALLOCATION_ROLE", "MESOS_FRAMEWORK_ID", "MESOS_SANDBOX", "MESOS_TASK_ID", "OVERRIDDEN", "PATH", "PORT0"]
-        );
+        assert_eq!(keys, ["MESOS_ALLOCATION_ROLE", "MESOS_FRAMEWORK_ID", "MESOS_SANDBOX", "MESOS_TASK_ID", "OVERRIDDEN", "PATH", "PORT0"]);
         assert_eq!(spec.env["OVERRIDDEN"], "new");
         assert_eq!(spec.env["MESOS_TASK_ID"], "task-1");
         assert_eq!(spec.env["MESOS_ALLOCATION_ROLE"], "web");

@@ -94,10 +94,8 @@ pub fn translate(app: &Value, task_id: &str, agent_id: &str, framework_id: &str,
         #[allow(clippy::cast_possible_truncation)]
         grace_period: Some(v1::DurationInfo { nanoseconds: (secs * 1e9) as i64 }),
     });
-    let health_check = app
-        .get("healthChecks")
-        .and_then(Value::as_array)
-        .and_then(|checks| checks.iter().find_map(|c| health_check_of(c, ports)));
+    let health_check =
+        app.get("healthChecks").and_then(Value::as_array).and_then(|checks| checks.iter().find_map(|c| health_check_of(c, ports)));
     let task = v1::TaskInfo {
         name: app_id.trim_start_matches('/').replace('/', "."),
         task_id: v1::TaskId { value: task_id.to_owned() },

@@ -97,10 +97,7 @@ pub fn signal_name(signal: i32) -> String {
 /// the configured default (3 s, as Mesos).
 #[must_use]
 pub fn kill_grace(kill_override: Option<&v1::KillPolicy>, task_policy: Option<&v1::KillPolicy>, default: Duration) -> Duration {
-    kill_override
-        .and_then(policy_grace)
-        .or_else(|| task_policy.and_then(policy_grace))
-        .unwrap_or(default)
+    kill_override.and_then(policy_grace).or_else(|| task_policy.and_then(policy_grace)).unwrap_or(default)
 }
 
 fn policy_grace(policy: &v1::KillPolicy) -> Option<Duration> {
@@ -131,9 +128,7 @@ pub fn send_killing(framework: Option<&v1::FrameworkInfo>, cause: KillCause) -> 
     if cause == KillCause::MaxCompletionTime {
         return false;
     }
-    framework.is_some_and(|f| {
-        f.capabilities.iter().any(|c| c.r#type() == v1::framework_info::capability::Type::TaskKillingState)
-    })
+    framework.is_some_and(|f| f.capabilities.iter().any(|c| c.r#type() == v1::framework_info::capability::Type::TaskKillingState))
 }
 
 /// The terminal update for a task whose root process ended.
@@ -161,15 +156,8 @@ pub fn terminal(outcome: ExitOutcome, cause: Option<KillCause>) -> Terminal {
             unhealthy: false,
         },
         Some(KillCause::HookFailure) => Terminal { state: TaskState::TaskFailed, message, reason: None, unhealthy: false },
-        Some(cause) => Terminal {
-            state: TaskState::TaskKilled,
-            message,
-            reason: None,
-            unhealthy: cause == KillCause::HealthCheck,
-        },
-        None if outcome == ExitOutcome::Exited(0) => {
-            Terminal { state: TaskState::TaskFinished, message, reason: None, unhealthy: false }
-        }
+        Some(cause) => Terminal { state: TaskState::TaskKilled, message, reason: None, unhealthy: cause == KillCause::HealthCheck },
+        None if outcome == ExitOutcome::Exited(0) => Terminal { state: TaskState::TaskFinished, message, reason: None, unhealthy: false },
         None => Terminal { state: TaskState::TaskFailed, message, reason: None, unhealthy: false },
     }
 }

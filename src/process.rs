@@ -39,7 +39,10 @@ use nix::{
 };
 use tokio::sync::oneshot;
 
-use crate::{launch::{LaunchSpec, Program}, policy::ExitOutcome};
+use crate::{
+    launch::{LaunchSpec, Program},
+    policy::ExitOutcome,
+};
 
 /// What a spawned child is for; decides whether its orphans count as the task's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +101,7 @@ impl Reaper {
             let mut state = self.lock();
             let (pid, outcome) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, ExitOutcome::Exited(code)),
-                Ok(WaitStatus::Signaled(pid, signal, core_dumped)) => {
-                    (pid, ExitOutcome::Signaled { signal: signal as i32, core_dumped })
-                }
+                Ok(WaitStatus::Signaled(pid, signal, core_dumped)) => (pid, ExitOutcome::Signaled { signal: signal as i32, core_dumped }),
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
                 Ok(_) => continue,
                 Err(Errno::EINTR) => continue,
@@ -180,7 +181,11 @@ fn pid_i32(pid: u32) -> i32 {
 pub fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: a plain prctl with integer arguments.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A user to run the task as, resolved before fork (lookups are not safe
@@ -485,12 +490,17 @@ mod tests {
         let aux: HashSet<i32> = [40].into_iter().collect();
         assert_eq!(task_tree(&procs, 20, 10, &aux), vec![20, 21, 22, 30, 31]);
         // After the root died, its session still identifies its processes.
-        let without_root: Vec<ProcInfo> = procs.iter().filter(|x| x.pid != 20).cloned().map(|mut x| {
-            if x.ppid == 20 {
-                x.ppid = 10;
-            }
-            x
-        }).collect();
+        let without_root: Vec<ProcInfo> = procs
+            .iter()
+            .filter(|x| x.pid != 20)
+            .cloned()
+            .map(|mut x| {
+                if x.ppid == 20 {
+                    x.ppid = 10;
+                }
+                x
+            })
+            .collect();
         assert_eq!(task_tree(&without_root, 20, 10, &aux), vec![21, 22, 30, 31]);
         assert_eq!(descendants(&procs, 40), vec![41]);
     }

@@ -131,10 +131,8 @@ impl Target {
         }
         let path = socket_path(cli);
         let short = ShortPath::new(&path).map_err(|e| Failure::new(3, format!("cannot reach {}: {e}", path.display())))?;
-        let client = builder
-            .unix_socket(short.path())
-            .build()
-            .map_err(|e| Failure::new(1, format!("cannot build the HTTP client: {e}")))?;
+        let client =
+            builder.unix_socket(short.path()).build().map_err(|e| Failure::new(1, format!("cannot build the HTTP client: {e}")))?;
         Ok(Self { client, base: "http://localhost".to_owned(), shown: path.display().to_string(), token: None, _short: Some(short) })
     }
 
@@ -179,7 +177,8 @@ impl Target {
         if status.is_success() {
             return Ok((status, body));
         }
-        let detail = serde_json::from_slice::<ErrorResponse>(&body).map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
+        let detail =
+            serde_json::from_slice::<ErrorResponse>(&body).map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
         let code = if matches!(status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED) { 4 } else { 1 };
         let prefix = if status == StatusCode::FORBIDDEN { "refused by the executor" } else { "the executor answered" };
         Err(Failure::new(code, format!("{prefix} {}: {detail}", status.as_u16())))
@@ -315,7 +314,8 @@ async fn follow_output(t: &Target, json: bool, pid: i32) -> Result<u8, Failure> 
             Err(reqwest_eventsource::Error::InvalidStatusCode(status, response)) => {
                 events.close();
                 let body = response.bytes().await.unwrap_or_default();
-                let detail = serde_json::from_slice::<ErrorResponse>(&body).map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
+                let detail = serde_json::from_slice::<ErrorResponse>(&body)
+                    .map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
                 return Err(Failure::new(1, format!("the executor answered {}: {detail}", status.as_u16())));
             }
             Err(reqwest_eventsource::Error::Transport(e)) => {

@@ -39,9 +39,8 @@ use tracing::{debug, info, warn};
 use crate::proto::{
     executor::{call, event, Call, Event},
     v1::{
-        executor_info, framework_info, resource, task_status, value, AgentId, AgentInfo, CommandInfo, ContainerId,
-        ExecutorId, ExecutorInfo, FrameworkId, FrameworkInfo, KillPolicy, Resource, TaskId, TaskInfo, TaskState,
-        TaskStatus,
+        executor_info, framework_info, resource, task_status, value, AgentId, AgentInfo, CommandInfo, ContainerId, ExecutorId,
+        ExecutorInfo, FrameworkId, FrameworkInfo, KillPolicy, Resource, TaskId, TaskInfo, TaskState, TaskStatus,
     },
 };
 
@@ -702,17 +701,10 @@ impl AgentEmulator {
     pub fn executor_terminated(&self) {
         let mut st = self.inner.lock();
         st.stream = None;
-        let mut ids: Vec<String> =
-            st.tasks.iter().filter(|(_, t)| t.launched && !t.terminal).map(|(id, _)| id.clone()).collect();
+        let mut ids: Vec<String> = st.tasks.iter().filter(|(_, t)| t.launched && !t.terminal).map(|(id, _)| id.clone()).collect();
         ids.sort();
         for id in ids {
-            self.inner.agent_status(
-                &mut st,
-                &id,
-                TaskState::TaskFailed,
-                task_status::Reason::ExecutorTerminated,
-                "Executor terminated",
-            );
+            self.inner.agent_status(&mut st, &id, TaskState::TaskFailed, task_status::Reason::ExecutorTerminated, "Executor terminated");
         }
         st.phase = ExecutorPhase::Gone;
         drop(st);
@@ -858,12 +850,8 @@ impl AgentEmulator {
             .tasks
             .keys()
             .map(|id| {
-                let states: Vec<&str> = st
-                    .log
-                    .iter()
-                    .filter(|r| r.effective() && &r.status.task_id.value == id)
-                    .map(|r| state_name(r.status.state))
-                    .collect();
+                let states: Vec<&str> =
+                    st.log.iter().filter(|r| r.effective() && &r.status.task_id.value == id).map(|r| state_name(r.status.state)).collect();
                 format!("{id}: [{}]", states.join(", "))
             })
             .collect();
@@ -964,14 +952,7 @@ impl Inner {
     fn process_status(&self, st: &mut State, status: TaskStatus, origin: StatusOrigin) -> Option<event::Acknowledged> {
         let uuid = status.uuid.clone().unwrap_or_default();
         let task_id = status.task_id.clone();
-        let mut record = StatusRecord {
-            at: Instant::now(),
-            status,
-            origin,
-            duplicate: false,
-            after_terminal: false,
-            foreign_agent: false,
-        };
+        let mut record = StatusRecord { at: Instant::now(), status, origin, duplicate: false, after_terminal: false, foreign_agent: false };
         if let Some(agent) = record.status.agent_id.as_ref().filter(|a| a.value != self.opts.agent_id) {
             let what = format!(
                 "status update for task {} carries agent_id '{}' (this agent is '{}'): dropped without ACK",
@@ -1003,14 +984,7 @@ impl Inner {
     }
 
     /// Records an agent-generated status (`SOURCE_AGENT`, never sent anywhere).
-    fn agent_status(
-        &self,
-        st: &mut State,
-        task_id: &str,
-        state: TaskState,
-        reason: task_status::Reason,
-        message: &str,
-    ) {
+    fn agent_status(&self, st: &mut State, task_id: &str, state: TaskState, reason: task_status::Reason, message: &str) {
         let status = TaskStatus {
             task_id: TaskId { value: task_id.to_owned() },
             state: state as i32,
@@ -1029,12 +1003,7 @@ impl Inner {
 
     /// `Slave::subscribe`: returns the receiving side of the new stream and its
     /// id (`None` for the SHUTDOWN-only stream of a terminating executor).
-    fn subscribe(
-        &self,
-        st: &mut State,
-        sub: call::Subscribe,
-        json: bool,
-    ) -> (mpsc::UnboundedReceiver<Bytes>, Option<u64>) {
+    fn subscribe(&self, st: &mut State, sub: call::Subscribe, json: bool) -> (mpsc::UnboundedReceiver<Bytes>, Option<u64>) {
         let (tx, rx) = mpsc::unbounded_channel();
         st.subscriptions.push(sub.clone());
         st.subscribed += 1;
@@ -1071,9 +1040,7 @@ impl Inner {
                 Some(_) => {}
             }
             if status.state == TaskState::TaskStaging as i32 {
-                st.violations.push(format!(
-                    "unacknowledged update for task {task} is TASK_STAGING: the agent shuts the executor down"
-                ));
+                st.violations.push(format!("unacknowledged update for task {task} is TASK_STAGING: the agent shuts the executor down"));
                 shutdown = true;
                 continue;
             }
@@ -1098,13 +1065,7 @@ impl Inner {
         let partition_aware = self.opts.capabilities.contains(&framework_info::capability::Type::PartitionAware);
         for id in lost {
             let state = if partition_aware { TaskState::TaskDropped } else { TaskState::TaskLost };
-            self.agent_status(
-                st,
-                &id,
-                state,
-                task_status::Reason::AgentRestarted,
-                "Task launched during agent restart",
-            );
+            self.agent_status(st, &id, state, task_status::Reason::AgentRestarted, "Task launched during agent restart");
         }
 
         // Step 7: SUBSCRIBED, queued LAUNCHes, then the ACKs.
@@ -1142,12 +1103,7 @@ impl Inner {
             name: "emulated-framework".to_owned(),
             id: Some(FrameworkId { value: self.opts.framework_id.clone() }),
             checkpoint: Some(self.opts.checkpoint),
-            capabilities: self
-                .opts
-                .capabilities
-                .iter()
-                .map(|c| framework_info::Capability { r#type: Some(*c as i32) })
-                .collect(),
+            capabilities: self.opts.capabilities.iter().map(|c| framework_info::Capability { r#type: Some(*c as i32) }).collect(),
             ..Default::default()
         }
     }
@@ -1173,8 +1129,7 @@ impl Inner {
         }
         if st.phase == ExecutorPhase::Registering && st.framework_known {
             st.violations.push("executor did not re-subscribe within the re-registration window".to_owned());
-            let mut ids: Vec<String> =
-                st.tasks.iter().filter(|(_, t)| t.launched && !t.terminal).map(|(id, _)| id.clone()).collect();
+            let mut ids: Vec<String> = st.tasks.iter().filter(|(_, t)| t.launched && !t.terminal).map(|(id, _)| id.clone()).collect();
             ids.sort();
             let partition_aware = self.opts.capabilities.contains(&framework_info::capability::Type::PartitionAware);
             for id in ids {

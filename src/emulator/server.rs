@@ -59,9 +59,7 @@ pub(super) fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
-        Ok(_) => {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is not a socket", path.display())))
-        }
+        Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is not a socket", path.display()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -174,10 +172,7 @@ impl Inner {
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnShared>) -> io::Result<Response<EmuBody>> {
         if conn.streaming.load(Ordering::SeqCst) {
-            self.violation(format!(
-                "connection {}: a request was dispatched on the open SUBSCRIBE connection (§2.5)",
-                conn.id
-            ));
+            self.violation(format!("connection {}: a request was dispatched on the open SUBSCRIBE connection (§2.5)", conn.id));
         }
         let (parts, body) = req.into_parts();
         let bytes = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
@@ -185,8 +180,7 @@ impl Inner {
             Ok(Err(e)) => return Err(io::Error::other(format!("reading the request body: {e}"))),
             Err(_) => return Err(io::Error::other("request body timed out")),
         };
-        let header =
-            |name: HeaderName| parts.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let header = |name: HeaderName| parts.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let mut rec = RecordedCall {
             at: Instant::now(),
             connection: conn.id,
@@ -210,16 +204,11 @@ impl Inner {
                     let kind = rec.call_type().map_or("-", |t| t.as_str_name());
                     self.violation(format!("{} {} ({kind}) answered {}: {body}", rec.method, rec.path, rec.status));
                 }
-                let mut response = Response::new(if body.is_empty() {
-                    EmuBody::Full(None)
-                } else {
-                    EmuBody::Full(Some(Bytes::from(body)))
-                });
+                let mut response =
+                    Response::new(if body.is_empty() { EmuBody::Full(None) } else { EmuBody::Full(Some(Bytes::from(body))) });
                 *response.status_mut() = status;
                 if !rec.body.is_empty() {
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
                 }
                 for (name, value) in headers {
                     if let Ok(value) = HeaderValue::from_str(&value) {
@@ -233,9 +222,7 @@ impl Inner {
                 conn.streaming.store(true, Ordering::SeqCst);
                 let body = EventBody { rx, stream_id, inner: Arc::clone(&self), conn: Arc::clone(&conn) };
                 let mut response = Response::new(EmuBody::Stream(body));
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(if json { JSON } else { PROTOBUF }));
+                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(if json { JSON } else { PROTOBUF }));
                 Ok(response)
             }
             Reply::Drop => {
@@ -283,10 +270,7 @@ impl Inner {
         if parts.method != Method::POST {
             return Reply::Plain {
                 status: StatusCode::METHOD_NOT_ALLOWED,
-                body: format!(
-                    "405 Method Not Allowed. Expecting one of {{ 'POST' }}, but received '{}'.",
-                    parts.method
-                ),
+                body: format!("405 Method Not Allowed. Expecting one of {{ 'POST' }}, but received '{}'.", parts.method),
                 headers: vec![(header::ALLOW, "POST".to_owned())],
                 blame: true,
             };
@@ -305,10 +289,7 @@ impl Inner {
                 Err(e) => return Reply::reject(StatusCode::BAD_REQUEST, e),
             }
         } else {
-            return Reply::reject(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Expecting 'Content-Type' of {JSON} or {PROTOBUF}"),
-            );
+            return Reply::reject(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Expecting 'Content-Type' of {JSON} or {PROTOBUF}"));
         };
         rec.call = Some(call.clone());
         let kind = match validate(&call) {
@@ -318,15 +299,11 @@ impl Inner {
         let mut json = false;
         match kind {
             call::Type::Subscribe => {
-                let accept =
-                    parts.headers.get(header::ACCEPT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                let accept = parts.headers.get(header::ACCEPT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                 if accepts(accept.as_deref(), JSON) {
                     json = true;
                 } else if !accepts(accept.as_deref(), PROTOBUF) {
-                    return Reply::reject(
-                        StatusCode::NOT_ACCEPTABLE,
-                        format!("Expecting 'Accept' to allow '{PROTOBUF}' or '{JSON}'"),
-                    );
+                    return Reply::reject(StatusCode::NOT_ACCEPTABLE, format!("Expecting 'Accept' to allow '{PROTOBUF}' or '{JSON}'"));
                 }
             }
             call::Type::Heartbeat => return Reply::answer(StatusCode::ACCEPTED, ""),
@@ -391,19 +368,16 @@ fn decode_protobuf(body: &[u8]) -> Option<Call> {
     }
     let state_known = |s: &crate::proto::v1::TaskStatus| TaskState::try_from(s.state).is_ok();
     let update_ok = call.update.as_ref().is_none_or(|u| state_known(&u.status));
-    let unacked_ok =
-        call.subscribe.as_ref().is_none_or(|s| s.unacknowledged_updates.iter().all(|u| state_known(&u.status)));
+    let unacked_ok = call.subscribe.as_ref().is_none_or(|s| s.unacknowledged_updates.iter().all(|u| state_known(&u.status)));
     (update_ok && unacked_ok).then_some(call)
 }
 
 /// `JSON::parse` then `protobuf::parse`. An unknown enum name for the
 /// optional `type` is dropped, as stout does (it then fails validation).
 fn decode_json(body: &[u8]) -> Result<Call, String> {
-    let mut value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("Failed to parse body into JSON: {e}"))?;
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("Failed to parse body into JSON: {e}"))?;
     if let Some(object) = value.as_object_mut() {
-        let unknown =
-            object.get("type").and_then(|t| t.as_str()).is_some_and(|t| call::Type::from_str_name(t).is_none());
+        let unknown = object.get("type").and_then(|t| t.as_str()).is_some_and(|t| call::Type::from_str_name(t).is_none());
         if unknown {
             object.remove("type");
         }
@@ -413,10 +387,7 @@ fn decode_json(body: &[u8]) -> Result<Call, String> {
 
 /// `validateExecutorCall` (§4.4); returns the call's type.
 fn validate(call: &Call) -> Result<call::Type, String> {
-    let kind = call
-        .r#type
-        .and_then(|t| call::Type::try_from(t).ok())
-        .ok_or_else(|| "Expecting 'type' to be present".to_owned())?;
+    let kind = call.r#type.and_then(|t| call::Type::try_from(t).ok()).ok_or_else(|| "Expecting 'type' to be present".to_owned())?;
     let (eid, fid) = (&call.executor_id.value, &call.framework_id.value);
     match kind {
         call::Type::Subscribe if call.subscribe.is_none() => Err("Expecting 'subscribe' to be present".to_owned()),
@@ -428,10 +399,7 @@ fn validate(call: &Call) -> Result<call::Type, String> {
                 return Err("Not a valid UUID".to_owned());
             }
             if let Some(sid) = status.executor_id.as_ref().filter(|s| &s.value != eid) {
-                return Err(format!(
-                    "ExecutorID in Call: {eid} does not match ExecutorID in TaskStatus: {}",
-                    sid.value
-                ));
+                return Err(format!("ExecutorID in Call: {eid} does not match ExecutorID in TaskStatus: {}", sid.value));
             }
             if status.source() != task_status::Source::Executor {
                 return Err(format!(
@@ -439,9 +407,7 @@ fn validate(call: &Call) -> Result<call::Type, String> {
                 ));
             }
             if status.state == TaskState::TaskStaging as i32 {
-                return Err(format!(
-                    "Received TASK_STAGING from executor {eid} of framework {fid} which is not allowed"
-                ));
+                return Err(format!("Received TASK_STAGING from executor {eid} of framework {fid} which is not allowed"));
             }
             if let Some(check) = &status.check_status {
                 validate_check_status(check)?;
@@ -454,20 +420,12 @@ fn validate(call: &Call) -> Result<call::Type, String> {
 
 /// `validateCheckStatusInfo`.
 fn validate_check_status(check: &CheckStatusInfo) -> Result<(), String> {
-    let kind = check
-        .r#type
-        .and_then(|t| check_info::Type::try_from(t).ok())
-        .ok_or_else(|| "CheckStatusInfo must specify 'type'".to_owned())?;
+    let kind =
+        check.r#type.and_then(|t| check_info::Type::try_from(t).ok()).ok_or_else(|| "CheckStatusInfo must specify 'type'".to_owned())?;
     match kind {
-        check_info::Type::Command if check.command.is_none() => {
-            Err("Expecting 'command' to be set for COMMAND check's status".to_owned())
-        }
-        check_info::Type::Http if check.http.is_none() => {
-            Err("Expecting 'http' to be set for HTTP check's status".to_owned())
-        }
-        check_info::Type::Tcp if check.tcp.is_none() => {
-            Err("Expecting 'tcp' to be set for TCP check's status".to_owned())
-        }
+        check_info::Type::Command if check.command.is_none() => Err("Expecting 'command' to be set for COMMAND check's status".to_owned()),
+        check_info::Type::Http if check.http.is_none() => Err("Expecting 'http' to be set for HTTP check's status".to_owned()),
+        check_info::Type::Tcp if check.tcp.is_none() => Err("Expecting 'tcp' to be set for TCP check's status".to_owned()),
         check_info::Type::Unknown => Err("'UNKNOWN' is not a valid check's status type".to_owned()),
         _ => Ok(()),
     }
@@ -601,8 +559,7 @@ mod wire {
                 return false;
             }
         }
-        merged(&f, 5).is_none_or(|m| message_ok(&m, update_ok))
-            && merged(&f, 6).is_none_or(|m| message_ok(&m, |f| has(f, 2)))
+        merged(&f, 5).is_none_or(|m| message_ok(&m, update_ok)) && merged(&f, 6).is_none_or(|m| message_ok(&m, |f| has(f, 2)))
     }
 }
 
@@ -641,11 +598,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ObservedIo<S> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 

@@ -33,13 +33,7 @@ async fn connect(addr: SocketAddr) -> Sender {
     sender
 }
 
-async fn send(
-    sender: &mut Sender,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> hyper::Response<Incoming> {
+async fn send(sender: &mut Sender, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> hyper::Response<Incoming> {
     sender.ready().await.expect("connection ready");
     let mut req = Request::builder().method(method).uri(path).header("host", "127.0.0.1");
     for (k, v) in headers {
@@ -109,14 +103,7 @@ impl Stream {
 
     async fn open_with(addr: SocketAddr, accept: &str, sub: call::Subscribe) -> (Self, HeaderMap) {
         let mut sender = connect(addr).await;
-        let resp = send(
-            &mut sender,
-            "POST",
-            AGENT,
-            &[("content-type", PB), ("accept", accept)],
-            subscribe_call(sub).encode_to_vec(),
-        )
-        .await;
+        let resp = send(&mut sender, "POST", AGENT, &[("content-type", PB), ("accept", accept)], subscribe_call(sub).encode_to_vec()).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let (parts, body) = resp.into_parts();
         let json = parts.headers.get("content-type").is_some_and(|v| v == "application/json");
@@ -192,15 +179,12 @@ async fn status_codes_follow_the_handler_order() {
     let (code, _, body) = post(&mut c, &[("content-type", "application/json")], b"{nope".to_vec()).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert!(body.starts_with("Failed to parse body into JSON: "), "{body}");
-    let (code, _, body) =
-        post(&mut c, &[("content-type", "application/json")], br#"{"type":"SUBSCRIBE"}"#.to_vec()).await;
+    let (code, _, body) = post(&mut c, &[("content-type", "application/json")], br#"{"type":"SUBSCRIBE"}"#.to_vec()).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert!(body.starts_with("Failed to convert JSON into Call protobuf: "), "{body}");
 
-    let json_heartbeat =
-        br#"{"type":"HEARTBEAT","executor_id":{"value":"unused"},"framework_id":{"value":"unused"}}"#.to_vec();
-    let (code, _, body) =
-        post(&mut c, &[("content-type", "application/json; charset=utf-8")], json_heartbeat.clone()).await;
+    let json_heartbeat = br#"{"type":"HEARTBEAT","executor_id":{"value":"unused"},"framework_id":{"value":"unused"}}"#.to_vec();
+    let (code, _, body) = post(&mut c, &[("content-type", "application/json; charset=utf-8")], json_heartbeat.clone()).await;
     assert_eq!(
         (code, body.as_str()),
         (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Expecting 'Content-Type' of application/json or application/x-protobuf")
@@ -227,10 +211,7 @@ async fn status_codes_follow_the_handler_order() {
     assert_eq!(post_pb(&mut c, &wrong).await, (StatusCode::BAD_REQUEST, "Executor cannot be found".to_owned()));
 
     let (_stream, _) = Stream::open(emu.addr(), PB).await;
-    assert_eq!(
-        post_pb(&mut c, &call_of(call::Type::Unknown)).await,
-        (StatusCode::NOT_IMPLEMENTED, "501 Not Implemented.".to_owned())
-    );
+    assert_eq!(post_pb(&mut c, &call_of(call::Type::Unknown)).await, (StatusCode::NOT_IMPLEMENTED, "501 Not Implemented.".to_owned()));
     let message = Call { message: Some(call::Message { data: b"hi".to_vec() }), ..call_of(call::Type::Message) };
     assert_eq!(post_pb(&mut c, &message).await, (StatusCode::ACCEPTED, String::new()));
     assert_eq!(emu.messages(), vec![b"hi".to_vec()]);
@@ -281,10 +262,7 @@ async fn validation_failures_name_the_reason() {
             with_status(&|s| s.state = TaskState::TaskStaging as i32),
             "Received TASK_STAGING from executor executor-1 of framework framework-1 which is not allowed".into(),
         ),
-        (
-            with_status(&|s| s.check_status = Some(CheckStatusInfo::default())),
-            "CheckStatusInfo must specify 'type'".into(),
-        ),
+        (with_status(&|s| s.check_status = Some(CheckStatusInfo::default())), "CheckStatusInfo must specify 'type'".into()),
         (
             with_status(&|s| {
                 s.check_status = Some(CheckStatusInfo { r#type: Some(check_info::Type::Http as i32), ..Default::default() });
@@ -314,10 +292,7 @@ fn accept_negotiation_prefers_json_and_honours_q0() {
 
 #[tokio::test]
 async fn subscribe_sends_subscribed_then_queued_launch() {
-    let opts = EmulatorOptions {
-        capabilities: vec![framework_info::capability::Type::TaskKillingState],
-        ..EmulatorOptions::default()
-    };
+    let opts = EmulatorOptions { capabilities: vec![framework_info::capability::Type::TaskKillingState], ..EmulatorOptions::default() };
     let emu = AgentEmulator::start(opts).await.expect("start");
     emu.launch(TaskInfo { agent_id: AgentId::default(), executor: None, ..task_info("t1", None) });
     assert!(!emu.stream_open());
@@ -385,10 +360,7 @@ async fn updates_are_acknowledged_deduplicated_and_first_terminal_wins() {
     let starting = status("t2", TaskState::TaskStarting);
     assert_eq!(post_pb(&mut c, &update_call(starting.clone())).await.0, StatusCode::ACCEPTED);
     emu.fail_next_updates(503, 1);
-    assert_eq!(
-        post_pb(&mut c, &update_call(status("t2", TaskState::TaskRunning))).await.0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(post_pb(&mut c, &update_call(status("t2", TaskState::TaskRunning))).await.0, StatusCode::SERVICE_UNAVAILABLE);
     emu.heartbeat();
     assert_eq!(stream.next_type().await, event::Type::Heartbeat);
     emu.withhold_acks(false);
@@ -462,11 +434,9 @@ async fn a_request_on_the_subscribe_connection_is_a_violation() {
     let emu = AgentEmulator::start(EmulatorOptions::default()).await.expect("start");
     let mut raw = TcpStream::connect(emu.addr()).await.expect("connect");
     let request = |body: &[u8]| {
-        let mut r = format!(
-            "POST {AGENT} HTTP/1.1\r\nHost: x\r\nContent-Type: {PB}\r\nAccept: {PB}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
+        let mut r =
+            format!("POST {AGENT} HTTP/1.1\r\nHost: x\r\nContent-Type: {PB}\r\nAccept: {PB}\r\nContent-Length: {}\r\n\r\n", body.len())
+                .into_bytes();
         r.extend_from_slice(body);
         r
     };
@@ -490,8 +460,7 @@ async fn restart_refuses_connections_then_recovers() {
     assert_eq!(stream.next_type().await, event::Type::Subscribed);
 
     let restarting = emu.clone();
-    let restart =
-        tokio::spawn(async move { restarting.restart(Duration::from_millis(500), Duration::from_millis(1500)).await });
+    let restart = tokio::spawn(async move { restarting.restart(Duration::from_millis(500), Duration::from_millis(1500)).await });
     assert!(stream.next().await.is_none(), "stream ends on restart");
     emu.wait_for(T, |e| (!e.stream_open()).then_some(())).await.expect("stream closed");
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -536,23 +505,14 @@ async fn missed_reregistration_and_lost_framework_after_restart() {
 
 #[tokio::test]
 async fn auth_token_is_required_and_env_is_complete() {
-    let opts =
-        EmulatorOptions { auth_token: Some("sekrit".to_owned()), checkpoint: true, ..EmulatorOptions::default() };
+    let opts = EmulatorOptions { auth_token: Some("sekrit".to_owned()), checkpoint: true, ..EmulatorOptions::default() };
     let emu = AgentEmulator::start(opts).await.expect("start");
     let mut c = connect(emu.addr()).await;
-    let (code, headers, _) =
-        post(&mut c, &[("content-type", PB)], call_of(call::Type::Heartbeat).encode_to_vec()).await;
+    let (code, headers, _) = post(&mut c, &[("content-type", PB)], call_of(call::Type::Heartbeat).encode_to_vec()).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        headers.get("www-authenticate").map(|v| v.as_bytes()),
-        Some(&br#"Bearer realm="mesos-agent-executor""#[..])
-    );
-    let (code, _, _) = post(
-        &mut c,
-        &[("content-type", PB), ("authorization", "Bearer sekrit")],
-        call_of(call::Type::Heartbeat).encode_to_vec(),
-    )
-    .await;
+    assert_eq!(headers.get("www-authenticate").map(|v| v.as_bytes()), Some(&br#"Bearer realm="mesos-agent-executor""#[..]));
+    let (code, _, _) =
+        post(&mut c, &[("content-type", PB), ("authorization", "Bearer sekrit")], call_of(call::Type::Heartbeat).encode_to_vec()).await;
     assert_eq!(code, StatusCode::ACCEPTED);
 
     let env: HashMap<String, String> = emu.executor_env().into_iter().collect();

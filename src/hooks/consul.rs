@@ -58,7 +58,14 @@ pub fn base_url(addr: Option<&str>) -> String {
 impl ConsulHook {
     /// A hook talking to `base_url`.
     #[must_use]
-    pub fn new(base_url: String, token: Option<Secret>, service_label: String, address: Option<String>, deregister_wait: Duration, call_timeout: Duration) -> Self {
+    pub fn new(
+        base_url: String,
+        token: Option<Secret>,
+        service_label: String,
+        address: Option<String>,
+        deregister_wait: Duration,
+        call_timeout: Duration,
+    ) -> Self {
         Self { base_url, token, service_label, address, deregister_wait, call_timeout, registered: Mutex::new(Vec::new()) }
     }
 
@@ -69,7 +76,8 @@ impl ConsulHook {
             headers.push(("X-Consul-Token", token.expose()));
         }
         let body = body.map(|b| b.to_string().into_bytes());
-        let response = http::send(Method::PUT, &url, &headers, body, self.call_timeout).await.map_err(|e| HookError::new(format!("consul: {e}")))?;
+        let response =
+            http::send(Method::PUT, &url, &headers, body, self.call_timeout).await.map_err(|e| HookError::new(format!("consul: {e}")))?;
         if response.is_success() {
             Ok(())
         } else {
@@ -124,7 +132,11 @@ impl Hook for ConsulHook {
         "consul"
     }
     fn extra_time(&self, event: HookEvent) -> Duration {
-        if event == HookEvent::BeforeTerminate { self.deregister_wait } else { Duration::ZERO }
+        if event == HookEvent::BeforeTerminate {
+            self.deregister_wait
+        } else {
+            Duration::ZERO
+        }
     }
     fn after_healthy<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
         Box::pin(self.register(ctx))
@@ -208,7 +220,9 @@ fn mirror_check(hc: &v1::HealthCheck, address: &str, port: u32) -> Option<Value>
             let scheme = http.scheme.as_deref().unwrap_or("http");
             let path = http.path.as_deref().unwrap_or("/");
             let port = if http.port == 0 { port } else { http.port };
-            Some(json!({ "HTTP": format!("{scheme}://{address}:{port}{path}"), "Interval": interval, "Timeout": timeout, "TLSSkipVerify": true, "Status": "passing" }))
+            Some(
+                json!({ "HTTP": format!("{scheme}://{address}:{port}{path}"), "Interval": interval, "Timeout": timeout, "TLSSkipVerify": true, "Status": "passing" }),
+            )
         }
         Type::Tcp => {
             let tcp = hc.tcp.as_ref()?;
@@ -232,7 +246,10 @@ mod tests {
             discovery: Some(DiscoveryInfo {
                 visibility: discovery_info::Visibility::Framework as i32,
                 ports: Some(Ports {
-                    ports: named_ports.iter().map(|(n, p)| Port { number: *p, name: (!n.is_empty()).then(|| (*n).to_owned()), ..Default::default() }).collect(),
+                    ports: named_ports
+                        .iter()
+                        .map(|(n, p)| Port { number: *p, name: (!n.is_empty()).then(|| (*n).to_owned()), ..Default::default() })
+                        .collect(),
                 }),
                 ..Default::default()
             }),

@@ -326,14 +326,22 @@ mod tests {
             Box::pin(async move {
                 self.seen.lock().map(|mut s| s.push(ctx.added_env.clone())).ok();
                 tokio::time::sleep(self.sleep).await;
-                if self.fail { Err(HookError::new("no")) } else { Ok(self.env.clone()) }
+                if self.fail {
+                    Err(HookError::new("no"))
+                } else {
+                    Ok(self.env.clone())
+                }
             })
         }
         fn before_terminate<'a>(&'a self, _ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
             Box::pin(async move {
                 self.seen.lock().map(|mut s| s.push(Vec::new())).ok();
                 tokio::time::sleep(self.sleep).await;
-                if self.fail { Err(HookError::new("no")) } else { Ok(()) }
+                if self.fail {
+                    Err(HookError::new("no"))
+                } else {
+                    Ok(())
+                }
             })
         }
     }
@@ -414,4 +422,3 @@ mod tests {
         assert_eq!(terminate_budget(Duration::ZERO), Duration::ZERO);
     }
 }
-

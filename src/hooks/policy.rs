@@ -60,7 +60,10 @@ impl PolicyHook {
                 .or(own_user)
                 .unwrap_or("<unknown>");
             if !self.allowed_users.iter().any(|u| u == user) {
-                return Err(format!("user {user:?} is not allowed (HOOK_EXECUTOR_POLICY_ALLOWED_USERS: {})", self.allowed_users.join(", ")));
+                return Err(format!(
+                    "user {user:?} is not allowed (HOOK_EXECUTOR_POLICY_ALLOWED_USERS: {})",
+                    self.allowed_users.join(", ")
+                ));
             }
         }
         Ok(())
@@ -98,9 +101,7 @@ impl PolicyHook {
     fn check_host_path(&self, host: &str, sandbox: &Path) -> Result<(), String> {
         let resolved = resolve(&sandbox.join(host));
         let sandbox = resolve(sandbox);
-        let allowed = std::iter::once(&sandbox)
-            .chain(self.allowed_host_paths.iter())
-            .any(|prefix| resolved.starts_with(resolve(prefix)));
+        let allowed = std::iter::once(&sandbox).chain(self.allowed_host_paths.iter()).any(|prefix| resolved.starts_with(resolve(prefix)));
         if allowed {
             Ok(())
         } else {
@@ -176,7 +177,12 @@ mod tests {
     fn host_volume(path: &str) -> ContainerInfo {
         ContainerInfo {
             r#type: container_info::Type::Mesos as i32,
-            volumes: vec![Volume { container_path: "/data".into(), host_path: Some(path.into()), mode: volume::Mode::Rw as i32, ..Default::default() }],
+            volumes: vec![Volume {
+                container_path: "/data".into(),
+                host_path: Some(path.into()),
+                mode: volume::Mode::Rw as i32,
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -220,7 +226,8 @@ mod tests {
     #[test]
     fn users_outside_the_allow_list_are_refused() {
         let policy = PolicyHook { allowed_users: vec!["app".into()], ..Default::default() };
-        let mut task = v1::TaskInfo { command: Some(v1::CommandInfo { user: Some("root".into()), ..Default::default() }), ..Default::default() };
+        let mut task =
+            v1::TaskInfo { command: Some(v1::CommandInfo { user: Some("root".into()), ..Default::default() }), ..Default::default() };
         let err = policy.check(&task, Path::new("/tmp"), Some("app")).expect_err("refused");
         assert!(err.contains("user \"root\" is not allowed"), "{err}");
         task.command = Some(v1::CommandInfo { user: Some("app".into()), ..Default::default() });

@@ -163,7 +163,9 @@ pub fn plan(req: ExecuteRequest, base: &BTreeMap<String, String>, cwd: &Path) ->
     env.entry("PATH".to_owned()).or_insert_with(|| DEFAULT_PATH.to_owned());
     let (program, argv0, args, display) = if shell {
         if !arguments.is_empty() {
-            warnings.push("\"arguments\" are ignored when \"shell\" is true (the default); set \"shell\": false to pass them verbatim".to_owned());
+            warnings.push(
+                "\"arguments\" are ignored when \"shell\" is true (the default); set \"shell\": false to pass them verbatim".to_owned(),
+            );
         }
         (PathBuf::from("/bin/sh"), "sh".to_owned(), vec!["-c".to_owned(), command.clone()], command.clone())
     } else {
@@ -498,14 +500,7 @@ impl Registry {
     /// A registry spawning through `reaper`, running commands in `cwd`.
     #[must_use]
     pub fn new(reaper: Reaper, limits: Limits, cwd: PathBuf) -> Self {
-        Self {
-            inner: Mutex::new(Inner::default()),
-            reaper,
-            limits,
-            cwd,
-            shutdown: CancellationToken::new(),
-            running: watch::channel(0).0,
-        }
+        Self { inner: Mutex::new(Inner::default()), reaper, limits, cwd, shutdown: CancellationToken::new(), running: watch::channel(0).0 }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {

@@ -59,10 +59,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use self::{
-    exec::{LineCursor, Limits, Registry, Snapshot},
+    exec::{Limits, LineCursor, Registry, Snapshot},
     types::{ErrorResponse, ExecuteRequest, ExecuteResponse, ListResponse, OutputLine, StatusResponse, TaskQuery},
 };
-use crate::{config::{Config, Secret}, executor::StatusSnapshot, process::Reaper};
+use crate::{
+    config::{Config, Secret},
+    executor::StatusSnapshot,
+    process::Reaper,
+};
 
 /// Every (method, path template) the server answers; the OpenAPI document is
 /// checked against these and against [`route`] by a test.
@@ -471,7 +475,12 @@ async fn dispatch(shared: &Shared, peer: &Peer, access: Access, req: Request<Inc
 
 /// `POST /remote/execute` up to the pid; fills `attempt` as far as the
 /// request is understood, so refusals are audited with what was asked.
-async fn execute(shared: &Shared, body: Incoming, declared: Option<u64>, attempt: &mut exec::Attempt) -> Result<(i32, Vec<String>), ApiError> {
+async fn execute(
+    shared: &Shared,
+    body: Incoming,
+    declared: Option<u64>,
+    attempt: &mut exec::Attempt,
+) -> Result<(i32, Vec<String>), ApiError> {
     let body = read_body(body, shared.max_body, declared).await?;
     let request: ExecuteRequest = parse_json(&body)?;
     *attempt = exec::Attempt::of_request(&request);
@@ -744,7 +753,10 @@ mod tests {
                     documented.push((method.to_uppercase(), path.clone()));
                     assert!(routed.is_ok(), "{method} {path} is documented but the server answers {routed:?}");
                 } else {
-                    assert!(matches!(routed, Err(ApiError::MethodNotAllowed(_))), "{method} {path} is not documented but routes to {routed:?}");
+                    assert!(
+                        matches!(routed, Err(ApiError::MethodNotAllowed(_))),
+                        "{method} {path} is not documented but routes to {routed:?}"
+                    );
                 }
             }
         }

@@ -19,8 +19,7 @@
 //! right. On exit the file is removed only if it is still the one we created.
 
 use std::{
-    fs,
-    io,
+    fs, io,
     os::{
         fd::{AsRawFd, OwnedFd},
         unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
@@ -48,9 +47,8 @@ impl ShortPath {
         if path.as_os_str().len() <= SUN_PATH_MAX {
             return Ok(Self { path: path.to_path_buf(), _dir: None });
         }
-        let name = path
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no file name", path.display())))?;
+        let name =
+            path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no file name", path.display())))?;
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),

@@ -26,7 +26,9 @@ fn app_definitions() -> Vec<(PathBuf, Value)> {
     let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
         .expect("docs/")
         .map(|e| e.expect("docs entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("marathon-")))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("marathon-"))
+        })
         .collect();
     docs.sort();
     paths.extend(docs);
@@ -140,7 +142,8 @@ fn check_app(path: &Path, app: &Value) {
         assert!(known.contains(&k.as_str()), "{file}: {k} is not a variable of the executor (see `mesos-hook-executor --help`)");
     }
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let hooks: Vec<&str> = get("HOOK_EXECUTOR_HOOKS").map(|h| h.split(',').map(str::trim).filter(|h| !h.is_empty()).collect()).unwrap_or_default();
+    let hooks: Vec<&str> =
+        get("HOOK_EXECUTOR_HOOKS").map(|h| h.split(',').map(str::trim).filter(|h| !h.is_empty()).collect()).unwrap_or_default();
     for h in &hooks {
         assert!(HOOK_NAMES.contains(h), "{file}: unknown hook {h:?}");
     }
@@ -169,7 +172,10 @@ fn check_app(path: &Path, app: &Value) {
     .collect();
     for (k, v) in &env {
         let v = if k == "HOOK_EXECUTOR_HOOKS_DIR" && !v.starts_with('/') {
-            assert!(fetched("hooks.tar.gz", true), "{file}: relative HOOK_EXECUTOR_HOOKS_DIR {v:?} but hooks.tar.gz is not fetched and extracted");
+            assert!(
+                fetched("hooks.tar.gz", true),
+                "{file}: relative HOOK_EXECUTOR_HOOKS_DIR {v:?} but hooks.tar.gz is not fetched and extracted"
+            );
             root().join(v).display().to_string()
         } else {
             v.clone()
@@ -185,9 +191,11 @@ fn check_app(path: &Path, app: &Value) {
     let ports: Vec<u16> = (0..app.get("portDefinitions").and_then(Value::as_array).map_or(0, Vec::len)).map(|i| 31000 + i as u16).collect();
     let launch = marathon::translate(app, &format!("{}.1", id.trim_start_matches('/').replace('/', "_")), "agent-1", "fw-1", &ports)
         .unwrap_or_else(|e| fail(format!("does not translate: {e}")));
-    let (program, source) = launch::program(&launch.task, Some(&launch.executor_info)).unwrap_or_else(|e| fail(format!("no command for the executor: {e}")));
+    let (program, source) =
+        launch::program(&launch.task, Some(&launch.executor_info)).unwrap_or_else(|e| fail(format!("no command for the executor: {e}")));
     assert_eq!(source, launch::CommandSource::MarathonExecutorCommand, "{file}");
-    let expected = cmd.map(str::to_owned).unwrap_or_else(|| args.into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(" "));
+    let expected =
+        cmd.map(str::to_owned).unwrap_or_else(|| args.into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(" "));
     assert_eq!(program, launch::Program::Shell { command: expected }, "{file}: recovered task command");
 
     let checks: Vec<&Value> = app.get("healthChecks").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
@@ -233,7 +241,12 @@ fn the_docs_examples_cover_a_consul_service_and_a_batch_app_with_a_command_check
     let docs: Vec<&Value> = apps.iter().filter(|(p, _)| p.starts_with(root().join("docs"))).map(|(_, a)| a).collect();
     let hooks_of = |a: &Value| a.pointer("/env/HOOK_EXECUTOR_HOOKS").and_then(Value::as_str).unwrap_or_default().to_owned();
     let protocols = |a: &Value| -> Vec<String> {
-        a.get("healthChecks").and_then(Value::as_array).into_iter().flatten().filter_map(|c| c.get("protocol")?.as_str().map(str::to_owned)).collect()
+        a.get("healthChecks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("protocol")?.as_str().map(str::to_owned))
+            .collect()
     };
     assert!(
         docs.iter().any(|a| hooks_of(a).contains("consul")

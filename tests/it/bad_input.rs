@@ -22,7 +22,14 @@ async fn missing_and_invalid_variables_are_all_named_before_any_network_call() {
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
     let err = String::from_utf8_lossy(&output.stderr);
-    for name in ["MESOS_FRAMEWORK_ID", "MESOS_EXECUTOR_ID", "MESOS_SLAVE_PID", "MESOS_CHECKPOINT", "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "HOOK_EXECUTOR_ACK_TIMEOUT"] {
+    for name in [
+        "MESOS_FRAMEWORK_ID",
+        "MESOS_EXECUTOR_ID",
+        "MESOS_SLAVE_PID",
+        "MESOS_CHECKPOINT",
+        "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD",
+        "HOOK_EXECUTOR_ACK_TIMEOUT",
+    ] {
         assert!(err.contains(name), "{name} not named in:\n{err}");
     }
 }
@@ -40,7 +47,10 @@ async fn help_and_version_and_ignored_mesos_executor_flags() {
     // Started like the built-in mesos-executor: flags are ignored.
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
-    drop(exec.child.take().map(|mut c| { let _ = c.kill(); c.wait() }));
+    drop(exec.child.take().map(|mut c| {
+        let _ = c.kill();
+        c.wait()
+    }));
     let mut env: Vec<(String, String)> = emu.executor_env();
     env.push(("MESOS_SANDBOX".into(), exec.sandbox.path().display().to_string()));
     let mut child = std::process::Command::new(bin)
@@ -54,7 +64,9 @@ async fn help_and_version_and_ignored_mesos_executor_flags() {
     emu.shutdown();
     let start = std::time::Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") { break s; }
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
         assert!(start.elapsed() < SOON);
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -108,7 +120,9 @@ async fn garbage_protobuf_and_unknown_events_are_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_length_breaks_the_stream_and_resubscribes_with_checkpointing() {
-    let emu = emulator(EmulatorOptions { checkpoint: true, recovery_timeout: "1mins".into(), backoff_max: "1secs".into(), ..Default::default() }).await;
+    let emu =
+        emulator(EmulatorOptions { checkpoint: true, recovery_timeout: "1mins".into(), backoff_max: "1secs".into(), ..Default::default() })
+            .await;
     let mut exec = Executor::start(&emu, &[]);
     emu.wait_subscribed(1, SOON).await.expect("subscribed");
     emu.send_raw(b"12x\nnot a length");

@@ -53,7 +53,8 @@ impl FakeConsul {
     pub async fn start(token: Option<&str>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let fake = Self { addr, token: token.map(str::to_owned), state: Arc::new(Mutex::new(State { webhook_status: 200, ..State::default() })) };
+        let fake =
+            Self { addr, token: token.map(str::to_owned), state: Arc::new(Mutex::new(State { webhook_status: 200, ..State::default() })) };
         let server = fake.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -92,7 +93,14 @@ impl FakeConsul {
         let body_text = String::from_utf8_lossy(&body).into_owned();
         let (status, answer) = self.decide(&method, &path, token.as_deref(), &body);
         if let Ok(mut s) = self.state.lock() {
-            s.requests.push(Recorded { at: SystemTime::now(), method: method.to_string(), path, token, body: body_text, status: status.as_u16() });
+            s.requests.push(Recorded {
+                at: SystemTime::now(),
+                method: method.to_string(),
+                path,
+                token,
+                body: body_text,
+                status: status.as_u16(),
+            });
         }
         Response::builder().status(status).body(Full::new(Bytes::from(answer))).unwrap_or_default()
     }
@@ -123,7 +131,10 @@ impl FakeConsul {
                 if state.services.remove(id).is_some() {
                     (StatusCode::OK, String::new())
                 } else {
-                    (StatusCode::NOT_FOUND, format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."))
+                    (
+                        StatusCode::NOT_FOUND,
+                        format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."),
+                    )
                 }
             }
             (&Method::GET, "/v1/agent/services") => (StatusCode::OK, serde_json::to_string(&state.services).unwrap_or_default()),

@@ -234,9 +234,8 @@ impl Answer {
 pub async fn api_connect(socket: &Path) -> std::io::Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>> {
     let short = mesos_hook_executor::remote::socket::ShortPath::new(socket)?;
     let stream = tokio::net::UnixStream::connect(short.path()).await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
     tokio::spawn(conn);
     Ok(sender)
 }

@@ -33,7 +33,8 @@ fn dir_env(dir: &Path) -> String {
 
 /// A task that records, on SIGTERM, whether the before-terminate marker
 /// already existed, then exits.
-const TERM_RECORDER: &str = "trap 'if [ -e bt.done ]; then echo hooks-first > order; else echo term-first > order; fi; date +%s%N > term.at; exit 0' TERM; \
+const TERM_RECORDER: &str =
+    "trap 'if [ -e bt.done ]; then echo hooks-first > order; else echo term-first > order; fi; date +%s%N > term.at; exit 0' TERM; \
                              echo $$ > task.pid; while :; do sleep 0.05; done";
 
 fn now_nanos() -> u128 {
@@ -43,18 +44,18 @@ fn now_nanos() -> u128 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn before_start_output_reaches_the_task_and_scripts_get_json_without_secrets() {
     let dir = hooks_dir(&[
-        ("before-start", "10-inject", "cat > stdin.json; env > hook-env.out; echo INJECTED=from-hook; echo \"COMPUTED=$HOOK_EVENT-$MESOS_TASK_ID\""),
+        (
+            "before-start",
+            "10-inject",
+            "cat > stdin.json; env > hook-env.out; echo INJECTED=from-hook; echo \"COMPUTED=$HOOK_EVENT-$MESOS_TASK_ID\"",
+        ),
         ("before-start", "20-sees-earlier", "echo \"SECOND=saw-$INJECTED\""),
         ("before-start", ".hidden", "exit 1"),
     ]);
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(
         &emu,
-        &[
-            ("HOOK_EXECUTOR_HOOKS", "exec"),
-            ("HOOK_EXECUTOR_HOOKS_DIR", &dir_env(dir.path())),
-            ("CONSUL_HTTP_TOKEN", "consul-secret"),
-        ],
+        &[("HOOK_EXECUTOR_HOOKS", "exec"), ("HOOK_EXECUTOR_HOOKS_DIR", &dir_env(dir.path())), ("CONSUL_HTTP_TOKEN", "consul-secret")],
     );
     emu.launch(shell_task("t-inject", "env > task-env.out"));
     wait_state(&emu, &exec, "t-inject", TaskState::TaskFinished).await;
@@ -181,7 +182,11 @@ async fn a_hung_hook_is_killed_and_the_kill_stays_within_the_grace() {
     emu.kill("t-hang", Some(kill_policy(Duration::from_secs(2))));
     let hang_pid = exec.read_pid("hang.pid").await;
     let killed = wait_state(&emu, &exec, "t-hang", TaskState::TaskKilled).await;
-    assert!(sent.elapsed() < Duration::from_secs(2) + Duration::from_millis(1500), "the hook blocked the kill past its grace: {:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_secs(2) + Duration::from_millis(1500),
+        "the hook blocked the kill past its grace: {:?}",
+        sent.elapsed()
+    );
     assert_eq!(killed.message.as_deref(), Some("Command exited with status 0"), "the task still got its SIGTERM");
     assert_eq!(exec.read_file("order").await.trim(), "term-first");
     assert!(exec.log().contains("before-terminate hooks still running"), "{}", exec.log());
@@ -225,7 +230,12 @@ async fn policy_refuses_privileged_and_foreign_volumes_and_accepts_allowed_ones(
     let container = |privileged: bool, host: &str| v1::ContainerInfo {
         r#type: v1::container_info::Type::Mesos as i32,
         docker: privileged.then(|| v1::container_info::DockerInfo { image: "x".into(), privileged: Some(true), ..Default::default() }),
-        volumes: vec![v1::Volume { container_path: "/data".into(), host_path: Some(host.into()), mode: v1::volume::Mode::Ro as i32, ..Default::default() }],
+        volumes: vec![v1::Volume {
+            container_path: "/data".into(),
+            host_path: Some(host.into()),
+            mode: v1::volume::Mode::Ro as i32,
+            ..Default::default()
+        }],
         ..Default::default()
     };
     let cases: [(&str, bool, PathBuf, Option<&str>); 3] = [
@@ -283,10 +293,8 @@ async fn consul_registers_after_start_and_deregisters_and_drains_before_sigterm(
     task.kill_policy = Some(kill_policy(Duration::from_secs(10)));
     emu.launch(task);
     wait_state(&emu, &exec, "t-consul", TaskState::TaskRunning).await;
-    let registered = emu
-        .wait_for(SOON, |_| consul.services().get("t-consul").cloned())
-        .await
-        .unwrap_or_else(|e| panic!("{e}; log:\n{}", exec.log()));
+    let registered =
+        emu.wait_for(SOON, |_| consul.services().get("t-consul").cloned()).await.unwrap_or_else(|e| panic!("{e}; log:\n{}", exec.log()));
     assert_eq!(registered["Name"], "web");
     assert_eq!(registered["Port"], 31555);
     assert_eq!(registered["Address"], "localhost", "the agent's hostname from SUBSCRIBED");

@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use mesos_hook_executor::{emulator::EmulatorOptions, proto::v1::{framework_info::capability, TaskState}};
+use mesos_hook_executor::{
+    emulator::EmulatorOptions,
+    proto::v1::{framework_info::capability, TaskState},
+};
 
 use crate::helpers::*;
 

@@ -3,7 +3,10 @@
 
 use mesos_hook_executor::{
     emulator::EmulatorOptions,
-    proto::{executor::call, v1::{self, task_status::Source, TaskState}},
+    proto::{
+        executor::call,
+        v1::{self, task_status::Source, TaskState},
+    },
 };
 
 use crate::helpers::*;

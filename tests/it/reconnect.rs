@@ -74,7 +74,8 @@ async fn update_sent_while_the_agent_is_down_arrives_in_the_next_subscribe() {
     // inside the resubscription, or (when that SUBSCRIBE was built just before
     // the exit was recorded) as an UPDATE right after SUBSCRIBED.
     let in_subscribe = emu.subscriptions().iter().any(|s| s.unacknowledged_updates.iter().any(|u| u.status.uuid == finished.uuid));
-    let as_update = emu.calls().iter().any(|c| c.call.as_ref().and_then(|c| c.update.as_ref()).is_some_and(|u| u.status.uuid == finished.uuid));
+    let as_update =
+        emu.calls().iter().any(|c| c.call.as_ref().and_then(|c| c.update.as_ref()).is_some_and(|u| u.status.uuid == finished.uuid));
     assert!(in_subscribe || as_update, "the terminal update was not delivered by the executor");
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0), "log:\n{}", exec.log());
 }

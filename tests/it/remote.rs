@@ -51,7 +51,13 @@ async fn compatible_shape_examples_answer_exactly() {
     );
 
     // The issue's example, verbatim.
-    let (status, v) = api_json(&socket, "POST", "/remote/execute", Some(r#"{"command": "ls", "shell": false, "arguments": ["-la", "/tmp"], "timeout": 10}"#)).await;
+    let (status, v) = api_json(
+        &socket,
+        "POST",
+        "/remote/execute",
+        Some(r#"{"command": "ls", "shell": false, "arguments": ["-la", "/tmp"], "timeout": 10}"#),
+    )
+    .await;
     assert_eq!(status, 200);
     let ls = pid_of(&v);
     assert_eq!(v, json!({"result": "OK", "pid": ls}));
@@ -87,7 +93,10 @@ async fn compatible_shape_examples_answer_exactly() {
     assert_eq!((v["running_commands"].as_i64(), v["retained_results"].as_i64()), (Some(0), Some(4)));
 
     let log = exec.log();
-    assert!(log.contains("remote execute") && log.contains("peer_uid=0") && log.contains(&format!("started pid {ls}")), "no audit line:\n{log}");
+    assert!(
+        log.contains("remote execute") && log.contains("peer_uid=0") && log.contains(&format!("started pid {ls}")),
+        "no audit line:\n{log}"
+    );
     assert!(log.contains("are ignored when \"shell\" is true"), "the ignored arguments are not logged:\n{log}");
     stop_executor(&emu, &mut exec).await;
 }
@@ -125,10 +134,7 @@ async fn timeout_by_both_spellings_signals_the_group() {
         r#"{"command": "trap '' TERM; sleep 30", "environment": {"variables": [{"name": "EXECUTE_TIMEOUT_SEC", "value": "1"}]}}"#,
     )
     .await;
-    assert_eq!(
-        remote_result(&socket, term).await,
-        json!({"exitCode": 15, "signaled": true, "stdout": "", "stderr": "", "timedOut": true})
-    );
+    assert_eq!(remote_result(&socket, term).await, json!({"exitCode": 15, "signaled": true, "stdout": "", "stderr": "", "timedOut": true}));
     assert_eq!(
         remote_result(&socket, ignoring).await,
         json!({"exitCode": 9, "signaled": true, "stdout": "", "stderr": "", "timedOut": true})
@@ -155,7 +161,10 @@ async fn result_while_running_wait_and_terminate() {
     let sleeper = remote_execute(&socket, r#"{"command": "echo started; sleep 30"}"#).await;
     let (status, v) = api_json(&socket, "GET", &format!("/remote/task/{sleeper}"), None).await;
     assert_eq!(status, 202, "{v}");
-    assert_eq!((v["running"].as_bool(), v["pid"].as_i64(), v["command"].as_str()), (Some(true), Some(i64::from(sleeper)), Some("echo started; sleep 30")));
+    assert_eq!(
+        (v["running"].as_bool(), v["pid"].as_i64(), v["command"].as_str()),
+        (Some(true), Some(i64::from(sleeper)), Some("echo started; sleep 30"))
+    );
     let asked = Instant::now();
     let (status, _) = api_json(&socket, "GET", &format!("/remote/task/{sleeper}?wait=0.3"), None).await;
     assert_eq!(status, 202);
@@ -185,7 +194,9 @@ async fn result_while_running_wait_and_terminate() {
 async fn sse_output_streams_live_and_replays_finished_commands() {
     let emu = emulator(EmulatorOptions::default()).await;
     let (mut exec, socket) = executor_with_api(&emu, &[]).await;
-    let pid = remote_execute(&socket, r#"{"command": "for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.3; done; printf tail; exit 4"}"#).await;
+    let pid =
+        remote_execute(&socket, r#"{"command": "for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.3; done; printf tail; exit 4"}"#)
+            .await;
 
     let mut sender = api_connect(&socket).await.expect("connect");
     let request = hyper::Request::builder()
@@ -233,7 +244,8 @@ async fn sse_output_streams_live_and_replays_finished_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_code() {
     let emu = emulator(EmulatorOptions::default()).await;
-    let (mut exec, socket) = executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_MAX_BODY", "1024"), ("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", "2")]).await;
+    let (mut exec, socket) =
+        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_MAX_BODY", "1024"), ("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", "2")]).await;
     for body in [
         "{not json",
         r#"{"command": 5}"#,
@@ -360,8 +372,11 @@ fn vm_kib(pid: i32, field: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_executes_all_get_complete_results() {
     let emu = emulator(EmulatorOptions::default()).await;
-    let (mut exec, socket) =
-        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", "256"), ("HOOK_EXECUTOR_REMOTE_MAX_RETAINED", "256"), ("HOOK_EXECUTOR_LOG_LEVEL", "info")]).await;
+    let (mut exec, socket) = executor_with_api(
+        &emu,
+        &[("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", "256"), ("HOOK_EXECUTOR_REMOTE_MAX_RETAINED", "256"), ("HOOK_EXECUTOR_LOG_LEVEL", "info")],
+    )
+    .await;
     let mut handles = Vec::new();
     for i in 0..200 {
         let socket = socket.clone();
@@ -476,7 +491,8 @@ async fn tcp_listener_requires_the_bearer_token() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let addr = format!("127.0.0.1:{port}");
     let emu = emulator(EmulatorOptions::default()).await;
-    let (mut exec, _socket) = executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_TCP", &addr), ("HOOK_EXECUTOR_REMOTE_TOKEN", "tcp-s3cret")]).await;
+    let (mut exec, _socket) =
+        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_TCP", &addr), ("HOOK_EXECUTOR_REMOTE_TOKEN", "tcp-s3cret")]).await;
     let get = |token: Option<&'static str>| {
         let addr = addr.clone();
         async move {
@@ -487,7 +503,8 @@ async fn tcp_listener_requires_the_bearer_token() {
             if let Some(t) = token {
                 b = b.header("authorization", format!("Bearer {t}"));
             }
-            let response = sender.send_request(b.body(http_body_util::Full::new(bytes::Bytes::new())).expect("request")).await.expect("response");
+            let response =
+                sender.send_request(b.body(http_body_util::Full::new(bytes::Bytes::new())).expect("request")).await.expect("response");
             (response.status().as_u16(), response.headers().get("www-authenticate").is_some())
         }
     };

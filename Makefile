@@ -15,10 +15,9 @@ build:
 ## The test suite: shell scripts and Vagrantfile (scripts/lint-scripts.sh),
 ## unit tests, the integration suite against the agent emulator, and the fuzz
 ## target's body over a generated corpus.
-test:
+test: build
 	bash scripts/lint-scripts.sh
 	if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --all -- --check; else echo "warning: rustfmt not installed; formatting not checked"; fi
-	$(CARGO) build --bins --examples
 	$(CARGO) test --lib --tests -- --test-threads=2
 
 ## The main job on one machine: the real executor against the local agent

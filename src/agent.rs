@@ -10,20 +10,20 @@
 //! bounded by the configured call timeout; the stream itself has no overall
 //! timeout, only the agent's own heartbeats (every 30 min) and TCP keepalive.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{pin::Pin, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, client::conn::http1::SendRequest, header, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use prost::Message;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Decoder;
 
 use crate::{
     config::{AgentEndpoint, AgentTransport, Secret},
     proto::executor::{Call, Event},
     recordio::{RecordIoCodec, RecordIoError},
+    transport::{self, Io, Trust},
 };
 
 /// The media type we send and ask for.
@@ -74,9 +74,6 @@ impl AgentError {
         }
     }
 }
-
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Opens connections to the agent and sends requests. Cheap to clone.
 #[derive(Clone)]
@@ -440,66 +437,10 @@ fn tls_connector(
     let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
     let name =
         rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| AgentError::Tls(format!("server name {host:?}: {e}")))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AgentError::Tls(e.to_string()))?;
-    let config = if verify {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| AgentError::Tls(format!("reading {}: {e}", path.display())))?;
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                    let cert = cert.map_err(|e| AgentError::Tls(format!("parsing {}: {e}", path.display())))?;
-                    roots.add(cert).map_err(|e| AgentError::Tls(format!("adding CA from {}: {e}", path.display())))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider))).with_no_client_auth()
+    let trust = match (verify, ca_file) {
+        (false, _) => Trust::Insecure,
+        (true, Some(path)) => Trust::CaFile(path),
+        (true, None) => Trust::WebPki,
     };
-    Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
-}
-
-/// Accepts any certificate: libprocess does not verify peers unless
-/// `LIBPROCESS_SSL_VERIFY_CERT` is set, and HTTPS health checks skip
-/// verification as Mesos' `curl -k` does.
-#[derive(Debug)]
-pub struct NoVerification(pub Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    Ok((transport::connector(trust).map_err(AgentError::Tls)?, name))
 }

@@ -190,8 +190,6 @@ pub struct Executor {
     sender: Option<Sender>,
     /// Uuids carried by the SUBSCRIBE in flight: they need no separate UPDATE.
     in_subscribe: Vec<Vec<u8>>,
-    /// Uuids answered 202, so an exit never leaves an un-202'd terminal update.
-    accepted: Vec<Vec<u8>>,
     task: Task,
     ending: Option<Ending>,
     /// When to stop waiting for the last acknowledgements.
@@ -254,7 +252,8 @@ pub async fn run(cfg: Config) -> Outcome {
         executor_id: cfg.executor_id.clone(),
         ..StatusSnapshot::default()
     });
-    let remote = crate::remote::start(&cfg, reaper.clone(), status_rx);
+    let base_env = Arc::new(launch::inherited_env(&cfg.environment.0, &cfg.settings.env_denylist));
+    let remote = crate::remote::start(&cfg, reaper.clone(), &base_env, status_rx);
     let subscription =
         tokio::spawn(subscription::subscribe_loop(client.clone(), inbox_tx.clone(), backoff_max, cfg.settings.max_record_size));
     info!(agent = %client.url(), checkpoint = cfg.checkpoint, release = crate::RELEASE, "starting; subscribing to the agent");
@@ -262,7 +261,7 @@ pub async fn run(cfg: Config) -> Outcome {
     if !hooks.is_empty() {
         info!(hooks = ?hooks.names(), "hook chain configured");
     }
-    let base_env = Arc::new(launch::inherited_env(&cfg.environment.0, &cfg.settings.env_denylist));
+    let hooks_empty = hooks.is_empty();
     let executor = Executor {
         link: Link::Registering { deadline: Instant::now() + cfg.settings.registration_timeout },
         cfg,
@@ -275,7 +274,6 @@ pub async fn run(cfg: Config) -> Outcome {
         executor_info: None,
         sender: None,
         in_subscribe: Vec::new(),
-        accepted: Vec::new(),
         task: Task::Idle,
         ending: None,
         ack_deadline: None,
@@ -283,7 +281,8 @@ pub async fn run(cfg: Config) -> Outcome {
         hooks,
         base_env,
         agent_info: None,
-        before_terminate: Stage::Pending,
+        // With no hooks there is nothing to run before terminating.
+        before_terminate: if hooks_empty { Stage::Done } else { Stage::Pending },
         checks: health::Checks::default(),
         status,
     };
@@ -419,8 +418,7 @@ impl Executor {
         if !waited_out {
             return None;
         }
-        let unaccepted =
-            self.log.pending().iter().filter(|s| !self.accepted.iter().any(|u| Some(u.as_slice()) == s.uuid.as_deref())).count();
+        let unaccepted = self.log.unaccepted();
         match self.ending {
             // The agent destroys the container at the end of the shutdown
             // grace anyway; leave once our updates are at least accepted.
@@ -464,7 +462,7 @@ impl Executor {
             Input::Agent(event) => self.on_event(*event),
             Input::Disconnected(reason) => self.on_disconnected(&reason),
             Input::TaskExited(outcome) => self.on_task_exit(outcome),
-            Input::UpdateAccepted(uuid) => self.accepted.push(uuid),
+            Input::UpdateAccepted(uuid) => self.log.mark_accepted(&uuid),
             Input::UpdateRefused { uuid, error } => {
                 error!(uuid = %uuid::Uuid::from_slice(&uuid).map(|u| u.to_string()).unwrap_or_default(), cause = %error,
                     "agent refused a status update; it stays unacknowledged and is resent on the next SUBSCRIBE");
@@ -706,12 +704,19 @@ impl Executor {
     /// Records a terminal TASK_FAILED for a task that never ran.
     fn fail_task(&mut self, task_id: &v1::TaskId, message: String, reason: Option<Reason>) {
         error!(task_id = %task_id.value, detail = %message, "task failed before starting");
-        let mut status = updates::new_status(task_id, TaskState::TaskFailed, &self.cfg.executor_id);
+        self.end_without_process(task_id, TaskState::TaskFailed, message, reason);
+    }
+
+    /// Sends the terminal update of a task that has no process, and ends the
+    /// executor's task with it unless another task is already the executor's
+    /// (a refused second LAUNCH).
+    fn end_without_process(&mut self, task_id: &v1::TaskId, state: TaskState, message: String, reason: Option<Reason>) {
+        let mut status = updates::new_status(task_id, state, &self.cfg.executor_id);
         status.message = Some(message);
         status.reason = reason.map(|r| r as i32);
         self.send_update(status);
         if matches!(self.task, Task::Idle) {
-            self.task = Task::Terminal { task_id: task_id.clone(), state: TaskState::TaskFailed };
+            self.task = Task::Terminal { task_id: task_id.clone(), state };
             self.arm_ack_deadline();
         }
     }
@@ -762,11 +767,8 @@ impl Executor {
                 // Nothing runs yet: stop the before-start chain and report.
                 hooks.abort();
                 info!(task_id = %info.task_id.value, ?cause, "killed before its process started");
-                let mut status = updates::new_status(&info.task_id, terminal_state_before_start(cause), &self.cfg.executor_id);
-                status.message = Some(detail.unwrap_or_else(|| "Task killed before it started".into()));
-                self.send_update(status);
-                self.task = Task::Terminal { task_id: info.task_id.clone(), state: terminal_state_before_start(cause) };
-                self.arm_ack_deadline();
+                let message = detail.unwrap_or_else(|| "Task killed before it started".into());
+                self.end_without_process(&info.task_id, terminal_state_before_start(cause), message, None);
             }
             Task::Running { info, pid, .. } => {
                 // As Mesos pauses its checkers: no check runs or reports while killing.
@@ -775,7 +777,7 @@ impl Executor {
                     self.send_update(updates::new_status(&info.task_id, TaskState::TaskKilling, &self.cfg.executor_id));
                 }
                 let deadline = now + grace;
-                let hooks_pending = self.before_terminate == Stage::Pending && !self.hooks.is_empty();
+                let hooks_pending = self.before_terminate == Stage::Pending;
                 let budget = hooks::terminate_budget(grace);
                 let phase =
                     if hooks_pending && !budget.is_zero() { KillPhase::Hooks { until: now + budget } } else { KillPhase::Terminated };
@@ -785,8 +787,6 @@ impl Executor {
                     // With no budget (a zero grace) the hooks still run, but
                     // concurrently with the kill.
                     self.run_before_terminate(Some(info), Some(if budget.is_zero() { self.cfg.settings.hooks.timeout } else { budget }));
-                } else {
-                    self.before_terminate = self.before_terminate.max_done();
                 }
                 if phase == KillPhase::Terminated {
                     self.send_sigterm();
@@ -834,12 +834,11 @@ impl Executor {
         self.checks.stop();
         match std::mem::replace(&mut self.task, Task::Idle) {
             Task::Running { info, pid, .. } => {
-                if self.before_terminate == Stage::Pending && !self.hooks.is_empty() {
+                if self.before_terminate == Stage::Pending {
                     info!(task_id = %info.task_id.value, "task exited; running before-terminate hooks before reporting");
                     self.run_before_terminate(Some(info.clone()), None);
                     self.task = Task::Draining { info, pid, outcome };
                 } else {
-                    self.before_terminate = self.before_terminate.max_done();
                     self.finish_terminal(&info, pid, outcome, None, None);
                 }
             }
@@ -1024,17 +1023,6 @@ impl Executor {
     }
 }
 
-impl Stage {
-    /// Marks the chain as not needed any more (no hooks, or already ran).
-    fn max_done(self) -> Self {
-        if self == Self::Running {
-            self
-        } else {
-            Self::Done
-        }
-    }
-}
-
 /// The terminal state of a task killed before its process started.
 fn terminal_state_before_start(cause: KillCause) -> TaskState {
     match cause {
@@ -1069,7 +1057,9 @@ impl Executor {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleeps until `deadline`, or forever without one (a `select!` arm that
+/// never fires).
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

@@ -48,7 +48,6 @@ use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::Arc,
     time::Duration,
 };
 
@@ -56,13 +55,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::{header, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
-    sync::mpsc,
-    task::JoinHandle,
-    time::Instant,
-};
+use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle, time::Instant};
 use tracing::{debug, error, info, warn};
 
 use crate::{
@@ -601,7 +594,7 @@ impl ProbeRunner {
         let kind = match probe {
             Probe::Http { tls, ipv6, port, path } => {
                 let host = if ipv6 { "[::1]".to_owned() } else { "127.0.0.1".to_owned() };
-                let connector = match insecure_tls() {
+                let connector = match crate::transport::shared(crate::transport::Trust::Insecure) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         warn!(cause = %e, "TLS client setup failed; https probes will fail");
@@ -747,21 +740,6 @@ fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
-/// A TLS client that accepts any certificate, as Mesos' `curl -k`.
-fn insecure_tls() -> Result<tokio_rustls::TlsConnector, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(crate::agent::NoVerification(provider)))
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
-
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
 /// GETs `target`, following redirects; the final status.
 async fn http_probe(mut target: Target, tls: Option<&tokio_rustls::TlsConnector>) -> Observation {
     for _ in 0..=MAX_REDIRECTS {
@@ -792,7 +770,7 @@ async fn http_get(target: &Target, tls: Option<&tokio_rustls::TlsConnector>) -> 
     }
     .map_err(|e| fail("connecting to", &e))?;
     let _ = stream.set_nodelay(true);
-    let io: Box<dyn Io> = if target.tls {
+    let io: Box<dyn crate::transport::Io> = if target.tls {
         let connector = tls.ok_or_else(|| format!("no TLS client for {}", url()))?;
         let name = rustls::pki_types::ServerName::try_from(bare_host.to_owned()).map_err(|e| fail("server name of", &e))?;
         Box::new(connector.connect(name, stream).await.map_err(|e| fail("TLS handshake with", &e))?)

@@ -3,7 +3,7 @@
 //! verified against the web PKI roots. Small on purpose: hooks send a handful
 //! of small JSON requests per task lifetime.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -104,7 +104,10 @@ async fn exchange(method: Method, uri: &Uri, headers: &[(&str, &str)], body: Opt
     let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| e.to_string())?;
     if https {
         let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| format!("server name {host:?}: {e}"))?;
-        let tls = connector()?.connect(name, tcp).await.map_err(|e| format!("TLS with {address}: {e}"))?;
+        let tls = crate::transport::shared(crate::transport::Trust::WebPki)?
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {address}: {e}"))?;
         roundtrip(TokioIo::new(tls), request).await
     } else {
         roundtrip(TokioIo::new(tcp), request).await
@@ -122,16 +125,4 @@ where
     let body = http_body_util::Limited::new(response.into_body(), MAX_BODY).collect().await.map_err(|e| e.to_string())?.to_bytes();
     driver.abort();
     Ok(Response { status, body: String::from_utf8_lossy(&body).into_owned() })
-}
-
-fn connector() -> Result<tokio_rustls::TlsConnector, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }

@@ -14,6 +14,7 @@
 //! - [`process`]: spawning, the child reaper, process-tree signalling.
 //! - [`executor`]: the owner of all executor state and its event loop.
 //! - [`hooks`]: hook chains (`policy`, `exec`, `consul`, `webhook`) around the task's life.
+//! - [`transport`]: the client stream type and TLS trust modes shared by every client.
 //! - [`http`]: a minimal outbound HTTP client for hooks (every call with a timeout).
 //! - [`health`]: Mesos health checks and generic checks (checkers and verdicts).
 //! - [`remote`]: the remote-execution API on a local Unix socket (the
@@ -54,6 +55,7 @@ pub mod proto;
 pub mod recordio;
 pub mod remote;
 pub mod subscription;
+pub mod transport;
 pub mod updates;
 
 pub use executor::{run, Outcome};

@@ -141,10 +141,21 @@ impl Reaper {
         state.waiters.insert(pid, (Role::Auxiliary, tx));
         drop(state);
         use tokio::net::unix::pipe;
-        let stdin = child.stdin.take().map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s))).transpose()?;
-        let stdout = child.stdout.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
-        let stderr = child.stderr.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
-        Ok((Spawned { pid, stdin, stdout, stderr }, rx))
+        let ends = (|| -> io::Result<_> {
+            let stdin = child.stdin.take().map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s))).transpose()?;
+            let stdout = child.stdout.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
+            let stderr = child.stderr.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
+            Ok((stdin, stdout, stderr))
+        })();
+        match ends {
+            Ok((stdin, stdout, stderr)) => Ok((Spawned { pid, stdin, stdout, stderr }, rx)),
+            Err(e) => {
+                // Nobody could talk to it or would wait for it: do not leave
+                // it running. The reaper collects it.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                Err(e)
+            }
+        }
     }
 
     /// A reaper that does not reap, for unit tests that spawn nothing.

@@ -61,6 +61,9 @@ pub enum Acked {
 #[derive(Debug, Default)]
 pub struct UpdateLog {
     pending: Vec<v1::TaskStatus>,
+    /// Uuids of pending updates the agent answered 202 (queued, not yet
+    /// acknowledged): an exit must never leave a terminal update un-202'd.
+    accepted: Vec<Vec<u8>>,
     tasks: Vec<(v1::TaskInfo, bool)>,
 }
 
@@ -81,12 +84,26 @@ impl UpdateLog {
             return Acked::Unknown;
         };
         let status = self.pending.remove(pos);
+        self.accepted.retain(|u| u.as_slice() != uuid);
         for (task, acked) in &mut self.tasks {
             if task.task_id == *task_id {
                 *acked = true;
             }
         }
         Acked::Update(Box::new(status))
+    }
+
+    /// Records the agent's 202 for a pending update.
+    pub fn mark_accepted(&mut self, uuid: &[u8]) {
+        if self.is_pending(uuid) && !self.accepted.iter().any(|u| u.as_slice() == uuid) {
+            self.accepted.push(uuid.to_vec());
+        }
+    }
+
+    /// Pending updates the agent has not even answered 202 yet.
+    #[must_use]
+    pub fn unaccepted(&self) -> usize {
+        self.pending.iter().filter(|s| !self.accepted.iter().any(|u| Some(u.as_slice()) == s.uuid.as_deref())).count()
     }
 
     /// Whether `uuid` is still waiting for its acknowledgement.
@@ -184,6 +201,9 @@ mod tests {
         assert!(matches!(log.acknowledge(&tid("t"), a.uuid.as_deref().unwrap_or_default()), Acked::Update(_)));
         assert_eq!(log.acknowledge(&tid("t"), a.uuid.as_deref().unwrap_or_default()), Acked::Unknown);
         assert_eq!(log.pending(), &[b.clone()]);
+        log.mark_accepted(b.uuid.as_deref().unwrap_or_default());
+        log.mark_accepted(&[1; 16]);
+        assert_eq!(log.unaccepted(), 0, "only pending uuids count");
         assert_eq!(log.unacknowledged_tasks().count(), 0);
         let call = log.subscribe_call("f", "e");
         let sub = call.subscribe.expect("subscribe");

@@ -15,6 +15,7 @@
 //! group, with the task's environment rules (the executor's environment minus
 //! `HOOK_EXECUTOR_*` and the secret deny-list) plus the request's variables.
 
+use crate::executor::sleep_until;
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     io,
@@ -732,15 +733,21 @@ impl Registry {
         (inner.running, inner.commands.len().saturating_sub(inner.running))
     }
 
-    /// Refuses new commands, SIGKILLs every running command's group and waits
-    /// (up to `limit`) until all are recorded.
-    pub async fn shutdown(&self, limit: Duration) {
-        self.inner().closed = true;
-        self.shutdown.cancel();
-        let mut rx = self.running.subscribe();
-        if tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await.is_err() {
-            warn!(running = *rx.borrow(), "remote commands still being recorded at exit");
+    /// Refuses new commands and SIGKILLs every running command's group at
+    /// once. It does not wait for their results: nobody will read them, and the
+    /// executor's exit sits inside the agent's shutdown margin.
+    pub fn shutdown(&self) {
+        let mut inner = self.inner();
+        inner.closed = true;
+        let running: Vec<i32> = inner.commands.values().filter(|c| !c.finished()).map(|c| c.pid).collect();
+        drop(inner);
+        for pgid in &running {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(*pgid), nix::sys::signal::Signal::SIGKILL);
         }
+        if !running.is_empty() {
+            info!(count = running.len(), "killed running remote commands at exit");
+        }
+        self.shutdown.cancel();
     }
 }
 
@@ -797,13 +804,6 @@ pub fn audit(peer: &Peer, attempt: &Attempt, result: Result<i32, &ApiError>) {
         outcome = %outcome,
         "remote execute"
     );
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

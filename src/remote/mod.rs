@@ -89,8 +89,6 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// SSE comment sent while a command is silent, so idle proxies and clients
 /// can tell a quiet command from a dead connection.
 const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
-/// How long [`Server::stop`] waits for killed commands to be recorded.
-const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -203,6 +201,11 @@ impl ApiError {
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
+        }
+        // A refused peer must not keep holding one of the shared connection
+        // slots: answer, then close.
+        if matches!(self, Self::Unauthorized | Self::Forbidden(_)) {
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         r
     }
@@ -629,7 +632,7 @@ impl fmt::Debug for Server {
 /// Starts the API as configured; `None` when disabled or when no listener
 /// could be opened (logged: the task matters more than the API, so this
 /// never stops the executor).
-pub fn start(cfg: &Config, reaper: Reaper, status: watch::Receiver<StatusSnapshot>) -> Option<Server> {
+pub fn start(cfg: &Config, reaper: Reaper, base_env: &BTreeMap<String, String>, status: watch::Receiver<StatusSnapshot>) -> Option<Server> {
     let r = &cfg.settings.remote;
     if !r.enabled {
         info!("remote execution API disabled (HOOK_EXECUTOR_REMOTE_ENABLED=false)");
@@ -649,7 +652,7 @@ pub fn start(cfg: &Config, reaper: Reaper, status: watch::Receiver<StatusSnapsho
         max_output: r.max_output,
         kill_grace: r.kill_grace,
     };
-    let mut base_env = crate::launch::inherited_env(&cfg.environment.0, &cfg.settings.env_denylist);
+    let mut base_env = base_env.clone();
     base_env.insert("MESOS_SANDBOX".to_owned(), cfg.sandbox.display().to_string());
     let shared = Arc::new(Shared {
         registry: Arc::new(Registry::new(reaper, limits, cfg.sandbox.clone())),
@@ -712,7 +715,7 @@ impl Server {
         for t in &self.tasks {
             t.abort();
         }
-        self.shared.registry.shutdown(STOP_WAIT).await;
+        self.shared.registry.shutdown();
         info!("remote execution API stopped");
     }
 }

@@ -71,9 +71,7 @@ fn update_received(emu: &AgentEmulator, state: TaskState) -> Instant {
 async fn start_executor(bin: &std::path::Path) -> (AgentEmulator, tempfile::TempDir, std::process::Child) {
     let emu = AgentEmulator::start(EmulatorOptions::default()).await.expect("emulator");
     let sandbox = tempfile::tempdir().expect("sandbox");
-    let mut env: BTreeMap<String, String> = emu.executor_env().into_iter().collect();
-    env.insert("MESOS_SANDBOX".into(), sandbox.path().display().to_string());
-    env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+    let mut env: BTreeMap<String, String> = emu.executor_env_in(sandbox.path()).into_iter().collect();
     env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
     let child = Command::new(bin).env_clear().envs(&env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn executor");
     emu.wait_subscribed(1, Duration::from_secs(10)).await.expect("subscribed");
@@ -143,16 +141,9 @@ async fn wait_lines(path: &std::path::Path, n: usize) -> usize {
 
 /// Executor CPU milliseconds per 1,000 HTTP health-check probes.
 async fn http_probe_cpu(bin: &PathBuf, helper: &PathBuf) -> f64 {
-    let emu = AgentEmulator::start(EmulatorOptions::default()).await.expect("emulator");
-    let sandbox = tempfile::tempdir().expect("sandbox");
+    let (emu, sandbox, mut child) = start_executor(bin).await;
     std::fs::write(sandbox.path().join("status"), "200").expect("status file");
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let mut env: BTreeMap<String, String> = emu.executor_env().into_iter().collect();
-    env.insert("MESOS_SANDBOX".into(), sandbox.path().display().to_string());
-    env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
-    env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
-    let mut child = Command::new(bin).env_clear().envs(&env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn executor");
-    emu.wait_subscribed(1, Duration::from_secs(10)).await.expect("subscribed");
     let mut task = task_info(
         "bench-health",
         Some(v1::CommandInfo {

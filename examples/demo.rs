@@ -116,14 +116,12 @@ async fn main() {
 
     let port = free_port();
     let task_id = format!("mesos-hook-executor_test-app.{}", uuid::Uuid::new_v4());
-    let mut launch = marathon::translate(&app, &task_id, "agent-1", "marathon-framework", &[port]).expect("translate");
+    let mut app = app;
     if Command::new("python3").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         println!("(python3 not found: serving with a shell loop instead of http.server)");
-        if let Some(c) = launch.executor_info.command.as_mut() {
-            c.value = Some("chmod ug+rx './mesos-hook-executor' && exec './mesos-hook-executor' while :; do sleep 1; done".into());
-        }
-        launch.task.executor = Some(launch.executor_info.clone());
+        app["cmd"] = serde_json::Value::from("while :; do sleep 1; done");
     }
+    let launch = marathon::translate(&app, &task_id, "agent-1", "marathon-framework", &[port]).expect("translate");
 
     let emu = AgentEmulator::start(EmulatorOptions {
         framework_id: "marathon-framework".into(),
@@ -151,11 +149,8 @@ async fn main() {
     let command_line = launch.executor_info.command.as_ref().and_then(|c| c.value.clone()).unwrap_or_default();
     println!("executor command (as Marathon builds it): {command_line}");
 
-    let mut env: Vec<(String, String)> = emu.executor_env();
+    let mut env: Vec<(String, String)> = emu.executor_env_in(sandbox.path());
     env.extend(launch.executor_env.clone());
-    env.push(("MESOS_SANDBOX".into(), sandbox.path().display().to_string()));
-    env.push(("MESOS_DIRECTORY".into(), sandbox.path().display().to_string()));
-    env.push(("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())));
     let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(&command_line)

@@ -407,6 +407,14 @@ impl Collector {
         }
     }
 
+    /// A lenient flag whose absence (or empty value) means `default`.
+    fn flag_or(&mut self, variable: &str, value: Option<&str>, default: bool) -> bool {
+        match value.map(str::trim) {
+            None | Some("") => default,
+            set => self.flag(variable, set, true),
+        }
+    }
+
     fn flag(&mut self, variable: &str, value: Option<&str>, lenient: bool) -> bool {
         match value {
             None | Some("0" | "") => false,
@@ -883,14 +891,7 @@ fn bounded_count(c: &mut Collector, variable: &str, value: Option<&str>, default
 }
 
 fn remote_settings(raw: &RawSettings, c: &mut Collector) -> RemoteSettings {
-    let enabled = match raw.remote_enabled.as_deref().map(str::trim) {
-        None | Some("" | "1" | "true") => true,
-        Some("0" | "false") => false,
-        Some(other) => {
-            c.problem("HOOK_EXECUTOR_REMOTE_ENABLED", format!("{other:?} is not true, false, 1 or 0"));
-            true
-        }
-    };
+    let enabled = c.flag_or("HOOK_EXECUTOR_REMOTE_ENABLED", raw.remote_enabled.as_deref(), true);
     let allowed_uids = raw.remote_allowed_uids.as_deref().filter(|v| !v.trim().is_empty()).map(|v| {
         let mut uids = Vec::new();
         for item in list(Some(v)) {

@@ -339,10 +339,6 @@ fn event(kind: event::Type) -> Event {
     Event { r#type: Some(kind as i32), ..Default::default() }
 }
 
-fn now_secs() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
 impl AgentEmulator {
     /// Binds 127.0.0.1 on a free port (and the Unix socket, if configured) and
     /// starts serving. The agent starts RUNNING with the executor REGISTERING.
@@ -398,20 +394,21 @@ impl AgentEmulator {
         self.inner.addr
     }
 
-    /// The options it was started with.
+    /// What the agent and its containerizer give the executor process:
+    /// [`executor_env`](Self::executor_env) plus `MESOS_SANDBOX` and
+    /// `MESOS_DIRECTORY` set to `sandbox`, and this process's `PATH`.
     #[must_use]
-    pub fn options(&self) -> &EmulatorOptions {
-        &self.inner.opts
-    }
-
-    /// The ExecutorInfo sent in SUBSCRIBED.
-    #[must_use]
-    pub fn executor_info(&self) -> &ExecutorInfo {
-        &self.inner.executor_info
+    pub fn executor_env_in(&self, sandbox: &std::path::Path) -> Vec<(String, String)> {
+        let mut env = self.executor_env();
+        let sandbox = sandbox.display().to_string();
+        env.push(("MESOS_SANDBOX".into(), sandbox.clone()));
+        env.push(("MESOS_DIRECTORY".into(), sandbox));
+        env.push(("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())));
+        env
     }
 
     /// The environment the agent would give the executor (§1.1), without the
-    /// sandbox variables, which are the caller's business.
+    /// sandbox variables; [`executor_env_in`](Self::executor_env_in) adds them.
     #[must_use]
     pub fn executor_env(&self) -> Vec<(String, String)> {
         let opts = &self.inner.opts;
@@ -654,11 +651,6 @@ impl AgentEmulator {
         self.inner.lock().enforce_reregistration = on;
     }
 
-    /// Stops serving for good (same as [`go_down`](Self::go_down)).
-    pub async fn stop(&self) {
-        self.go_down().await;
-    }
-
     /// Withholds ACKNOWLEDGED events; turning it off sends the pending ones on
     /// the current stream (or drops them, logged, if there is none).
     pub fn withhold_acks(&self, on: bool) {
@@ -693,22 +685,6 @@ impl AgentEmulator {
     /// While on, every request gets 503 (containerizer recovery not finished).
     pub fn set_containerizer_recovering(&self, on: bool) {
         self.inner.lock().containerizer_recovering = on;
-    }
-
-    /// The executor's container terminated: every launched non-terminal task
-    /// gets the agent's TASK_FAILED / REASON_EXECUTOR_TERMINATED (§4.7), and the
-    /// stream is closed. Call it after the executor process exited.
-    pub fn executor_terminated(&self) {
-        let mut st = self.inner.lock();
-        st.stream = None;
-        let mut ids: Vec<String> = st.tasks.iter().filter(|(_, t)| t.launched && !t.terminal).map(|(id, _)| id.clone()).collect();
-        ids.sort();
-        for id in ids {
-            self.inner.agent_status(&mut st, &id, TaskState::TaskFailed, task_status::Reason::ExecutorTerminated, "Executor terminated");
-        }
-        st.phase = ExecutorPhase::Gone;
-        drop(st);
-        self.inner.changed();
     }
 
     // ----- observation ----------------------------------------------------
@@ -991,7 +967,7 @@ impl Inner {
             message: Some(message.to_owned()),
             agent_id: Some(AgentId { value: self.opts.agent_id.clone() }),
             executor_id: Some(ExecutorId { value: self.opts.executor_id.clone() }),
-            timestamp: Some(now_secs()),
+            timestamp: Some(crate::updates::now_secs()),
             source: Some(task_status::Source::Agent as i32),
             reason: Some(reason as i32),
             uuid: Some(uuid::Uuid::new_v4().as_bytes().to_vec()),

@@ -51,8 +51,7 @@ async fn help_and_version_and_ignored_mesos_executor_flags() {
         let _ = c.kill();
         c.wait()
     }));
-    let mut env: Vec<(String, String)> = emu.executor_env();
-    env.push(("MESOS_SANDBOX".into(), exec.sandbox.path().display().to_string()));
+    let env = emu.executor_env_in(exec.sandbox.path());
     let mut child = std::process::Command::new(bin)
         .env_clear()
         .envs(env)

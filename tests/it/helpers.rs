@@ -43,10 +43,7 @@ impl Executor {
     }
 
     pub fn start_in(emu: &AgentEmulator, extra: &[(&str, &str)], sandbox: tempfile::TempDir) -> Self {
-        let mut env: BTreeMap<String, String> = emu.executor_env().into_iter().collect();
-        env.insert("MESOS_SANDBOX".into(), sandbox.path().display().to_string());
-        env.insert("MESOS_DIRECTORY".into(), sandbox.path().display().to_string());
-        env.insert("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
+        let mut env: BTreeMap<String, String> = emu.executor_env_in(sandbox.path()).into_iter().collect();
         env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "debug".into());
         for (k, v) in extra {
             env.insert((*k).into(), (*v).into());

@@ -170,3 +170,21 @@ async fn update_answered_400_is_kept_for_the_next_subscribe() {
     wait_state(&emu, &exec, "t-400", TaskState::TaskKilled).await;
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0), "log:\n{}", exec.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_whose_answer_is_lost_is_resent_with_the_same_uuid() {
+    let emu = emulator(EmulatorOptions::default()).await;
+    let mut exec = Executor::start(&emu, &[]);
+    emu.wait_subscribed(1, SOON).await.expect("subscribed");
+    // The agent takes the update (and ACKs it) but the connection drops
+    // before the 202: the executor cannot know and must resend the same uuid.
+    emu.drop_next_updates(1, true);
+    emu.launch(shell_task("t-lost-202", "exit 0"));
+    wait_state(&emu, &exec, "t-lost-202", TaskState::TaskFinished).await;
+    assert_eq!(exec.wait_exit(SOON).await.code(), Some(0), "log:\n{}", exec.log());
+    let starting: Vec<Vec<u8>> =
+        emu.updates().into_iter().filter(|s| s.state() == TaskState::TaskStarting).filter_map(|s| s.uuid).collect();
+    assert_eq!(starting.len(), 2, "TASK_STARTING sent twice");
+    assert_eq!(starting[0], starting[1], "the resend reuses the uuid");
+    assert_eq!(emu.states("t-lost-202").iter().filter(|s| **s == TaskState::TaskStarting).count(), 1, "the agent deduplicated it");
+}

@@ -178,7 +178,9 @@ async fn result_while_running_wait_and_terminate() {
     // Terminating a finished command answers its result again.
     assert_eq!(api_json(&socket, "DELETE", &format!("/remote/task/{sleeper}"), None).await, (200, terminated));
 
-    let stubborn = remote_execute(&socket, r#"{"command": "trap '' TERM; sleep 30"}"#).await;
+    let stubborn = remote_execute(&socket, r#"{"command": "trap '' TERM; echo ignoring; sleep 30"}"#).await;
+    // Only once the shell has installed its trap is SIGTERM ignored.
+    assert_eq!(first_line(&socket, stubborn).await, "ignoring");
     let asked = Instant::now();
     let (status, v) = api_json(&socket, "DELETE", &format!("/remote/task/{stubborn}"), None).await;
     assert_eq!((status, v["exitCode"].as_i64(), v["terminated"].as_bool()), (200, Some(9), Some(true)), "{v}");

@@ -1032,25 +1032,26 @@ fn terminal_state_before_start(cause: KillCause) -> TaskState {
 }
 
 impl Executor {
-    /// Publishes the task's part of [`StatusSnapshot`] if it changed.
+    /// Publishes the task's part of [`StatusSnapshot`] if it changed (it runs
+    /// after every input, so nothing is allocated unless something changed).
     fn publish_status(&self) {
         let (task_id, state, pid) = match &self.task {
             Task::Idle => (None, None, None),
-            Task::Launching { info, .. } => (Some(info.task_id.value.clone()), Some(TaskState::TaskStarting), None),
-            Task::Running { info, pid, .. } => (Some(info.task_id.value.clone()), Some(TaskState::TaskRunning), Some(*pid)),
+            Task::Launching { info, .. } => (Some(&info.task_id.value), Some(TaskState::TaskStarting), None),
+            Task::Running { info, pid, .. } => (Some(&info.task_id.value), Some(TaskState::TaskRunning), Some(*pid)),
             Task::Killing { info, pid, exited, .. } => {
-                (Some(info.task_id.value.clone()), Some(TaskState::TaskKilling), exited.is_none().then_some(*pid))
+                (Some(&info.task_id.value), Some(TaskState::TaskKilling), exited.is_none().then_some(*pid))
             }
             // The root has exited; the terminal update follows the hooks.
-            Task::Draining { info, .. } => (Some(info.task_id.value.clone()), Some(TaskState::TaskRunning), None),
-            Task::Terminal { task_id, state } => (Some(task_id.value.clone()), Some(*state), None),
+            Task::Draining { info, .. } => (Some(&info.task_id.value), Some(TaskState::TaskRunning), None),
+            Task::Terminal { task_id, state } => (Some(&task_id.value), Some(*state), None),
         };
-        let state = state.map(|s| s.as_str_name().to_owned());
+        let state = state.map(|s| s.as_str_name());
         let healthy = self.checks.healthy();
         self.status.send_if_modified(|s| {
-            let changed = s.task_id != task_id || s.state != state || s.pid != pid || s.healthy != healthy;
+            let changed = s.task_id.as_ref() != task_id || s.state.as_deref() != state || s.pid != pid || s.healthy != healthy;
             if changed {
-                (s.task_id, s.state, s.pid, s.healthy) = (task_id, state, pid, healthy);
+                (s.task_id, s.state, s.pid, s.healthy) = (task_id.cloned(), state.map(str::to_owned), pid, healthy);
             }
             changed
         });

@@ -32,7 +32,6 @@ use tokio::{
     sync::{watch, Notify},
     time::Instant,
 };
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -472,10 +471,6 @@ pub struct Registry {
     reaper: Reaper,
     limits: Limits,
     cwd: PathBuf,
-    /// Cancelled at executor exit: every supervisor SIGKILLs its group.
-    shutdown: CancellationToken,
-    /// The number of running commands, to wait for the last one at exit.
-    running: watch::Sender<usize>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -501,7 +496,7 @@ impl Registry {
     /// A registry spawning through `reaper`, running commands in `cwd`.
     #[must_use]
     pub fn new(reaper: Reaper, limits: Limits, cwd: PathBuf) -> Self {
-        Self { inner: Mutex::new(Inner::default()), reaper, limits, cwd, shutdown: CancellationToken::new(), running: watch::channel(0).0 }
+        Self { inner: Mutex::new(Inner::default()), reaper, limits, cwd }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -571,7 +566,6 @@ impl Registry {
         // A retained result under a reused pid gives way to the new command.
         inner.commands.insert(pid, Arc::clone(&cmd));
         inner.running += 1;
-        self.running.send_replace(inner.running);
         drop(inner);
         let (stdout, stderr) = match (stdout, stderr) {
             (Ok(o), Ok(e)) => (o, e),
@@ -609,7 +603,9 @@ impl Registry {
         let mut kill_at: Option<Instant> = None;
         let mut drain_until: Option<Instant> = None;
         let mut leader: Option<ExitOutcome> = None;
-        let (mut timed_out, mut terminated, mut stopping, mut killed_at_exit) = (false, false, false, false);
+        // SIGTERM was sent once either is set; `Registry::shutdown` SIGKILLs the
+        // group itself when the executor exits.
+        let (mut timed_out, mut terminated) = (false, false);
         loop {
             if leader.is_some() && !out_open && !err_open {
                 break;
@@ -632,16 +628,14 @@ impl Registry {
                     signal_group(pid, Signal::SIGKILL);
                     drain_until = Some(Instant::now() + DRAIN_LIMIT);
                 }
-                () = sleep_until(term_at), if leader.is_none() && !stopping => {
+                () = sleep_until(term_at), if leader.is_none() && !(timed_out || terminated) => {
                     timed_out = true;
-                    stopping = true;
                     info!(pid, timeout = ?timeout, "remote command timed out; sending SIGTERM to its process group");
                     signal_group(pid, Signal::SIGTERM);
                     kill_at = Some(Instant::now() + self.limits.kill_grace);
                 }
-                () = cmd.terminate.notified(), if leader.is_none() && !stopping => {
+                () = cmd.terminate.notified(), if leader.is_none() && !(timed_out || terminated) => {
                     terminated = true;
-                    stopping = true;
                     info!(pid, "terminating remote command: SIGTERM to its process group");
                     signal_group(pid, Signal::SIGTERM);
                     kill_at = Some(Instant::now() + self.limits.kill_grace);
@@ -649,13 +643,6 @@ impl Registry {
                 () = sleep_until(kill_at), if leader.is_none() => {
                     kill_at = None;
                     warn!(pid, grace = ?self.limits.kill_grace, "remote command outlived its grace; sending SIGKILL to its process group");
-                    signal_group(pid, Signal::SIGKILL);
-                }
-                () = self.shutdown.cancelled(), if leader.is_none() && !killed_at_exit => {
-                    // The executor is exiting: no grace, nothing may outlive it.
-                    killed_at_exit = true;
-                    stopping = true;
-                    terminated = true;
                     signal_group(pid, Signal::SIGKILL);
                 }
                 () = sleep_until(drain_until) => {
@@ -685,7 +672,6 @@ impl Registry {
         );
         let mut inner = self.inner();
         inner.running = inner.running.saturating_sub(1);
-        self.running.send_replace(inner.running);
         inner.finished.push_back((cmd.pid, cmd.seq));
         self.prune(&mut inner);
     }
@@ -747,7 +733,6 @@ impl Registry {
         if !running.is_empty() {
             info!(count = running.len(), "killed running remote commands at exit");
         }
-        self.shutdown.cancel();
     }
 }
 

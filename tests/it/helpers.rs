@@ -78,16 +78,8 @@ impl Executor {
 
     /// Waits for the executor to exit.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait().expect("try_wait") {
-                    return status;
-                }
-            }
-            assert!(start.elapsed() < timeout, "executor did not exit within {timeout:?}; log:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let status = poll(timeout, || self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait"))).await;
+        status.unwrap_or_else(|| panic!("executor did not exit within {timeout:?}; log:\n{}", self.log()))
     }
 
     /// Whether the executor process is still running.
@@ -98,31 +90,15 @@ impl Executor {
     /// Reads a pid a task wrote into the sandbox, waiting for it to appear.
     pub async fn read_pid(&self, name: &str) -> i32 {
         let path = self.path(name);
-        let start = Instant::now();
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                if let Ok(pid) = text.trim().parse() {
-                    return pid;
-                }
-            }
-            assert!(start.elapsed() < SOON, "pid file {name} never appeared; log:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let pid = poll(SOON, || std::fs::read_to_string(&path).ok()?.trim().parse().ok()).await;
+        pid.unwrap_or_else(|| panic!("pid file {name} never appeared; log:\n{}", self.log()))
     }
 
     /// Waits until `name` exists in the sandbox and returns its contents.
     pub async fn read_file(&self, name: &str) -> String {
         let path = self.path(name);
-        let start = Instant::now();
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                if !text.is_empty() {
-                    return text;
-                }
-            }
-            assert!(start.elapsed() < SOON, "file {name} never appeared; log:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let text = poll(SOON, || std::fs::read_to_string(&path).ok().filter(|t| !t.is_empty())).await;
+        text.unwrap_or_else(|| panic!("file {name} never appeared; log:\n{}", self.log()))
     }
 }
 
@@ -135,6 +111,20 @@ impl Drop for Executor {
                 let _ = child.wait();
             }
         }
+    }
+}
+
+/// Polls `f` every 20 ms until it yields a value or `timeout` passes (`None`).
+pub async fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -80,7 +80,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/remote/task/{pid}/output"),
 ];
 
-/// Connections served at once; more wait in the listen backlog.
+/// Connections served at once per listener; more wait in the listen backlog.
+/// Each listener has its own pool, so unauthenticated TCP clients can never
+/// take the slots of the local socket.
 const MAX_CONNECTIONS: usize = 512;
 /// A request's headers must arrive within this (also bounds idle keep-alive).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -338,7 +340,10 @@ struct Shared {
     token: Option<Secret>,
     max_body: usize,
     shutdown: CancellationToken,
-    connections: Arc<Semaphore>,
+    /// Connection slots of the Unix socket.
+    unix_connections: Arc<Semaphore>,
+    /// Connection slots of the TCP listener.
+    tcp_connections: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -557,7 +562,7 @@ where
 
 async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
     loop {
-        let Ok(permit) = Arc::clone(&shared.connections).acquire_owned().await else { return };
+        let Ok(permit) = Arc::clone(&shared.unix_connections).acquire_owned().await else { return };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = shared.shutdown.cancelled() => return,
@@ -598,7 +603,7 @@ async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
 
 async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok(permit) = Arc::clone(&shared.connections).acquire_owned().await else { return };
+        let Ok(permit) = Arc::clone(&shared.tcp_connections).acquire_owned().await else { return };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = shared.shutdown.cancelled() => return,
@@ -664,7 +669,8 @@ pub fn start(cfg: &Config, reaper: Reaper, base_env: &BTreeMap<String, String>, 
         token: r.token.clone(),
         max_body: r.max_body,
         shutdown: CancellationToken::new(),
-        connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        unix_connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        tcp_connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     });
     let mut tasks = Vec::new();
     let path: PathBuf = cfg.remote_socket();

@@ -513,6 +513,16 @@ async fn tcp_listener_requires_the_bearer_token() {
     assert_eq!(get(None).await, (401, true));
     assert_eq!(get(Some("wrong")).await, (401, true));
     assert_eq!(get(Some("tcp-s3cret")).await, (200, false));
+    // A refused client is answered and disconnected: it cannot sit on one of
+    // the listener's connection slots with a kept-alive connection.
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut raw, b"GET /remote/status HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut answer))
+        .await
+        .expect("the server closed the refused connection")
+        .expect("read");
+    assert!(answer.starts_with(b"HTTP/1.1 401"), "{}", String::from_utf8_lossy(&answer));
     // executorctl takes the token from the environment only.
     let ctl = |token: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_executorctl"))

@@ -26,12 +26,12 @@ use std::{
 
 use bytes::BytesMut;
 use mesos_hook_executor::{
+    agent::recordio::RecordIoCodec,
     emulator::{task_info, AgentEmulator, EmulatorOptions},
     proto::{
         executor::{event, Event},
         v1::{self, TaskState},
     },
-    recordio::RecordIoCodec,
 };
 use prost::Message;
 use tokio_util::codec::{Decoder, Encoder};

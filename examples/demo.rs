@@ -15,8 +15,8 @@ use std::{
 };
 
 use mesos_hook_executor::{
+    emulator::marathon,
     emulator::{AgentEmulator, EmulatorOptions},
-    marathon,
     proto::{
         executor::call,
         v1::{framework_info::capability, TaskState},

@@ -41,22 +41,16 @@
 
 pub mod agent;
 pub mod config;
-pub mod duration;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod executor;
 pub mod health;
 pub mod hooks;
-pub mod http;
-pub mod launch;
-pub mod marathon;
-pub mod policy;
-pub mod process;
+pub mod net;
 pub mod proto;
-pub mod recordio;
 pub mod remote;
-pub mod subscription;
-pub mod transport;
-pub mod updates;
+pub mod task;
+mod util;
 
 pub use executor::{run, Outcome};
 

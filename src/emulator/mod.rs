@@ -16,6 +16,7 @@
 //!
 //! [`violations`]: AgentEmulator::violations
 
+pub mod marathon;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -328,7 +329,7 @@ fn valid_uuid(bytes: &[u8]) -> bool {
 }
 
 fn is_terminal(state: i32) -> bool {
-    TaskState::try_from(state).is_ok_and(crate::policy::is_terminal)
+    TaskState::try_from(state).is_ok_and(crate::task::termination::is_terminal)
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -415,7 +416,7 @@ impl AgentEmulator {
         let addr = self.inner.addr;
         let grace = self.inner.executor_info.shutdown_grace_period.map_or_else(
             || opts.shutdown_grace.clone(),
-            |d| crate::duration::format_mesos(Duration::from_nanos(u64::try_from(d.nanoseconds).unwrap_or(0))),
+            |d| crate::config::duration::format_mesos(Duration::from_nanos(u64::try_from(d.nanoseconds).unwrap_or(0))),
         );
         let mut env = vec![
             ("MESOS_FRAMEWORK_ID", opts.framework_id.clone()),
@@ -853,7 +854,7 @@ impl State {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::util::lock(&self.state)
     }
 
     fn changed(&self) {
@@ -873,14 +874,14 @@ impl Inner {
     fn encode(ev: &Event, json: bool) -> Option<Bytes> {
         if json {
             match serde_json::to_vec(ev) {
-                Ok(v) => Some(crate::recordio::frame(&v)),
+                Ok(v) => Some(crate::agent::recordio::frame(&v)),
                 Err(e) => {
                     warn!(error = %e, "cannot encode event as JSON");
                     None
                 }
             }
         } else {
-            Some(crate::recordio::frame(&ev.encode_to_vec()))
+            Some(crate::agent::recordio::frame(&ev.encode_to_vec()))
         }
     }
 
@@ -967,7 +968,7 @@ impl Inner {
             message: Some(message.to_owned()),
             agent_id: Some(AgentId { value: self.opts.agent_id.clone() }),
             executor_id: Some(ExecutorId { value: self.opts.executor_id.clone() }),
-            timestamp: Some(crate::updates::now_secs()),
+            timestamp: Some(crate::agent::updates::now_secs()),
             source: Some(task_status::Source::Agent as i32),
             reason: Some(reason as i32),
             uuid: Some(uuid::Uuid::new_v4().as_bytes().to_vec()),

@@ -36,7 +36,7 @@ use crate::proto::{
     v1::{check_info, task_status, CheckStatusInfo, TaskState},
 };
 
-use crate::agent::PROTOBUF;
+use crate::agent::client::PROTOBUF;
 const JSON: &str = "application/json";
 const AGENT_PATH: &str = "/slave(1)/api/v1/executor";
 const BARE_PATH: &str = "/api/v1/executor";

@@ -15,8 +15,8 @@ use tokio_util::codec::Decoder;
 
 use super::*;
 use crate::{
+    agent::recordio::RecordIoCodec,
     proto::v1::{check_info, CheckStatusInfo},
-    recordio::RecordIoCodec,
 };
 
 const T: Duration = Duration::from_secs(5);

@@ -24,7 +24,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::{Hook, HookContext, HookError, HookEvent, HookFuture};
-use crate::{config::Secret, http, proto::v1};
+use crate::{config::Secret, net::http, proto::v1};
 
 /// Consul agent connection and registration settings.
 #[derive(Debug)]

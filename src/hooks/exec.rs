@@ -127,7 +127,7 @@ async fn run_script(script: &Path, ctx: &HookContext, added: &[(String, String)]
     let (spawned, exit) = ctx.reaper.spawn_with_pipes(&mut cmd).map_err(|e| HookError::new(format!("{name}: cannot start: {e}")))?;
     // Kills the script's whole group when dropped: on timeout the chain drops
     // this future, and nothing of the script may survive.
-    let guard = crate::process::GroupGuard(spawned.pid);
+    let guard = crate::task::process::GroupGuard(spawned.pid);
     let mut stdin = spawned.stdin;
     let document = ctx.document().to_string();
     // A script may ignore its stdin and exit before reading it: a broken pipe
@@ -144,7 +144,7 @@ async fn run_script(script: &Path, ctx: &HookContext, added: &[(String, String)]
     let outcome = exit.await.map_err(|_| HookError::new(format!("{name}: lost track of the script's exit")))?;
     drop(guard);
     match outcome {
-        crate::policy::ExitOutcome::Exited(0) => {
+        crate::task::termination::ExitOutcome::Exited(0) => {
             if err.is_empty() {
                 tracing::debug!(script = %name, event = %ctx.event, "hook script succeeded");
             } else {
@@ -156,10 +156,12 @@ async fn run_script(script: &Path, ctx: &HookContext, added: &[(String, String)]
     }
 }
 
-fn describe(outcome: crate::policy::ExitOutcome) -> String {
+fn describe(outcome: crate::task::termination::ExitOutcome) -> String {
     match outcome {
-        crate::policy::ExitOutcome::Exited(code) => format!("exited with status {code}"),
-        crate::policy::ExitOutcome::Signaled { signal, .. } => format!("was killed by {}", crate::policy::signal_name(signal)),
+        crate::task::termination::ExitOutcome::Exited(code) => format!("exited with status {code}"),
+        crate::task::termination::ExitOutcome::Signaled { signal, .. } => {
+            format!("was killed by {}", crate::task::termination::signal_name(signal))
+        }
     }
 }
 

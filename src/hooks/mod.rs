@@ -22,7 +22,7 @@ pub mod webhook;
 
 use std::{collections::BTreeMap, fmt, future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
 
-use crate::{process::Reaper, proto::v1};
+use crate::{proto::v1, task::process::Reaper};
 
 /// When a chain runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

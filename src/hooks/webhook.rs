@@ -8,7 +8,7 @@ use std::time::Duration;
 use hyper::Method;
 
 use super::{Hook, HookContext, HookError, HookEvent, HookFuture};
-use crate::http;
+use crate::net::http;
 
 /// Attempts per URL and event.
 const ATTEMPTS: u32 = 3;

@@ -15,7 +15,7 @@
 //! group, with the task's environment rules (the executor's environment minus
 //! `HOOK_EXECUTOR_*` and the secret deny-list) plus the request's variables.
 
-use crate::executor::sleep_until;
+use crate::util::sleep_until;
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     io,
@@ -39,9 +39,9 @@ use super::{
     ApiError, Peer,
 };
 use crate::{
-    launch::DEFAULT_PATH,
-    policy::ExitOutcome,
-    process::{Reaper, Role},
+    task::launch::DEFAULT_PATH,
+    task::process::{Reaper, Role},
+    task::termination::ExitOutcome,
 };
 
 /// The longest timeout or wait accepted (a typo like `1e12` is an error,
@@ -356,7 +356,7 @@ pub enum Snapshot {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while holding these locks; if it did, the data is still
     // consistent enough to answer from.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    crate::util::lock(m)
 }
 
 impl RemoteCommand {

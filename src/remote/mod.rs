@@ -65,7 +65,7 @@ use self::{
 use crate::{
     config::{Config, Secret},
     executor::StatusSnapshot,
-    process::Reaper,
+    task::process::Reaper,
 };
 
 /// Every (method, path template) the server answers; the OpenAPI document is

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use mesos_hook_executor::{
     config::{Config, HOOK_NAMES, PREFIX, VARIABLES},
-    launch, marathon,
+    emulator::marathon,
     proto::v1::health_check,
+    task::launch,
 };
 use serde_json::Value;
 

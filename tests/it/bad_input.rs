@@ -103,7 +103,7 @@ async fn garbage_protobuf_and_unknown_events_are_skipped() {
     // A well-framed record that is not an Event, an unknown event type, a
     // heartbeat, a message and an empty record.
     emu.send_raw(b"5\n\xff\xff\xff\xff\xff");
-    emu.send_raw(&mesos_hook_executor::recordio::frame(&Event { r#type: Some(99), ..Default::default() }.encode_to_vec()));
+    emu.send_raw(&mesos_hook_executor::agent::recordio::frame(&Event { r#type: Some(99), ..Default::default() }.encode_to_vec()));
     emu.heartbeat();
     emu.message(b"hello executor");
     emu.send_raw(b"0\n");

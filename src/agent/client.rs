@@ -20,10 +20,10 @@ use prost::Message;
 use tokio_util::codec::Decoder;
 
 use crate::{
+    agent::recordio::{RecordIoCodec, RecordIoError},
     config::{AgentEndpoint, AgentTransport, Secret},
+    net::transport::{self, Io, Trust},
     proto::executor::{Call, Event},
-    recordio::{RecordIoCodec, RecordIoError},
-    transport::{self, Io, Trust},
 };
 
 /// The media type we send and ask for.
@@ -377,7 +377,7 @@ mod tests {
             },
         ];
         for e in events {
-            out.extend_from_slice(&crate::recordio::frame(&e.encode_to_vec()));
+            out.extend_from_slice(&crate::agent::recordio::frame(&e.encode_to_vec()));
         }
         out
     }

@@ -104,7 +104,7 @@ async fn exchange(method: Method, uri: &Uri, headers: &[(&str, &str)], body: Opt
     let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| e.to_string())?;
     if https {
         let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| format!("server name {host:?}: {e}"))?;
-        let tls = crate::transport::shared(crate::transport::Trust::WebPki)?
+        let tls = crate::net::transport::shared(crate::net::transport::Trust::WebPki)?
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS with {address}: {e}"))?;

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration;
+pub mod duration;
 
 /// Prefix of every variable of ours.
 pub const PREFIX: &str = "HOOK_EXECUTOR_";
@@ -575,12 +575,12 @@ impl Config {
             c.problem("HOOK_EXECUTOR_LOG_LEVEL", format!("{log_level:?} is not a log filter: {e}"));
         }
         let max_record_size = match raw.max_record_size.as_deref() {
-            None => crate::recordio::DEFAULT_MAX_RECORD_LEN,
+            None => crate::agent::recordio::DEFAULT_MAX_RECORD_LEN,
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if n >= 1024 => n,
                 _ => {
                     c.problem("HOOK_EXECUTOR_MAX_RECORD_SIZE", format!("{v:?} is not a byte count of at least 1024"));
-                    crate::recordio::DEFAULT_MAX_RECORD_LEN
+                    crate::agent::recordio::DEFAULT_MAX_RECORD_LEN
                 }
             },
         };
@@ -818,7 +818,7 @@ mod tests {
 
     #[test]
     fn readme_documents_every_variable() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         for v in VARIABLES {
             assert!(readme.contains(&format!("| `{}` |", v.name)), "README's configuration table lacks {}", v.name);
         }

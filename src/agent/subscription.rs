@@ -13,11 +13,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    agent::updates,
     agent::{AgentClient, CallConnection, StreamItem},
     executor::Input,
-    policy,
     proto::v1,
-    updates,
 };
 
 /// Interval of our HEARTBEAT calls, as the executor library (30 min).
@@ -62,7 +61,7 @@ pub async fn subscribe_loop(client: AgentClient, inbox: mpsc::Sender<Input>, bac
             }
         };
         if !was_open {
-            tokio::time::sleep(policy::reconnect_delay(backoff_max, fastrand::f64())).await;
+            tokio::time::sleep(super::backoff::reconnect_delay(backoff_max, fastrand::f64())).await;
         }
     }
 }

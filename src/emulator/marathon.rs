@@ -161,12 +161,12 @@ mod tests {
 
     #[test]
     fn test_app_translates_like_marathon() {
-        let app: Value = serde_json::from_str(include_str!("../marathon-test-app.json")).expect("valid JSON");
+        let app: Value = serde_json::from_str(include_str!("../../marathon-test-app.json")).expect("valid JSON");
         let l = translate(&app, "test-app.1", "agent-1", "fw-1", &[31000]).expect("translates");
         assert_eq!(l.executor_info.executor_id.value, "marathon-test-app.1");
         let line = l.executor_info.command.as_ref().and_then(|c| c.value.clone()).unwrap_or_default();
         assert_eq!(line, "chmod ug+rx './mesos-hook-executor' && exec './mesos-hook-executor' exec python3 -m http.server $PORT0");
-        assert_eq!(crate::launch::strip_marathon_prefix(&line), Some("exec python3 -m http.server $PORT0"));
+        assert_eq!(crate::task::launch::strip_marathon_prefix(&line), Some("exec python3 -m http.server $PORT0"));
         assert!(l.task.command.is_none());
         assert_eq!(l.task.kill_policy.and_then(|k| k.grace_period).map(|d| d.nanoseconds), Some(10_000_000_000));
         let hc = l.task.health_check.expect("MESOS_HTTP check");
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn every_hook_executor_variable_of_the_app_exists() {
-        let app: Value = serde_json::from_str(include_str!("../marathon-test-app.json")).expect("valid JSON");
+        let app: Value = serde_json::from_str(include_str!("../../marathon-test-app.json")).expect("valid JSON");
         let known: Vec<&str> = crate::config::VARIABLES.iter().map(|v| v.name).collect();
         for name in app["env"].as_object().expect("env").keys().filter(|k| k.starts_with(crate::config::PREFIX)) {
             assert!(known.contains(&name.as_str()), "{name} is not an executor variable");

@@ -40,8 +40,8 @@ use nix::{
 use tokio::sync::oneshot;
 
 use crate::{
-    launch::{LaunchSpec, Program},
-    policy::ExitOutcome,
+    task::launch::{LaunchSpec, Program},
+    task::termination::ExitOutcome,
 };
 
 /// What a spawned child is for; decides whether its orphans count as the task's.
@@ -92,7 +92,7 @@ impl Reaper {
     fn lock(&self) -> MutexGuard<'_, ReaperState> {
         // A poisoned lock only means another thread panicked mid-update of a
         // HashMap insert/remove; the map itself is still usable.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::util::lock(&self.state)
     }
 
     /// Collects every exited child and delivers the statuses of registered ones.

@@ -16,19 +16,19 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    agent::subscription,
+    agent::updates::{self, Acked, UpdateLog},
     agent::{AgentClient, AgentError},
     config::Config,
     health,
     hooks::{self, ChainResult, HookChain, HookContext, HookEvent},
-    launch::{self, LaunchContext, LaunchSpec},
-    policy::{self, ExitOutcome, KillCause},
-    process::{self, Reaper, Role},
     proto::{
         executor::{event, Call, Event},
         v1::{self, task_status::Reason, TaskState},
     },
-    subscription,
-    updates::{self, Acked, UpdateLog},
+    task::launch::{self, LaunchContext, LaunchSpec},
+    task::process::{self, Reaper, Role},
+    task::termination::{self, ExitOutcome, KillCause},
 };
 
 /// Everything that can change the executor's state.
@@ -331,7 +331,7 @@ impl Executor {
                     Some(input) => self.handle(input),
                     None => return Outcome::Internal("the executor's inbox closed".into()),
                 },
-                () = sleep_until(deadline) => self.on_deadline(),
+                () = crate::util::sleep_until(deadline) => self.on_deadline(),
             }
         }
     }
@@ -612,7 +612,7 @@ impl Executor {
         let budget = deadline.saturating_duration_since(Instant::now());
         let ack_by = deadline - (budget / 10).min(Duration::from_millis(500));
         self.ack_deadline = Some(self.ack_deadline.map_or(ack_by, |d| d.min(ack_by)));
-        let grace = policy::shutdown_grace(self.task_grace(None), self.cfg.shutdown_grace_period);
+        let grace = termination::shutdown_grace(self.task_grace(None), self.cfg.shutdown_grace_period);
         self.start_kill(KillCause::Shutdown, grace, None);
     }
 
@@ -624,7 +624,7 @@ impl Executor {
             }
             Task::Idle | Task::Terminal { .. } => None,
         };
-        policy::kill_grace(kill_override, task_policy, self.cfg.settings.kill_grace_period)
+        termination::kill_grace(kill_override, task_policy, self.cfg.settings.kill_grace_period)
     }
 
     fn on_launch(&mut self, task: v1::TaskInfo) {
@@ -773,7 +773,7 @@ impl Executor {
             Task::Running { info, pid, .. } => {
                 // As Mesos pauses its checkers: no check runs or reports while killing.
                 self.checks.stop();
-                if policy::send_killing(self.framework.as_ref(), cause) {
+                if termination::send_killing(self.framework.as_ref(), cause) {
                     self.send_update(updates::new_status(&info.task_id, TaskState::TaskKilling, &self.cfg.executor_id));
                 }
                 let deadline = now + grace;
@@ -794,7 +794,7 @@ impl Executor {
             }
             Task::Killing { info, pid, cause: c, detail: d, started, deadline, phase, exited } => {
                 let mut deadline = deadline;
-                if let Some(new) = policy::shortened_deadline(started, deadline, grace) {
+                if let Some(new) = termination::shortened_deadline(started, deadline, grace) {
                     info!(task_id = %info.task_id.value, ?grace, "kill grace shortened");
                     deadline = new.max(now);
                 }
@@ -860,7 +860,7 @@ impl Executor {
         if !leftovers.is_empty() {
             info!(task_id = %info.task_id.value, processes = ?leftovers, "killed processes the task left behind");
         }
-        let terminal = policy::terminal(outcome, cause);
+        let terminal = termination::terminal(outcome, cause);
         let message = match detail {
             Some(d) => format!("{d} ({})", terminal.message),
             None => terminal.message,
@@ -1055,14 +1055,5 @@ impl Executor {
             }
             changed
         });
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one (a `select!` arm that
-/// never fires).
-pub(crate) async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

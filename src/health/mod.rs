@@ -14,7 +14,7 @@
 //! [`CheckState::observe`]) decide what to report, and then sends the update.
 //! A checker ends when the owner aborts it (the task is being killed or has
 //! ended); a COMMAND check's process group dies with the run that spawned it
-//! ([`crate::process::GroupGuard`]), so no check process outlives its run, let alone the
+//! ([`crate::task::process::GroupGuard`]), so no check process outlives its run, let alone the
 //! executor.
 //!
 //! # Semantics (Mesos' own)
@@ -59,11 +59,11 @@ use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle, time::Instant};
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    launch::{self, Program},
-    policy::{self, ExitOutcome},
-    process::{Reaper, Role},
+    agent::updates,
     proto::v1::{self, check_info, check_status_info, health_check, network_info::Protocol, task_status::Reason},
-    updates,
+    task::launch::{self, Program},
+    task::process::{Reaper, Role},
+    task::termination::{self, ExitOutcome},
 };
 
 /// Most redirects an HTTP probe follows before giving up (an error, as curl's
@@ -594,7 +594,7 @@ impl ProbeRunner {
         let kind = match probe {
             Probe::Http { tls, ipv6, port, path } => {
                 let host = if ipv6 { "[::1]".to_owned() } else { "127.0.0.1".to_owned() };
-                let connector = match crate::transport::shared(crate::transport::Trust::Insecure) {
+                let connector = match crate::net::transport::shared(crate::net::transport::Trust::Insecure) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         warn!(cause = %e, "TLS client setup failed; https probes will fail");
@@ -652,18 +652,18 @@ fn spawn_checker<T: Send + 'static>(
 /// process group, stdin from `/dev/null`, stdout and stderr to the
 /// executor's stderr, in the task's environment and sandbox.
 async fn command_probe(program: &Program, env: &BTreeMap<String, String>, cwd: &Path, reaper: &Reaper) -> Observation {
-    let mut cmd = crate::process::program_command(program);
+    let mut cmd = crate::task::process::program_command(program);
     cmd.env_clear().envs(env).current_dir(cwd).stdin(Stdio::null()).process_group(0);
     cmd.stdout(executor_stderr()).stderr(executor_stderr());
     let (pid, exit) = match reaper.spawn(&mut cmd, Role::Auxiliary) {
         Ok(spawned) => spawned,
         Err(e) => return Observation::Error(format!("cannot start the check command `{}`: {e}", program.display())),
     };
-    let _group = crate::process::GroupGuard(i32::try_from(pid).unwrap_or(i32::MAX));
+    let _group = crate::task::process::GroupGuard(i32::try_from(pid).unwrap_or(i32::MAX));
     match exit.await {
         Ok(ExitOutcome::Exited(code)) => Observation::Exited(code),
         Ok(ExitOutcome::Signaled { signal, .. }) => {
-            Observation::Error(format!("Command terminated with signal {}", policy::signal_description(signal)))
+            Observation::Error(format!("Command terminated with signal {}", termination::signal_description(signal)))
         }
         Err(_) => Observation::Error("the check command's exit status was lost".to_owned()),
     }
@@ -770,7 +770,7 @@ async fn http_get(target: &Target, tls: Option<&tokio_rustls::TlsConnector>) -> 
     }
     .map_err(|e| fail("connecting to", &e))?;
     let _ = stream.set_nodelay(true);
-    let io: Box<dyn crate::transport::Io> = if target.tls {
+    let io: Box<dyn crate::net::transport::Io> = if target.tls {
         let connector = tls.ok_or_else(|| format!("no TLS client for {}", url()))?;
         let name = rustls::pki_types::ServerName::try_from(bare_host.to_owned()).map_err(|e| fail("server name of", &e))?;
         Box::new(connector.connect(name, stream).await.map_err(|e| fail("TLS handshake with", &e))?)

@@ -1,0 +1,9 @@
+//! The task: what runs, how it is supervised, and how it ends.
+//!
+//! - [`launch`]: `TaskInfo` → program, environment, working directory, user (pure).
+//! - [`process`]: spawning, the one child reaper, process-tree signalling.
+//! - [`termination`]: kill causes, grace periods and the terminal status (pure).
+
+pub mod launch;
+pub mod process;
+pub mod termination;

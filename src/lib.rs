@@ -49,6 +49,7 @@ pub mod hooks;
 pub mod net;
 pub mod proto;
 pub mod remote;
+pub mod status;
 pub mod task;
 mod util;
 

@@ -6,39 +6,66 @@
 //! window after a restart is only 2 s by default); after a failed attempt the
 //! next comes after a uniform random delay in `[0, backoff_max]`. Only one
 //! SUBSCRIBE is ever in flight. The owner stops the loop by answering a
-//! [`Input::SubscribeRequest`] with `None`.
+//! [`Report::SubscribeRequest`] with `None`.
+//!
+//! Both loops report through [`Report`], which the owner's inbox type
+//! converts from (`From<Report>`): this module knows nothing of the owner.
 
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{
-    agent::updates,
-    agent::{AgentClient, CallConnection, StreamItem},
-    executor::Input,
-    proto::v1,
+use super::{updates, AgentClient, AgentError, CallConnection, StreamItem};
+use crate::proto::{
+    executor::{Call, Event},
+    v1,
 };
+
+/// What the subscription and the update sender tell the owner.
+#[derive(Debug)]
+pub enum Report {
+    /// About to SUBSCRIBE: the owner answers with the call (carrying the
+    /// unacknowledged tasks and updates), or `None` to stop the loop.
+    SubscribeRequest(oneshot::Sender<Option<Call>>),
+    /// SUBSCRIBE was answered `200 OK`; events follow.
+    StreamOpened,
+    /// A SUBSCRIBE attempt failed.
+    SubscribeFailed(AgentError),
+    /// An event from the agent.
+    Event(Box<Event>),
+    /// The event stream ended.
+    Disconnected(String),
+    /// The agent answered `202 Accepted` to the UPDATE with this uuid.
+    UpdateAccepted(Vec<u8>),
+    /// The agent refused an UPDATE (4xx); it stays unacknowledged.
+    UpdateRefused {
+        /// The update's uuid.
+        uuid: Vec<u8>,
+        /// What the agent said.
+        error: String,
+    },
+}
 
 /// Interval of our HEARTBEAT calls, as the executor library (30 min).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30 * 60);
 
 /// Runs until the owner declines to subscribe again or its inbox is gone.
-pub async fn subscribe_loop(client: AgentClient, inbox: mpsc::Sender<Input>, backoff_max: Duration, max_record_len: usize) {
+pub async fn subscribe_loop<I: From<Report>>(client: AgentClient, inbox: mpsc::Sender<I>, backoff_max: Duration, max_record_len: usize) {
     loop {
         let (reply, request) = oneshot::channel();
-        if inbox.send(Input::SubscribeRequest(reply)).await.is_err() {
+        if inbox.send(Report::SubscribeRequest(reply).into()).await.is_err() {
             return;
         }
         let Ok(Some(call)) = request.await else { return };
         let was_open = match client.subscribe(&call, max_record_len).await {
             Ok(mut stream) => {
-                if inbox.send(Input::StreamOpened).await.is_err() {
+                if inbox.send(Report::StreamOpened.into()).await.is_err() {
                     return;
                 }
                 let reason = loop {
                     match stream.next().await {
                         Ok(StreamItem::Event(event)) => {
-                            if inbox.send(Input::Agent(event)).await.is_err() {
+                            if inbox.send(Report::Event(event).into()).await.is_err() {
                                 return;
                             }
                         }
@@ -48,13 +75,13 @@ pub async fn subscribe_loop(client: AgentClient, inbox: mpsc::Sender<Input>, bac
                         Err(end) => break end.to_string(),
                     }
                 };
-                if inbox.send(Input::Disconnected(reason)).await.is_err() {
+                if inbox.send(Report::Disconnected(reason).into()).await.is_err() {
                     return;
                 }
                 true
             }
             Err(error) => {
-                if inbox.send(Input::SubscribeFailed(error)).await.is_err() {
+                if inbox.send(Report::SubscribeFailed(error).into()).await.is_err() {
                     return;
                 }
                 false
@@ -72,10 +99,10 @@ pub async fn subscribe_loop(client: AgentClient, inbox: mpsc::Sender<Input>, bac
 /// uuid, so this is safe. A refusal (4xx) is reported and the update stays in
 /// the unacknowledged set for the next SUBSCRIBE. The owner aborts this task
 /// when the subscription ends.
-pub async fn send_updates(
+pub async fn send_updates<I: From<Report>>(
     mut conn: CallConnection,
     mut queue: mpsc::UnboundedReceiver<v1::TaskStatus>,
-    inbox: mpsc::Sender<Input>,
+    inbox: mpsc::Sender<I>,
     framework_id: String,
     executor_id: String,
 ) {
@@ -92,7 +119,7 @@ pub async fn send_updates(
                     match conn.send(&call).await {
                         Ok(()) => {
                             tracing::debug!(update = %label, "update accepted by the agent");
-                            if inbox.send(Input::UpdateAccepted(uuid)).await.is_err() {
+                            if inbox.send(Report::UpdateAccepted(uuid).into()).await.is_err() {
                                 return;
                             }
                             break;
@@ -103,7 +130,7 @@ pub async fn send_updates(
                             delay = (delay * 2).min(Duration::from_secs(5));
                         }
                         Err(error) => {
-                            if inbox.send(Input::UpdateRefused { uuid, error: error.to_string() }).await.is_err() {
+                            if inbox.send(Report::UpdateRefused { uuid, error: error.to_string() }.into()).await.is_err() {
                                 return;
                             }
                             break;

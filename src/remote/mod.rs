@@ -64,7 +64,7 @@ use self::{
 };
 use crate::{
     config::{Config, Secret},
-    executor::StatusSnapshot,
+    status::StatusSnapshot,
     task::process::Reaper,
 };
 

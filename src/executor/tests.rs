@@ -1,1 +1,528 @@
-//! placeholder
+//! The step's rules, checked without I/O: each test feeds inputs to a
+//! [`State`] under a paused tokio clock and looks at the effects.
+
+use std::{sync::Arc, time::Duration};
+
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+use super::{Effect, Input, Outcome, State};
+use crate::{
+    config::Config,
+    hooks::{ChainResult, HookEvent},
+    proto::{
+        executor::{event, Event},
+        v1::{self, framework_info::capability, TaskState},
+    },
+    task::termination::ExitOutcome,
+};
+
+const PID: i32 = 4242;
+
+/// A state plus every effect it produced, with a clock that only moves when
+/// told to.
+struct Harness {
+    state: State,
+    effects: Vec<Effect>,
+}
+
+impl Harness {
+    fn new(extra: &[(&str, &str)], hooks: bool) -> Self {
+        let mut vars: Vec<(String, String)> = [
+            ("MESOS_FRAMEWORK_ID", "fw-1"),
+            ("MESOS_EXECUTOR_ID", "ex-1"),
+            ("MESOS_SLAVE_PID", "slave(1)@127.0.0.1:5051"),
+            ("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "20secs"),
+            ("MESOS_SANDBOX", "/tmp/sandbox"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        vars.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let cfg = Config::from_vars(vars).expect("valid configuration");
+        Self { state: State::new(Arc::new(cfg), hooks, Instant::now()), effects: Vec::new() }
+    }
+
+    /// Steps at the current (paused) instant; returns this step's effects.
+    fn input(&mut self, input: Input) -> Vec<&Effect> {
+        let new = self.state.step(input, Instant::now());
+        let from = self.effects.len();
+        self.effects.extend(new);
+        self.effects[from..].iter().collect()
+    }
+
+    fn event(&mut self, event: Event) -> Vec<&Effect> {
+        self.input(Input::Agent(Box::new(event)))
+    }
+
+    /// Advances the clock by `by` and delivers the deadline, as the loop does.
+    async fn advance(&mut self, by: Duration) -> Vec<&Effect> {
+        tokio::time::advance(by).await;
+        self.input(Input::Deadline)
+    }
+
+    fn subscribe(&mut self, killing: bool) {
+        let (reply, _rx) = tokio::sync::oneshot::channel();
+        self.input(Input::SubscribeRequest(reply));
+        let mut framework = v1::FrameworkInfo { name: "fw".into(), ..Default::default() };
+        if killing {
+            framework.capabilities.push(v1::framework_info::Capability { r#type: Some(capability::Type::TaskKillingState as i32) });
+        }
+        let subscribed = event::Subscribed {
+            executor_info: v1::ExecutorInfo { executor_id: v1::ExecutorId { value: "ex-1".into() }, ..Default::default() },
+            framework_info: framework,
+            agent_info: v1::AgentInfo { hostname: "agent-1".into(), ..Default::default() },
+            ..Default::default()
+        };
+        self.event(Event { r#type: Some(event::Type::Subscribed as i32), subscribed: Some(subscribed), ..Default::default() });
+    }
+
+    /// LAUNCH, the before-start chain (when hooks run) and the fork.
+    fn launch(&mut self, task: v1::TaskInfo) {
+        let launch = event::Launch { task };
+        let effects = self.event(Event { r#type: Some(event::Type::Launch as i32), launch: Some(launch), ..Default::default() });
+        let spawned = effects.iter().any(|e| matches!(e, Effect::Spawn(_)));
+        if !spawned {
+            let effects = self.input(Input::HookDone { event: HookEvent::BeforeStart, result: ChainResult::Ok { env: Vec::new() } });
+            assert!(effects.iter().any(|e| matches!(e, Effect::Spawn(_))), "the before-start chain allowed the fork");
+        }
+        self.input(Input::TaskSpawned(PID));
+    }
+
+    fn kill(&mut self, grace: Option<Duration>) -> Vec<&Effect> {
+        let kill_policy = grace.map(|g| v1::KillPolicy {
+            grace_period: Some(v1::DurationInfo { nanoseconds: i64::try_from(g.as_nanos()).expect("small") }),
+            ..Default::default()
+        });
+        let kill = event::Kill { task_id: task_id(), kill_policy };
+        self.event(Event { r#type: Some(event::Type::Kill as i32), kill: Some(kill), ..Default::default() })
+    }
+
+    fn hook_done(&mut self, event: HookEvent) -> Vec<&Effect> {
+        self.input(Input::HookDone { event, result: ChainResult::Ok { env: Vec::new() } })
+    }
+
+    /// Acknowledges every pending update.
+    fn ack_all(&mut self) -> Vec<&Effect> {
+        let pending: Vec<v1::TaskStatus> = self.state.log.pending().to_vec();
+        let from = self.effects.len();
+        for status in pending {
+            let ack = event::Acknowledged { task_id: status.task_id.clone(), uuid: status.uuid.clone().unwrap_or_default() };
+            let new = self.state.step(
+                Input::Agent(Box::new(Event {
+                    r#type: Some(event::Type::Acknowledged as i32),
+                    acknowledged: Some(ack),
+                    ..Default::default()
+                })),
+                Instant::now(),
+            );
+            self.effects.extend(new);
+        }
+        self.effects[from..].iter().collect()
+    }
+
+    fn count_hooks(&self, event: HookEvent) -> usize {
+        self.effects.iter().filter(|e| matches!(e, Effect::RunHooks(c) if c.event == event)).count()
+    }
+
+    fn states(&self) -> Vec<TaskState> {
+        self.effects.iter().filter_map(|e| if let Effect::SendUpdate(s) = e { Some(s.state()) } else { None }).collect()
+    }
+
+    fn kill_deadline(&self) -> Option<Instant> {
+        match &self.state.task {
+            super::state::Task::Killing(k) => Some(k.deadline),
+            _ => None,
+        }
+    }
+}
+
+fn task_id() -> v1::TaskId {
+    v1::TaskId { value: "task-1".into() }
+}
+
+fn task(grace: Option<Duration>) -> v1::TaskInfo {
+    v1::TaskInfo {
+        name: "t".into(),
+        task_id: task_id(),
+        command: Some(v1::CommandInfo { value: Some("sleep 100".into()), ..Default::default() }),
+        kill_policy: grace.map(|g| v1::KillPolicy {
+            grace_period: Some(v1::DurationInfo { nanoseconds: i64::try_from(g.as_nanos()).expect("small") }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn signals(effects: &[&Effect]) -> Vec<Signal> {
+    effects.iter().filter_map(|e| if let Effect::SignalTree { signal, .. } = e { Some(*signal) } else { None }).collect()
+}
+
+fn exit(effects: &[&Effect]) -> Option<Outcome> {
+    effects.iter().find_map(|e| if let Effect::Exit(o) = e { Some(o.clone()) } else { None })
+}
+
+fn subscribe_call(effects: &[&Effect]) -> Option<crate::proto::executor::Call> {
+    effects.iter().find_map(|e| if let Effect::Subscribe { call, .. } = e { call.clone() } else { None })
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[tokio::test(start_paused = true)]
+async fn launch_without_hooks_forks_in_the_same_step() {
+    let mut h = Harness::new(&[], false);
+    h.subscribe(false);
+    let effects =
+        h.event(Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task: task(None) }), ..Default::default() });
+    assert!(matches!(effects.as_slice(), [Effect::SendUpdate(s), Effect::Spawn(_)] if s.state() == TaskState::TaskStarting));
+    let effects = h.input(Input::TaskSpawned(PID));
+    assert!(matches!(effects.first(), Some(Effect::SendUpdate(s)) if s.state() == TaskState::TaskRunning));
+    assert!(effects.iter().any(|e| matches!(e, Effect::StartChecks { .. })));
+    assert!(effects.iter().all(|e| !matches!(e, Effect::RunHooks(_))), "no chain round trip without hooks");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_repeated_kill_can_only_shorten_the_grace() {
+    let mut h = Harness::new(&[], false);
+    h.subscribe(false);
+    h.launch(task(Some(secs(30))));
+    let start = Instant::now();
+    h.kill(Some(secs(10)));
+    assert_eq!(h.kill_deadline(), Some(start + secs(10)), "the KILL's policy overrides the task's");
+    tokio::time::advance(secs(2)).await;
+    h.kill(Some(secs(20)));
+    assert_eq!(h.kill_deadline(), Some(start + secs(10)), "a longer grace is ignored");
+    h.kill(None);
+    assert_eq!(h.kill_deadline(), Some(start + secs(10)), "the task's 30 s does not lengthen it");
+    h.kill(Some(secs(5)));
+    assert_eq!(h.kill_deadline(), Some(start + secs(5)), "measured from the first KILL");
+    h.kill(Some(secs(1)));
+    assert_eq!(h.kill_deadline(), Some(Instant::now()), "never before now");
+    let effects = h.advance(Duration::ZERO).await;
+    assert_eq!(signals(&effects), vec![Signal::SIGKILL]);
+    assert_eq!(signals(&h.effects.iter().collect::<Vec<_>>()), vec![Signal::SIGTERM, Signal::SIGKILL], "one SIGTERM, one SIGKILL");
+}
+
+#[tokio::test(start_paused = true)]
+async fn kill_sends_killing_only_with_the_capability_and_escalates_at_the_deadline() {
+    let mut h = Harness::new(&[], false);
+    h.subscribe(true);
+    h.launch(task(None));
+    let effects = h.kill(None);
+    assert!(matches!(effects.first(), Some(Effect::SendUpdate(s)) if s.state() == TaskState::TaskKilling));
+    assert_eq!(signals(&effects), vec![Signal::SIGTERM]);
+    assert!(h.advance(secs(2)).await.is_empty(), "nothing before the 3 s default grace");
+    let effects = h.advance(secs(1)).await;
+    assert_eq!(signals(&effects), vec![Signal::SIGKILL]);
+    let effects = h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 9, core_dumped: false }));
+    assert_eq!(signals(&effects), vec![Signal::SIGKILL], "leftovers are swept");
+    assert_eq!(h.states(), vec![TaskState::TaskStarting, TaskState::TaskRunning, TaskState::TaskKilling, TaskState::TaskKilled]);
+
+    let mut h = Harness::new(&[], false);
+    h.subscribe(false);
+    h.launch(task(None));
+    h.kill(None);
+    assert!(!h.states().contains(&TaskState::TaskKilling), "no TASK_KILLING without the capability");
+}
+
+/// Runs `end` on a running task with hooks configured and checks that
+/// before-terminate runs exactly once, before the first SIGTERM.
+async fn before_terminate_once(end: impl FnOnce(&mut Harness)) -> Harness {
+    let mut h = Harness::new(&[("MESOS_CHECKPOINT", "0")], true);
+    h.subscribe(false);
+    h.launch(task(Some(secs(10))));
+    end(&mut h);
+    assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
+    let first_term = h.effects.iter().position(|e| matches!(e, Effect::SignalTree { signal: Signal::SIGTERM, .. }));
+    let hooks_at = h.effects.iter().position(|e| matches!(e, Effect::RunHooks(c) if c.event == HookEvent::BeforeTerminate));
+    assert!(first_term.is_none(), "no SIGTERM while the hooks run");
+    assert!(hooks_at.is_some());
+    // A second trigger of any kind does not run the chain again.
+    h.kill(Some(secs(5)));
+    h.input(Input::Signal("SIGTERM"));
+    assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
+    let effects = h.hook_done(HookEvent::BeforeTerminate);
+    assert_eq!(signals(&effects), vec![Signal::SIGTERM], "SIGTERM follows the hooks");
+    h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+    assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
+    h
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_terminate_runs_once_on_kill() {
+    let h = before_terminate_once(|h| {
+        h.kill(None);
+    })
+    .await;
+    assert_eq!(h.states().last(), Some(&TaskState::TaskKilled));
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_terminate_runs_once_on_shutdown() {
+    let mut h = before_terminate_once(|h| {
+        h.event(Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() });
+    })
+    .await;
+    assert_eq!(h.states().last(), Some(&TaskState::TaskKilled));
+    let effects = h.ack_all();
+    assert_eq!(exit(&effects), Some(Outcome::Completed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_terminate_runs_once_on_executor_sigterm() {
+    let mut h = before_terminate_once(|h| {
+        h.input(Input::Signal("SIGTERM"));
+    })
+    .await;
+    assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_terminate_runs_once_on_agent_loss() {
+    let mut h = before_terminate_once(|h| {
+        h.input(Input::Disconnected("connection reset".into()));
+    })
+    .await;
+    assert!(h.effects.iter().any(|e| matches!(e, Effect::StopSender)));
+    assert_eq!(h.states().last(), Some(&TaskState::TaskKilled));
+    assert_eq!(exit(&h.effects.iter().collect::<Vec<_>>()), Some(Outcome::AgentLost), "no ACK can come: exit at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_terminate_runs_once_when_the_task_exits_by_itself() {
+    let mut h = Harness::new(&[], true);
+    h.subscribe(false);
+    h.launch(task(None));
+    let effects = h.input(Input::TaskExited(ExitOutcome::Exited(0)));
+    assert!(signals(&effects).is_empty());
+    assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
+    assert_eq!(h.states().last(), Some(&TaskState::TaskRunning), "the terminal update waits for the hooks");
+    let effects = h.hook_done(HookEvent::BeforeTerminate);
+    assert_eq!(signals(&effects), vec![Signal::SIGKILL], "leftovers are swept before the report");
+    assert_eq!(h.states().last(), Some(&TaskState::TaskFinished));
+    h.kill(None);
+    assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
+    assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_terminate_runs_once_without_a_task() {
+    let mut h = Harness::new(&[], true);
+    h.subscribe(false);
+    let effects = h.event(Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() });
+    assert!(matches!(effects.as_slice(), [Effect::RunHooks(c)] if c.event == HookEvent::BeforeTerminate && c.task.is_none()));
+    let effects = h.hook_done(HookEvent::BeforeTerminate);
+    assert_eq!(exit(&effects), Some(Outcome::Completed));
+    assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_exits_during_the_hooks_is_reported_after_them() {
+    let mut h = Harness::new(&[], true);
+    h.subscribe(false);
+    h.launch(task(None));
+    h.kill(None);
+    let effects = h.input(Input::TaskExited(ExitOutcome::Exited(0)));
+    assert!(effects.is_empty(), "nothing is reported while before-terminate runs");
+    let effects = h.hook_done(HookEvent::BeforeTerminate);
+    assert!(signals(&effects).iter().all(|s| *s == Signal::SIGKILL), "no SIGTERM to a task that is gone");
+    assert_eq!(h.states().last(), Some(&TaskState::TaskKilled));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hooks_that_outlive_their_budget_do_not_delay_the_sigterm() {
+    let mut h = Harness::new(&[], true);
+    h.subscribe(false);
+    h.launch(task(Some(secs(10))));
+    h.kill(None);
+    assert!(h.advance(secs(8)).await.is_empty(), "budget: all of the grace but one second");
+    let effects = h.advance(secs(1)).await;
+    assert_eq!(signals(&effects), vec![Signal::SIGTERM]);
+    let effects = h.advance(secs(1)).await;
+    assert_eq!(signals(&effects), vec![Signal::SIGKILL]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_task_ignores_everything_but_acknowledgements() {
+    let mut h = Harness::new(&[], false);
+    h.subscribe(false);
+    h.launch(task(None));
+    h.input(Input::TaskExited(ExitOutcome::Exited(3)));
+    assert_eq!(h.states().last(), Some(&TaskState::TaskFailed));
+    let before = h.effects.len();
+    h.kill(None);
+    h.input(Input::TaskExited(ExitOutcome::Exited(0)));
+    h.input(Input::HealthProbe(crate::health::Observation::Http(500)));
+    h.input(Input::CheckProbe(crate::health::Observation::Exited(1)));
+    h.input(Input::HookDone { event: HookEvent::AfterHealthy, result: ChainResult::Ok { env: Vec::new() } });
+    assert_eq!(h.effects.len(), before, "no update, signal or hook after the terminal update");
+    assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_acknowledgement_in_time_exits_unacknowledged() {
+    let mut h = Harness::new(&[("HOOK_EXECUTOR_ACK_TIMEOUT", "10secs")], false);
+    h.subscribe(false);
+    h.launch(task(None));
+    h.input(Input::TaskExited(ExitOutcome::Exited(0)));
+    assert!(exit(&h.advance(secs(9)).await).is_none());
+    assert_eq!(exit(&h.advance(secs(1)).await), Some(Outcome::Unacknowledged));
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_shutdown_accepted_updates_are_enough_at_the_end_of_the_budget() {
+    for accepted in [true, false] {
+        let mut h = Harness::new(&[], false);
+        h.subscribe(false);
+        h.launch(task(None));
+        h.event(Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() });
+        h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+        if accepted {
+            let uuids: Vec<Vec<u8>> = h.state.log.pending().iter().filter_map(|s| s.uuid.clone()).collect();
+            for uuid in uuids {
+                h.input(Input::UpdateAccepted(uuid));
+            }
+        }
+        // 20 s shutdown grace: wait until 0.5 s before it.
+        assert!(exit(&h.advance(secs(19)).await).is_none());
+        let outcome = exit(&h.advance(Duration::from_millis(500)).await);
+        let expected = if accepted { Outcome::Completed } else { Outcome::Unacknowledged };
+        assert_eq!(outcome, Some(expected));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agent_may_come_back_within_the_recovery_timeout() {
+    let mut h = Harness::new(
+        &[("MESOS_CHECKPOINT", "1"), ("MESOS_RECOVERY_TIMEOUT", "15mins"), ("MESOS_SUBSCRIPTION_BACKOFF_MAX", "2secs")],
+        false,
+    );
+    h.subscribe(false);
+    h.launch(task(None));
+    h.input(Input::Disconnected("agent restarting".into()));
+    assert!(signals(&h.advance(Duration::from_secs(14 * 60)).await).is_empty(), "the task keeps running");
+    // An update produced while the agent is away travels in the next SUBSCRIBE.
+    h.input(Input::TaskExited(ExitOutcome::Exited(0)));
+    let (reply, _rx) = tokio::sync::oneshot::channel();
+    let effects = h.input(Input::SubscribeRequest(reply));
+    let call = subscribe_call(&effects).expect("a SUBSCRIBE call");
+    let carried = call.subscribe.expect("subscribe").unacknowledged_updates;
+    assert_eq!(carried.last().map(|u| u.status.state()), Some(TaskState::TaskFinished));
+    let before = h.effects.len();
+    h.subscribe(false);
+    let resent: usize = h.effects[before..].iter().map(|e| if let Effect::StartSender { resend } = e { resend.len() } else { 0 }).sum();
+    assert_eq!(resent, 0, "what the SUBSCRIBE carried is not sent again");
+    assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_recovery_timeout_the_task_is_killed_and_the_executor_exits() {
+    let mut h =
+        Harness::new(&[("MESOS_CHECKPOINT", "1"), ("MESOS_RECOVERY_TIMEOUT", "1mins"), ("MESOS_SUBSCRIPTION_BACKOFF_MAX", "2secs")], false);
+    h.subscribe(false);
+    h.launch(task(None));
+    h.input(Input::Disconnected("agent gone".into()));
+    let effects = h.advance(secs(60)).await;
+    assert_eq!(signals(&effects), vec![Signal::SIGTERM]);
+    let (reply, _rx) = tokio::sync::oneshot::channel();
+    let effects = h.input(Input::SubscribeRequest(reply));
+    assert!(matches!(effects.as_slice(), [Effect::Subscribe { call: None, .. }]), "no more SUBSCRIBE once the agent is given up");
+    let effects = h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+    assert_eq!(exit(&effects), Some(Outcome::AgentLost));
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_registering_gives_up_at_the_registration_timeout() {
+    let mut h = Harness::new(&[("HOOK_EXECUTOR_REGISTRATION_TIMEOUT", "30secs")], false);
+    assert!(exit(&h.advance(secs(29)).await).is_none());
+    assert_eq!(exit(&h.advance(secs(1)).await), Some(Outcome::AgentLost));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kill_before_the_process_exists_reports_killed_and_never_forks() {
+    let mut h = Harness::new(&[], true);
+    h.subscribe(false);
+    h.event(Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task: task(None) }), ..Default::default() });
+    let effects = h.kill(None);
+    assert!(effects.iter().any(|e| matches!(e, Effect::CancelBeforeStart)));
+    assert!(signals(&effects).is_empty());
+    assert_eq!(h.states(), vec![TaskState::TaskStarting, TaskState::TaskKilled]);
+    let effects = h.hook_done(HookEvent::BeforeStart);
+    assert!(effects.iter().all(|e| !matches!(e, Effect::Spawn(_))), "a late before-start result does not fork");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kill_for_a_task_never_seen_is_answered_once() {
+    let mut h = Harness::new(&[], false);
+    h.subscribe(false);
+    h.kill(None);
+    h.kill(None);
+    assert_eq!(h.states(), vec![TaskState::TaskKilled]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_executor_signal_escalates_at_once() {
+    let mut h = Harness::new(&[], false);
+    h.subscribe(false);
+    h.launch(task(Some(secs(30))));
+    assert_eq!(signals(&h.input(Input::Signal("SIGTERM"))), vec![Signal::SIGTERM]);
+    assert_eq!(signals(&h.advance(Duration::ZERO).await), Vec::<Signal>::new());
+    h.input(Input::Signal("SIGINT"));
+    assert_eq!(signals(&h.advance(Duration::ZERO).await), vec![Signal::SIGKILL]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_before_start_hook_fails_the_task_without_a_process() {
+    let mut h = Harness::new(&[], true);
+    h.subscribe(false);
+    h.event(Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task: task(None) }), ..Default::default() });
+    let effects = h.input(Input::HookDone {
+        event: HookEvent::BeforeStart,
+        result: ChainResult::Failed { hook: "policy", reason: "privileged containers are not allowed".into() },
+    });
+    assert!(effects.iter().all(|e| !matches!(e, Effect::Spawn(_))));
+    let failed = h.state.log.pending().last().cloned().expect("an update");
+    assert_eq!(failed.state(), TaskState::TaskFailed);
+    assert_eq!(failed.reason(), v1::task_status::Reason::TaskUnauthorized);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_after_start_hook_kills_the_task_as_failed() {
+    let mut h = Harness::new(&[], true);
+    h.subscribe(false);
+    h.launch(task(None));
+    h.input(Input::HookDone { event: HookEvent::AfterStart, result: ChainResult::Failed { hook: "exec", reason: "exit 1".into() } });
+    h.hook_done(HookEvent::BeforeTerminate);
+    h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+    let last = h.state.log.pending().last().cloned().expect("an update");
+    assert_eq!(last.state(), TaskState::TaskFailed);
+    assert!(last.message().starts_with("after-start hook `exec` failed: exit 1"), "{}", last.message());
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_completion_time_fails_the_task_without_grace() {
+    let mut h = Harness::new(&[], false);
+    h.subscribe(false);
+    let mut t = task(Some(secs(30)));
+    t.max_completion_time = Some(v1::DurationInfo { nanoseconds: 5_000_000_000 });
+    h.launch(t);
+    let effects = h.advance(secs(5)).await;
+    assert_eq!(signals(&effects), vec![Signal::SIGTERM]);
+    assert_eq!(h.kill_deadline(), Some(Instant::now()), "no grace");
+    h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+    let last = h.state.log.pending().last().cloned().expect("an update");
+    assert_eq!(last.state(), TaskState::TaskFailed);
+    assert_eq!(last.reason(), v1::task_status::Reason::MaxCompletionTimeReached);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_grace_does_not_overflow_the_clock() {
+    let mut h = Harness::new(&[], false);
+    h.subscribe(false);
+    h.launch(task(None));
+    h.kill(Some(Duration::from_nanos(u64::try_from(i64::MAX).expect("fits"))));
+    assert!(h.kill_deadline().is_some_and(|d| d > Instant::now() + secs(86_400)));
+}

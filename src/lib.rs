@@ -1,42 +1,49 @@
 //! `mesos-hook-executor`: a custom Apache Mesos executor.
 //!
 //! # Layout
+//! Each folder is one part of the executor; the arrows are the only imports
+//! between them (checked by `tests/it/layout.rs`: no cycles, leaves import
+//! nothing of ours).
+//! - [`executor`]: the owner of all state. `state` + `input` → `step` (pure,
+//!   unit-tested) → `effect`s, carried out by the loop in `executor/mod.rs`.
+//!   → agent, task, hooks, health, remote, config, status.
+//! - [`agent`]: the Mesos side: HTTP client for the agent's v1 executor API
+//!   (http, https, http+unix), RecordIO framing, the SUBSCRIBE loop and update
+//!   sender, the update log with the unacknowledged set, backoff.
+//! - [`task`]: the task itself: `TaskInfo` → launch spec (pure), spawning and
+//!   the one child reaper, process-tree signalling, kill causes, grace periods
+//!   and the terminal status (pure).
+//! - [`hooks`]: hook chains (`policy`, `exec`, `consul`, `webhook`) around the
+//!   task's life. → task, net.
+//! - [`health`]: Mesos health checks and generic checks: specs, probes, verdicts.
+//!   → task, net.
+//! - [`remote`]: the remote-execution API on a local Unix socket, its command
+//!   registry and output capture. → task, status.
+//! - [`net`]: outbound connections other than the agent's (TLS trust, HTTP).
 //! - [`config`]: the environment, read once and validated as a whole.
-//! - [`duration`]: Mesos duration strings.
-//! - [`proto`]: generated Mesos v1 types.
-//! - [`recordio`]: the agent's stream framing.
-//! - [`agent`]: HTTP client for the agent's executor API (http, https, http+unix).
-//! - [`subscription`]: the SUBSCRIBE loop with Mesos' reconnect backoff.
-//! - [`updates`]: status updates, their uuids and the unacknowledged set.
-//! - [`launch`]: TaskInfo → program, environment, user (pure).
-//! - [`marathon`]: a Marathon app definition as Marathon hands it to Mesos.
-//! - [`policy`]: kill grace, terminal state and other decisions (pure).
-//! - [`process`]: spawning, the child reaper, process-tree signalling.
-//! - [`executor`]: the owner of all executor state and its event loop.
-//! - [`hooks`]: hook chains (`policy`, `exec`, `consul`, `webhook`) around the task's life.
-//! - [`transport`]: the client stream type and TLS trust modes shared by every client.
-//! - [`http`]: a minimal outbound HTTP client for hooks (every call with a timeout).
-//! - [`health`]: Mesos health checks and generic checks (checkers and verdicts).
-//! - [`remote`]: the remote-execution API on a local Unix socket (the
-//!   command registry lives there, outside the owner: it is not task state).
-//! - [`emulator`]: a local Mesos agent emulator for tests and `make demo`.
+//! - [`status`], `util`, [`proto`]: leaves — the status snapshot the remote API
+//!   reads, small helpers (deadline sleep, lock), generated Mesos v1 types.
+//! - `emulator` (cargo feature `emulator`, on for tests, benches and examples
+//!   only): a local Mesos agent emulator and the Marathon app translation the
+//!   demo uses. Release builds contain none of it.
 //!
 //! # Theory of operation
-//! One task (the [`executor::Executor`]) owns every piece of mutable state and
+//! One task owns every piece of mutable state ([`executor`]'s `State`) and
 //! reads one inbox of [`executor::Input`]s: agent events, stream connected or
 //! lost, child exits, update call results, hook chain results, health probe
-//! results, OS signals. Everything that waits on I/O — the subscription, the
-//! update sender, the child reaper, hook chains, the health checkers — runs in
-//! its own task and reports back through that inbox, so the owner never
-//! blocks; its only other wake-up is its nearest deadline (before-terminate
-//! budget, SIGKILL escalation, recovery timeout, acknowledgement wait). The
-//! remote API reads a status snapshot the owner publishes and keeps its own
-//! command registry. Decisions are delegated to pure functions in
-//! [`policy`] and [`launch`], which carry the unit tests.
+//! results, OS signals. Each input goes through `State::step(input, now)`, a
+//! pure function that returns effects (send an update, spawn the task, run a
+//! hook chain, signal a process tree, start or stop checks, exit). The loop
+//! carries them out: everything that waits on I/O — the subscription, the
+//! update sender, the child reaper, hook chains, the health checkers, walks of
+//! `/proc` — runs in its own task and reports back through the inbox, so the
+//! owner never blocks; its only other wake-up is the state's nearest deadline
+//! (before-terminate budget, SIGKILL escalation, recovery timeout,
+//! acknowledgement wait, max completion time).
 //!
 //! The remote-execution API ([`remote`]) runs beside the owner, not through
 //! it: its commands are the operator's, not the task's, so their registry has
-//! its own lock, and the owner only publishes a [`executor::StatusSnapshot`]
+//! its own lock, and the owner only publishes a [`status::StatusSnapshot`]
 //! for `/remote/status`. Its children still go through the one reaper.
 
 pub mod agent;

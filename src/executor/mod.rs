@@ -27,7 +27,7 @@ use crate::{
         v1::{self, task_status::Reason, TaskState},
     },
     task::launch::{self, LaunchContext, LaunchSpec},
-    task::process::{self, Reaper, Role},
+    task::process::{self, Reaper},
     task::termination::{self, ExitOutcome, KillCause},
 };
 
@@ -673,7 +673,7 @@ impl Executor {
             }
         };
         let mut command = process::task_command(&spec, user);
-        let (pid, exit) = match self.reaper.spawn(&mut command, Role::Task) {
+        let (pid, exit) = match self.reaper.spawn_task(&mut command) {
             Ok(spawned) => spawned,
             Err(cause) => {
                 let e = process::SpawnError::Exec { command: spec.program.display(), cwd: spec.cwd.display().to_string(), cause };
@@ -923,7 +923,7 @@ impl Executor {
                 match result {
                     ChainResult::Ok { env } => self.start_process(info, *spec, env),
                     ChainResult::Failed { hook, reason } => {
-                        let why = if hook == "policy" { Some(Reason::TaskUnauthorized) } else { None };
+                        let why = matches!(reason, hooks::HookError::Policy(_)).then_some(Reason::TaskUnauthorized);
                         self.fail_task(&info.task_id, format!("before-start hook `{hook}` refused the launch: {reason}"), why);
                     }
                 }

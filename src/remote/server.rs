@@ -91,16 +91,22 @@ pub(crate) enum Access {
 
 /// State shared by every connection.
 pub(crate) struct Shared {
+    /// Running commands and retained results.
     pub(crate) registry: Arc<Registry>,
+    /// What the executor's owner publishes for `/remote/status`.
     pub(crate) status: watch::Receiver<StatusSnapshot>,
     /// The environment every command starts from (the task's rules).
     pub(crate) base_env: BTreeMap<String, String>,
+    /// `sandbox_dir` of `/remote/status`.
     pub(crate) sandbox_dir: String,
+    /// `work_dir` of `/remote/status`.
     pub(crate) work_dir: String,
-    allowed_uids: Vec<u32>,
-    pub(crate) token: Option<Secret>,
+    /// `HOOK_EXECUTOR_REMOTE_MAX_BODY`.
     pub(crate) max_body: usize,
+    /// Cancelled by [`Server::stop`]: ends connections and SSE streams.
     pub(crate) shutdown: CancellationToken,
+    allowed_uids: Vec<u32>,
+    token: Option<Secret>,
     /// Connection slots of the Unix socket.
     unix_connections: Arc<Semaphore>,
     /// Connection slots of the TCP listener.

@@ -166,8 +166,8 @@ impl Reaper {
         // pre_exec, so std can use posix_spawn (fast).
         command.stdin(stdio.stdin).stdout(stdio.stdout).stderr(stdio.stderr).process_group(0);
         let (mut child, rx) = self.register(&mut command, Role::Auxiliary).map_err(SpawnError::Start)?;
-        // Our copies of any pipe ends the caller passed in go now, or its
-        // pipes would never reach EOF.
+        // Close our copies of descriptors the caller handed the child (a
+        // pipe's write end kept here would never let its reader see EOF).
         drop(command);
         let pid = pid_i32(child.id());
         // From here on an early return drops `aux`, which kills the group.
@@ -223,6 +223,7 @@ enum Exit {
 /// the group (ESRCH, an empty group, is harmless): the cleanup after a run,
 /// on timeout and when the owning task is aborted.
 #[derive(Debug)]
+#[must_use = "dropping an Auxiliary kills its process group"]
 pub(crate) struct Auxiliary {
     pid: i32,
     exit: Exit,

@@ -15,7 +15,7 @@ use crate::{
 /// the tasks that do I/O; `TaskSpawned`, `SpawnFailed` and `Deadline` are made
 /// by the owner loop itself.
 #[derive(Debug)]
-pub enum Input {
+pub(crate) enum Input {
     /// The subscription loop is about to SUBSCRIBE and needs the call (carrying
     /// the unacknowledged tasks and updates); `None` stops the loop.
     SubscribeRequest(tokio::sync::oneshot::Sender<Option<Call>>),

@@ -31,7 +31,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-pub use self::input::Input;
+pub(crate) use self::input::Input;
 pub(crate) use self::{effect::Effect, state::State};
 pub use crate::status::StatusSnapshot;
 use crate::{
@@ -42,7 +42,7 @@ use crate::{
     proto::v1::{self, task_status::Reason},
     task::{
         launch::{self, LaunchSpec},
-        process::{self, Reaper, Role},
+        process::{self, Reaper},
         termination::ExitOutcome,
     },
 };
@@ -280,7 +280,7 @@ impl Runtime {
             Err(e) => return Input::SpawnFailed { message: format!("Cannot launch task: {e}"), reason: Some(Reason::TaskInvalid) },
         };
         let mut command = process::task_command(spec, user);
-        match self.reaper.spawn(&mut command, Role::Task) {
+        match self.reaper.spawn_task(&mut command) {
             Ok((pid, exit)) => {
                 let inbox = self.inbox.clone();
                 tokio::spawn(async move {

@@ -580,7 +580,7 @@ impl State {
                 match result {
                     ChainResult::Ok { env } => self.spawn(info, spec, env),
                     ChainResult::Failed { hook, reason } => {
-                        let why = if hook == "policy" { Some(Reason::TaskUnauthorized) } else { None };
+                        let why = matches!(reason, hooks::HookError::Policy(_)).then_some(Reason::TaskUnauthorized);
                         self.fail_task(&info.task_id, format!("before-start hook `{hook}` refused the launch: {reason}"), why, now);
                     }
                 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::{Effect, Input, Outcome, State};
 use crate::{
     config::Config,
-    hooks::{ChainResult, HookEvent},
+    hooks::{ChainResult, HookError, HookEvent},
     proto::{
         executor::{event, Event},
         v1::{self, framework_info::capability, TaskState},
@@ -282,7 +282,7 @@ async fn before_terminate_runs_once_on_executor_sigterm() {
 
 #[tokio::test(start_paused = true)]
 async fn before_terminate_runs_once_on_agent_loss() {
-    let mut h = before_terminate_once(|h| {
+    let h = before_terminate_once(|h| {
         h.input(Input::Disconnected("connection reset".into()));
     })
     .await;
@@ -476,12 +476,13 @@ async fn a_second_executor_signal_escalates_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_before_start_hook_fails_the_task_without_a_process() {
+    // A policy refusal is REASON_TASK_UNAUTHORIZED, whatever the hook's name.
     let mut h = Harness::new(&[], true);
     h.subscribe(false);
     h.event(Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task: task(None) }), ..Default::default() });
     let effects = h.input(Input::HookDone {
         event: HookEvent::BeforeStart,
-        result: ChainResult::Failed { hook: "policy", reason: "privileged containers are not allowed".into() },
+        result: ChainResult::Failed { hook: "policy", reason: HookError::Policy(crate::hooks::policy::Violation::Privileged) },
     });
     assert!(effects.iter().all(|e| !matches!(e, Effect::Spawn(_))));
     let failed = h.state.log.pending().last().cloned().expect("an update");
@@ -494,12 +495,18 @@ async fn a_failed_after_start_hook_kills_the_task_as_failed() {
     let mut h = Harness::new(&[], true);
     h.subscribe(false);
     h.launch(task(None));
-    h.input(Input::HookDone { event: HookEvent::AfterStart, result: ChainResult::Failed { hook: "exec", reason: "exit 1".into() } });
+    h.input(Input::HookDone {
+        event: HookEvent::AfterStart,
+        result: ChainResult::Failed {
+            hook: "exec",
+            reason: HookError::ScriptFailed { script: "10-check".into(), outcome: ExitOutcome::Exited(1), stderr: "no".into() },
+        },
+    });
     h.hook_done(HookEvent::BeforeTerminate);
     h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
     let last = h.state.log.pending().last().cloned().expect("an update");
     assert_eq!(last.state(), TaskState::TaskFailed);
-    assert!(last.message().starts_with("after-start hook `exec` failed: exit 1"), "{}", last.message());
+    assert!(last.message().starts_with("after-start hook `exec` failed: 10-check exited with status 1: no"), "{}", last.message());
 }
 
 #[tokio::test(start_paused = true)]

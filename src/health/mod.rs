@@ -45,7 +45,6 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -62,7 +61,7 @@ use crate::{
     agent::updates,
     proto::v1::{self, check_info, check_status_info, health_check, network_info::Protocol, task_status::Reason},
     task::launch::{self, Program},
-    task::process::{Reaper, Role},
+    task::process::{AuxiliaryStdio, Reaper},
     task::termination::{self, ExitOutcome},
 };
 
@@ -653,14 +652,14 @@ fn spawn_checker<T: Send + 'static>(
 /// executor's stderr, in the task's environment and sandbox.
 async fn command_probe(program: &Program, env: &BTreeMap<String, String>, cwd: &Path, reaper: &Reaper) -> Observation {
     let mut cmd = crate::task::process::program_command(program);
-    cmd.env_clear().envs(env).current_dir(cwd).stdin(Stdio::null()).process_group(0);
-    cmd.stdout(executor_stderr()).stderr(executor_stderr());
-    let (pid, exit) = match reaper.spawn(&mut cmd, Role::Auxiliary) {
-        Ok(spawned) => spawned,
+    cmd.env_clear().envs(env).current_dir(cwd);
+    let stdio = AuxiliaryStdio { stdin: Stdio::null(), stdout: executor_stderr(), stderr: executor_stderr() };
+    // Dropped on every way out (the check's timeout drops this future): the group goes with it.
+    let mut check = match reaper.spawn_auxiliary(cmd, stdio) {
+        Ok(check) => check,
         Err(e) => return Observation::Error(format!("cannot start the check command `{}`: {e}", program.display())),
     };
-    let _group = crate::task::process::GroupGuard(i32::try_from(pid).unwrap_or(i32::MAX));
-    match exit.await {
+    match check.wait().await {
         Ok(ExitOutcome::Exited(code)) => Observation::Exited(code),
         Ok(ExitOutcome::Signaled { signal, .. }) => {
             Observation::Error(format!("Command terminated with signal {}", termination::signal_description(signal)))

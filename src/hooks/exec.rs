@@ -17,14 +17,15 @@
 //! warning (as `run-parts` does), so a script can be disabled with `chmod -x`.
 
 use std::{
-    os::unix::{fs::PermissionsExt, process::CommandExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Hook, HookContext, HookError, HookEvent, HookFuture};
+use crate::task::{process::AuxiliaryStdio, termination::ExitOutcome};
 
 /// Largest stdout kept from one script (it only carries KEY=VALUE lines).
 const MAX_STDOUT: usize = 64 * 1024;
@@ -35,14 +36,14 @@ const STDERR_TAIL: usize = 512;
 
 /// Runs hook scripts from a directory tree.
 #[derive(Debug, Clone)]
-pub struct ExecHook {
+pub(crate) struct ExecHook {
     dir: PathBuf,
 }
 
 impl ExecHook {
     /// Scripts live in `dir/<event>.d/`.
     #[must_use]
-    pub fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf) -> Self {
         Self { dir }
     }
 
@@ -52,7 +53,7 @@ impl ExecHook {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(HookError::new(format!("reading {}: {e}", dir.display()))),
+            Err(cause) => return Err(HookError::ScriptDir { dir, cause }),
         };
         let mut scripts: Vec<PathBuf> = entries
             .filter_map(Result::ok)
@@ -119,16 +120,12 @@ async fn run_script(script: &Path, ctx: &HookContext, added: &[(String, String)]
         .env("MESOS_SANDBOX", &ctx.sandbox)
         .env("MESOS_FRAMEWORK_ID", &ctx.framework_id)
         .env("MESOS_EXECUTOR_ID", &ctx.executor_id)
-        .current_dir(&ctx.sandbox)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let (spawned, exit) = ctx.reaper.spawn_with_pipes(&mut cmd).map_err(|e| HookError::new(format!("{name}: cannot start: {e}")))?;
+        .current_dir(&ctx.sandbox);
     // Kills the script's whole group when dropped: on timeout the chain drops
     // this future, and nothing of the script may survive.
-    let guard = crate::task::process::GroupGuard(spawned.pid);
-    let mut stdin = spawned.stdin;
+    let mut child =
+        ctx.reaper.spawn_auxiliary(cmd, AuxiliaryStdio::piped()).map_err(|cause| HookError::ScriptStart { script: name.clone(), cause })?;
+    let mut stdin = child.stdin.take();
     let document = ctx.document().to_string();
     // A script may ignore its stdin and exit before reading it: a broken pipe
     // here is not a failure.
@@ -138,13 +135,13 @@ async fn run_script(script: &Path, ctx: &HookContext, added: &[(String, String)]
         }
         drop(stdin);
     };
-    let read_out = read_capped(spawned.stdout, MAX_STDOUT, false);
-    let read_err = read_capped(spawned.stderr, MAX_STDERR, true);
+    let read_out = read_capped(child.stdout.take(), MAX_STDOUT, false);
+    let read_err = read_capped(child.stderr.take(), MAX_STDERR, true);
     let ((), out, err) = tokio::join!(feed, read_out, read_err);
-    let outcome = exit.await.map_err(|_| HookError::new(format!("{name}: lost track of the script's exit")))?;
-    drop(guard);
+    let outcome = child.wait().await.map_err(|cause| HookError::ScriptLost { script: name.clone(), cause })?;
+    drop(child);
     match outcome {
-        crate::task::termination::ExitOutcome::Exited(0) => {
+        ExitOutcome::Exited(0) => {
             if err.is_empty() {
                 tracing::debug!(script = %name, event = %ctx.event, "hook script succeeded");
             } else {
@@ -152,16 +149,7 @@ async fn run_script(script: &Path, ctx: &HookContext, added: &[(String, String)]
             }
             Ok(String::from_utf8_lossy(&out).into_owned())
         }
-        other => Err(HookError::new(format!("{name} {}: {}", describe(other), stderr_tail(&err)))),
-    }
-}
-
-fn describe(outcome: crate::task::termination::ExitOutcome) -> String {
-    match outcome {
-        crate::task::termination::ExitOutcome::Exited(code) => format!("exited with status {code}"),
-        crate::task::termination::ExitOutcome::Signaled { signal, .. } => {
-            format!("was killed by {}", crate::task::termination::signal_name(signal))
-        }
+        outcome => Err(HookError::ScriptFailed { script: name, outcome, stderr: stderr_tail(&err) }),
     }
 }
 
@@ -203,7 +191,7 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(reader: Option<R>, cap: us
 
 /// Parses a before-start script's stdout: `KEY=VALUE` lines, blank lines and
 /// `#` comments. Anything else is an error naming the script and the line.
-pub fn parse_env_lines(stdout: &str, script: &Path) -> Result<Vec<(String, String)>, HookError> {
+pub(crate) fn parse_env_lines(stdout: &str, script: &Path) -> Result<Vec<(String, String)>, HookError> {
     let mut out = Vec::new();
     for (number, line) in stdout.lines().enumerate() {
         let trimmed = line.trim();
@@ -214,12 +202,11 @@ pub fn parse_env_lines(stdout: &str, script: &Path) -> Result<Vec<(String, Strin
         match valid {
             Some((key, value)) => out.push((key.to_owned(), value.to_owned())),
             None => {
-                return Err(HookError::new(format!(
-                    "{} printed an invalid line {}: {:?} (expected KEY=VALUE with KEY of letters, digits and _)",
-                    script_name(script),
-                    number + 1,
-                    line.chars().take(80).collect::<String>()
-                )))
+                return Err(HookError::ScriptOutput {
+                    script: script_name(script),
+                    line: number + 1,
+                    text: line.chars().take(80).collect(),
+                })
             }
         }
     }
@@ -239,11 +226,11 @@ mod tests {
     fn env_lines_are_parsed_strictly() {
         let p = Path::new("/hooks/before-start.d/10-env");
         assert_eq!(
-            parse_env_lines("A=1\n\n# comment\nB_2=x=y\nEMPTY=\n", p),
-            Ok(vec![("A".into(), "1".into()), ("B_2".into(), "x=y".into()), ("EMPTY".into(), String::new())])
+            parse_env_lines("A=1\n\n# comment\nB_2=x=y\nEMPTY=\n", p).expect("valid"),
+            vec![("A".to_owned(), "1".to_owned()), ("B_2".to_owned(), "x=y".to_owned()), ("EMPTY".to_owned(), String::new())]
         );
-        let err = parse_env_lines("A=1\nnot a variable\n", p).expect_err("invalid");
-        assert!(err.reason.contains("10-env printed an invalid line 2"), "{}", err.reason);
+        let err = parse_env_lines("A=1\nnot a variable\n", p).expect_err("invalid").to_string();
+        assert!(err.contains("10-env printed an invalid line 2"), "{err}");
         assert!(parse_env_lines("1A=x", p).is_err());
         assert!(parse_env_lines("A B=x", p).is_err());
         assert!(parse_env_lines("=x", p).is_err());

@@ -15,18 +15,22 @@
 //! - `before-terminate`: every hook runs even if an earlier one failed (a failed
 //!   webhook must not skip the Consul deregistration); failures are only logged.
 
-pub mod consul;
-pub mod exec;
-pub mod policy;
-pub mod webhook;
+pub(crate) mod consul;
+pub(crate) mod exec;
+pub(crate) mod policy;
+pub(crate) mod webhook;
 
 use std::{collections::BTreeMap, fmt, future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
 
-use crate::{proto::v1, task::process::Reaper};
+use crate::{
+    proto::v1,
+    task::process::{ExitLost, Reaper, SpawnError},
+    task::termination::ExitOutcome,
+};
 
 /// When a chain runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HookEvent {
+pub(crate) enum HookEvent {
     /// After LAUNCH, before the task's process exists.
     BeforeStart,
     /// Right after the task's process started.
@@ -42,7 +46,7 @@ pub enum HookEvent {
 impl HookEvent {
     /// The event's name, as in hook directories and JSON (`before-start`).
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::BeforeStart => "before-start",
             Self::AfterStart => "after-start",
@@ -58,62 +62,128 @@ impl fmt::Display for HookEvent {
     }
 }
 
-/// Why a hook failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct HookError {
-    /// Human-readable reason, put in TASK_FAILED messages.
-    pub reason: String,
+/// Why a hook failed, by kind: the executor maps the kind (not the hook's
+/// name) to the Mesos reason of a TASK_FAILED. Messages go into TASK_FAILED
+/// messages, which show only the top level, so they repeat their cause's
+/// text; the cause is also the `source()`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HookError {
+    /// The launch breaks the launch policy (REASON_TASK_UNAUTHORIZED).
+    #[error(transparent)]
+    Policy(#[from] policy::Violation),
+    /// The directory of an event's scripts could not be read.
+    #[error("reading {}: {cause}", dir.display())]
+    ScriptDir {
+        /// `<hooks dir>/<event>.d`.
+        dir: PathBuf,
+        /// OS error.
+        #[source]
+        cause: std::io::Error,
+    },
+    /// A script could not be started.
+    #[error("{script}: cannot start: {cause}")]
+    ScriptStart {
+        /// The script's file name.
+        script: String,
+        /// Why.
+        #[source]
+        cause: SpawnError,
+    },
+    /// A script's exit status was lost.
+    #[error("{script}: lost track of the script's exit")]
+    ScriptLost {
+        /// The script's file name.
+        script: String,
+        /// Why.
+        #[source]
+        cause: ExitLost,
+    },
+    /// A script exited non-zero or was killed.
+    #[error("{script} {}: {stderr}", describe(*.outcome))]
+    ScriptFailed {
+        /// The script's file name.
+        script: String,
+        /// How it ended.
+        outcome: ExitOutcome,
+        /// The end of its stderr, lines joined with ` | `.
+        stderr: String,
+    },
+    /// A before-start script printed a line that is not `KEY=VALUE`.
+    #[error("{script} printed an invalid line {line}: {text:?} (expected KEY=VALUE with KEY of letters, digits and _)")]
+    ScriptOutput {
+        /// The script's file name.
+        script: String,
+        /// 1-based line number.
+        line: usize,
+        /// The line's start.
+        text: String,
+    },
+    /// The hook did not finish within its time (set by the chain).
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+    /// A service the hook calls (Consul, a webhook URL) failed or refused;
+    /// the text names the service and what it answered.
+    #[error("{0}")]
+    Service(String),
 }
 
 impl HookError {
-    /// A failure with this reason.
-    pub fn new(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into() }
+    /// A [`HookError::Service`] failure with this description.
+    pub(crate) fn new(reason: impl Into<String>) -> Self {
+        Self::Service(reason.into())
+    }
+}
+
+/// "exited with status 3", "was killed by SIGKILL".
+fn describe(outcome: ExitOutcome) -> String {
+    match outcome {
+        ExitOutcome::Exited(code) => format!("exited with status {code}"),
+        ExitOutcome::Signaled { signal, .. } => format!("was killed by {}", crate::task::termination::signal_name(signal)),
     }
 }
 
 /// What a chain run ended with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChainResult {
+#[derive(Debug)]
+pub(crate) enum ChainResult {
     /// Every hook succeeded; `env` holds the variables added by before-start hooks.
     Ok {
         /// Variables for the task, in the order they were added.
         env: Vec<(String, String)>,
     },
-    /// A hook failed (before-start, after-start, after-healthy).
+    /// A hook failed (before-start, after-start, after-healthy; for
+    /// before-terminate, the first failure after every hook ran).
     Failed {
-        /// The hook's name.
+        /// The hook's name, for messages.
         hook: &'static str,
-        /// Its reason.
-        reason: String,
+        /// What failed; its kind decides the Mesos reason.
+        reason: HookError,
     },
 }
 
 /// Everything a hook may look at. Cheap to clone (shared parts are `Arc`s).
 #[derive(Clone)]
-pub struct HookContext {
+pub(crate) struct HookContext {
     /// The event being run.
-    pub event: HookEvent,
+    pub(crate) event: HookEvent,
     /// The task, when there is one.
-    pub task: Option<Arc<v1::TaskInfo>>,
+    pub(crate) task: Option<Arc<v1::TaskInfo>>,
     /// `MESOS_FRAMEWORK_ID`.
-    pub framework_id: String,
+    pub(crate) framework_id: String,
     /// `MESOS_EXECUTOR_ID`.
-    pub executor_id: String,
+    pub(crate) executor_id: String,
     /// The agent id, from SUBSCRIBED when known.
-    pub agent_id: Option<String>,
+    pub(crate) agent_id: Option<String>,
     /// The agent's hostname, from SUBSCRIBED when known.
-    pub agent_hostname: Option<String>,
+    pub(crate) agent_hostname: Option<String>,
     /// The sandbox.
-    pub sandbox: PathBuf,
+    pub(crate) sandbox: PathBuf,
     /// The executor's environment minus settings and secrets: the base of a
     /// hook script's environment.
-    pub base_env: Arc<BTreeMap<String, String>>,
+    pub(crate) base_env: Arc<BTreeMap<String, String>>,
     /// Variables added by earlier before-start hooks in this chain run.
-    pub added_env: Vec<(String, String)>,
+    pub(crate) added_env: Vec<(String, String)>,
     /// For spawning hook processes.
-    pub reaper: Reaper,
+    pub(crate) reaper: Reaper,
 }
 
 impl fmt::Debug for HookContext {
@@ -129,14 +199,14 @@ impl fmt::Debug for HookContext {
 impl HookContext {
     /// The task id, or "" when no task was launched.
     #[must_use]
-    pub fn task_id(&self) -> &str {
+    pub(crate) fn task_id(&self) -> &str {
         self.task.as_ref().map_or("", |t| t.task_id.value.as_str())
     }
 
     /// The JSON document hook scripts and webhooks receive: the event, the ids,
     /// the sandbox and the TaskInfo in Mesos JSON field names.
     #[must_use]
-    pub fn document(&self) -> serde_json::Value {
+    pub(crate) fn document(&self) -> serde_json::Value {
         serde_json::json!({
             "event": self.event.as_str(),
             "framework_id": self.framework_id,
@@ -150,10 +220,10 @@ impl HookContext {
 }
 
 /// A boxed future, so that [`Hook`] stays object-safe.
-pub type HookFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type HookFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One hook: an async method per event; the defaults do nothing.
-pub trait Hook: Send + Sync {
+pub(crate) trait Hook: Send + Sync {
     /// The name used in `HOOK_EXECUTOR_HOOKS` and in messages.
     fn name(&self) -> &'static str;
 
@@ -186,7 +256,7 @@ pub trait Hook: Send + Sync {
 
 /// The configured hooks, in order.
 #[derive(Clone, Default)]
-pub struct HookChain {
+pub(crate) struct HookChain {
     hooks: Vec<Arc<dyn Hook>>,
     timeout: Duration,
 }
@@ -200,28 +270,28 @@ impl fmt::Debug for HookChain {
 impl HookChain {
     /// A chain of `hooks`, each call bounded by `timeout`.
     #[must_use]
-    pub fn new(hooks: Vec<Arc<dyn Hook>>, timeout: Duration) -> Self {
+    pub(crate) fn new(hooks: Vec<Arc<dyn Hook>>, timeout: Duration) -> Self {
         Self { hooks, timeout }
     }
 
     /// Whether there are no hooks at all.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.hooks.is_empty()
     }
 
     /// The hook names, in order.
     #[must_use]
-    pub fn names(&self) -> Vec<&'static str> {
+    pub(crate) fn names(&self) -> Vec<&'static str> {
         self.hooks.iter().map(|h| h.name()).collect()
     }
 
     /// Runs the chain for `ctx.event` within `budget` (the whole chain may not
     /// take longer; used for before-terminate inside the kill grace).
-    pub async fn run(&self, mut ctx: HookContext, budget: Option<Duration>) -> ChainResult {
+    pub(crate) async fn run(&self, mut ctx: HookContext, budget: Option<Duration>) -> ChainResult {
         let event = ctx.event;
         let started = tokio::time::Instant::now();
-        let mut failure: Option<(&'static str, String)> = None;
+        let mut failure: Option<(&'static str, HookError)> = None;
         for hook in &self.hooks {
             let mut limit = self.timeout + hook.extra_time(event);
             if let Some(budget) = budget {
@@ -238,8 +308,8 @@ impl HookChain {
                     tracing::debug!(hook = name, %event, "hook succeeded");
                     continue;
                 }
-                Ok(Err(e)) => e.reason,
-                Err(_) => format!("timed out after {limit:?}"),
+                Ok(Err(e)) => e,
+                Err(_) => HookError::TimedOut(limit),
             };
             if event == HookEvent::BeforeTerminate {
                 tracing::warn!(hook = name, %event, reason = %outcome, "hook failed; continuing with the kill");
@@ -268,13 +338,13 @@ async fn call(hook: &dyn Hook, ctx: &HookContext) -> Result<Vec<(String, String)
 /// The time before-terminate hooks may use out of a kill grace period: all but
 /// one second, and at least half, so the task still gets a graceful SIGTERM.
 #[must_use]
-pub fn terminate_budget(grace: Duration) -> Duration {
+pub(crate) fn terminate_budget(grace: Duration) -> Duration {
     grace.saturating_sub(Duration::from_secs(1)).max(grace / 2)
 }
 
 /// Builds the configured chain (names were validated with the configuration).
 #[must_use]
-pub fn build_chain(settings: &crate::config::HookSettings, call_timeout: Duration) -> HookChain {
+pub(crate) fn build_chain(settings: &crate::config::HookSettings, call_timeout: Duration) -> HookChain {
     let hooks = settings
         .chain
         .iter()
@@ -377,7 +447,7 @@ mod tests {
         let b = scripted("b", &[("B", "2")], false, 0);
         let chain = HookChain::new(vec![a.clone(), b.clone()], Duration::from_secs(1));
         let result = chain.run(ctx(HookEvent::BeforeStart).await, None).await;
-        assert_eq!(result, ChainResult::Ok { env: vec![("A".into(), "1".into()), ("B".into(), "2".into())] });
+        assert!(matches!(result, ChainResult::Ok { env } if env == [("A".to_owned(), "1".to_owned()), ("B".to_owned(), "2".to_owned())]));
         assert_eq!(b.seen.lock().map(|s| s[0].clone()).unwrap_or_default(), vec![("A".to_owned(), "1".to_owned())]);
     }
 
@@ -387,7 +457,7 @@ mod tests {
         let b = scripted("b", &[], false, 0);
         let chain = HookChain::new(vec![a, b.clone()], Duration::from_secs(1));
         let result = chain.run(ctx(HookEvent::BeforeStart).await, None).await;
-        assert_eq!(result, ChainResult::Failed { hook: "a", reason: "no".into() });
+        assert!(matches!(result, ChainResult::Failed { hook: "a", reason: HookError::Service(ref r) } if r == "no"), "{result:?}");
         assert!(b.seen.lock().map(|s| s.is_empty()).unwrap_or(false), "b must not run after a vetoed");
     }
 
@@ -396,7 +466,10 @@ mod tests {
         let slow = scripted("slow", &[], false, 60_000);
         let chain = HookChain::new(vec![slow], Duration::from_secs(2));
         let result = chain.run(ctx(HookEvent::BeforeStart).await, None).await;
-        assert!(matches!(result, ChainResult::Failed { hook: "slow", ref reason } if reason.contains("timed out")));
+        assert!(
+            matches!(result, ChainResult::Failed { hook: "slow", reason: HookError::TimedOut(d) } if d == Duration::from_secs(2)),
+            "{result:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -408,10 +481,34 @@ mod tests {
         let start = tokio::time::Instant::now();
         let result = chain.run(ctx(HookEvent::BeforeTerminate).await, Some(Duration::from_secs(5))).await;
         assert!(start.elapsed() <= Duration::from_secs(5));
-        assert_eq!(result, ChainResult::Failed { hook: "a", reason: "no".into() });
+        assert!(matches!(result, ChainResult::Failed { hook: "a", reason: HookError::Service(ref r) } if r == "no"), "{result:?}");
         for h in [a, b, c] {
             assert_eq!(h.seen.lock().map(|s| s.len()).unwrap_or(0), 1, "{} ran once", h.name);
         }
+    }
+
+    #[tokio::test]
+    async fn a_policy_refusal_keeps_its_kind_through_the_chain() {
+        let policy = Arc::new(policy::PolicyHook::default());
+        let webhook_like = scripted("webhook", &[], true, 0);
+        let privileged = v1::TaskInfo {
+            container: Some(v1::ContainerInfo {
+                docker: Some(v1::container_info::DockerInfo { privileged: Some(true), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut context = ctx(HookEvent::BeforeStart).await;
+        context.task = Some(Arc::new(privileged));
+        let result = HookChain::new(vec![policy, webhook_like.clone()], Duration::from_secs(1)).run(context.clone(), None).await;
+        assert!(
+            matches!(result, ChainResult::Failed { hook: "policy", reason: HookError::Policy(policy::Violation::Privileged) }),
+            "{result:?}"
+        );
+        // Another hook's refusal is not a policy refusal, whatever it is called.
+        context.task = None;
+        let result = HookChain::new(vec![webhook_like], Duration::from_secs(1)).run(context, None).await;
+        assert!(matches!(result, ChainResult::Failed { reason: HookError::Service(_), .. }), "{result:?}");
     }
 
     #[test]

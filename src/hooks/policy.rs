@@ -22,13 +22,39 @@ use crate::proto::v1::{self, volume::source::Type as SourceType};
 
 /// The launch policy.
 #[derive(Debug, Clone, Default)]
-pub struct PolicyHook {
+pub(crate) struct PolicyHook {
     /// Allow Docker privileged mode.
-    pub allow_privileged: bool,
+    pub(crate) allow_privileged: bool,
     /// Host path prefixes volumes may use.
-    pub allowed_host_paths: Vec<PathBuf>,
+    pub(crate) allowed_host_paths: Vec<PathBuf>,
     /// Users tasks may run as (empty: any).
-    pub allowed_users: Vec<String>,
+    pub(crate) allowed_users: Vec<String>,
+}
+
+/// What in a launch the policy refuses; the message is the TASK_FAILED reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Violation {
+    /// Docker privileged mode without `HOOK_EXECUTOR_POLICY_ALLOW_PRIVILEGED`.
+    #[error("Docker privileged mode is not allowed (set HOOK_EXECUTOR_POLICY_ALLOW_PRIVILEGED=true to permit it)")]
+    Privileged,
+    /// A volume's host path outside the sandbox and the allowed prefixes.
+    #[error("volume host path {host:?} (resolved to {}) is outside the allowed host paths ({allowed})", resolved.display())]
+    HostPath {
+        /// As the task gave it.
+        host: String,
+        /// After `..` and symlinks.
+        resolved: PathBuf,
+        /// The allowed prefixes, as configured.
+        allowed: String,
+    },
+    /// A user outside `HOOK_EXECUTOR_POLICY_ALLOWED_USERS`.
+    #[error("user {user:?} is not allowed (HOOK_EXECUTOR_POLICY_ALLOWED_USERS: {allowed})")]
+    User {
+        /// The user the task would run as.
+        user: String,
+        /// The allow-list, as configured.
+        allowed: String,
+    },
 }
 
 impl Hook for PolicyHook {
@@ -39,14 +65,15 @@ impl Hook for PolicyHook {
         Box::pin(async move {
             let Some(task) = ctx.task.as_deref() else { return Ok(Vec::new()) };
             let own_user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name);
-            self.check(task, &ctx.sandbox, own_user.as_deref()).map(|()| Vec::new()).map_err(HookError::new)
+            self.check(task, &ctx.sandbox, own_user.as_deref())?;
+            Ok(Vec::new())
         })
     }
 }
 
 impl PolicyHook {
-    /// Checks `task` (and its executor info); `Err` carries the precise reason.
-    pub fn check(&self, task: &v1::TaskInfo, sandbox: &Path, own_user: Option<&str>) -> Result<(), String> {
+    /// Checks `task` (and its executor info); `Err` says precisely what is refused.
+    pub(crate) fn check(&self, task: &v1::TaskInfo, sandbox: &Path, own_user: Option<&str>) -> Result<(), Violation> {
         let containers = [task.container.as_ref(), task.executor.as_ref().and_then(|e| e.container.as_ref())];
         for container in containers.into_iter().flatten() {
             self.check_container(container, sandbox)?;
@@ -60,21 +87,18 @@ impl PolicyHook {
                 .or(own_user)
                 .unwrap_or("<unknown>");
             if !self.allowed_users.iter().any(|u| u == user) {
-                return Err(format!(
-                    "user {user:?} is not allowed (HOOK_EXECUTOR_POLICY_ALLOWED_USERS: {})",
-                    self.allowed_users.join(", ")
-                ));
+                return Err(Violation::User { user: user.to_owned(), allowed: self.allowed_users.join(", ") });
             }
         }
         Ok(())
     }
 
-    fn check_container(&self, container: &v1::ContainerInfo, sandbox: &Path) -> Result<(), String> {
+    fn check_container(&self, container: &v1::ContainerInfo, sandbox: &Path) -> Result<(), Violation> {
         if let Some(docker) = &container.docker {
             let flag = docker.privileged();
             let param = docker.parameters.iter().any(|p| p.key == "privileged" && p.value != "false");
             if (flag || param) && !self.allow_privileged {
-                return Err("Docker privileged mode is not allowed (set HOOK_EXECUTOR_POLICY_ALLOW_PRIVILEGED=true to permit it)".into());
+                return Err(Violation::Privileged);
             }
             for p in docker.parameters.iter().filter(|p| p.key == "volume" || p.key == "v") {
                 let host = p.value.split(':').next().unwrap_or_default();
@@ -98,22 +122,19 @@ impl PolicyHook {
         Ok(())
     }
 
-    fn check_host_path(&self, host: &str, sandbox: &Path) -> Result<(), String> {
+    fn check_host_path(&self, host: &str, sandbox: &Path) -> Result<(), Violation> {
         let resolved = resolve(&sandbox.join(host));
         let sandbox = resolve(sandbox);
         let allowed = std::iter::once(&sandbox).chain(self.allowed_host_paths.iter()).any(|prefix| resolved.starts_with(resolve(prefix)));
         if allowed {
             Ok(())
         } else {
-            Err(format!(
-                "volume host path {host:?} (resolved to {}) is outside the allowed host paths ({})",
-                resolved.display(),
-                if self.allowed_host_paths.is_empty() {
-                    "none configured: HOOK_EXECUTOR_POLICY_ALLOWED_HOST_PATHS".to_owned()
-                } else {
-                    self.allowed_host_paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-                }
-            ))
+            let allowed = if self.allowed_host_paths.is_empty() {
+                "none configured: HOOK_EXECUTOR_POLICY_ALLOWED_HOST_PATHS".to_owned()
+            } else {
+                self.allowed_host_paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            };
+            Err(Violation::HostPath { host: host.to_owned(), resolved, allowed })
         }
     }
 }
@@ -121,7 +142,7 @@ impl PolicyHook {
 /// Resolves `..` and `.` lexically, then symlinks through the longest prefix
 /// that exists, keeping the non-existent rest as is.
 #[must_use]
-pub fn resolve(path: &Path) -> PathBuf {
+pub(crate) fn resolve(path: &Path) -> PathBuf {
     let mut lexical = PathBuf::from("/");
     for component in path.components() {
         match component {
@@ -192,7 +213,8 @@ mod tests {
         let sandbox = Path::new("/tmp");
         let policy = PolicyHook::default();
         let err = policy.check(&task_with(docker(true, vec![])), sandbox, None).expect_err("refused");
-        assert!(err.contains("privileged mode is not allowed"), "{err}");
+        assert_eq!(err, Violation::Privileged);
+        assert!(err.to_string().contains("privileged mode is not allowed"), "{err}");
         assert!(policy.check(&task_with(docker(false, vec![("privileged", "true")])), sandbox, None).is_err());
         assert!(policy.check(&task_with(docker(false, vec![("privileged", "false")])), sandbox, None).is_ok());
         let permissive = PolicyHook { allow_privileged: true, ..Default::default() };
@@ -213,7 +235,8 @@ mod tests {
         assert!(ok(allowed.join("not-yet/created").to_str().expect("utf8")).is_ok());
         assert!(ok("relative/in/sandbox").is_ok());
         let err = ok("/etc").expect_err("refused");
-        assert!(err.contains("outside the allowed host paths"), "{err}");
+        assert!(matches!(&err, Violation::HostPath { host, .. } if host == "/etc"), "{err:?}");
+        assert!(err.to_string().contains("outside the allowed host paths"), "{err}");
         assert!(ok(&format!("{}/../../etc", allowed.display())).is_err(), "`..` escape");
         assert!(ok(allowed.join("link/passwd").to_str().expect("utf8")).is_err(), "symlink escape");
         assert!(ok("../../../../etc").is_err(), "relative escape from the sandbox");
@@ -229,7 +252,7 @@ mod tests {
         let mut task =
             v1::TaskInfo { command: Some(v1::CommandInfo { user: Some("root".into()), ..Default::default() }), ..Default::default() };
         let err = policy.check(&task, Path::new("/tmp"), Some("app")).expect_err("refused");
-        assert!(err.contains("user \"root\" is not allowed"), "{err}");
+        assert!(err.to_string().contains("user \"root\" is not allowed"), "{err}");
         task.command = Some(v1::CommandInfo { user: Some("app".into()), ..Default::default() });
         assert!(policy.check(&task, Path::new("/tmp"), Some("root")).is_ok());
         task.command = None;

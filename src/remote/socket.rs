@@ -30,7 +30,7 @@ use std::{
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 
 /// Longest path `sun_path` takes (108 bytes including the terminating NUL).
-pub const SUN_PATH_MAX: usize = 107;
+pub(crate) const SUN_PATH_MAX: usize = 107;
 
 /// A path usable in a socket address, standing for a possibly longer one.
 /// Keep it alive while the path is used: it may hold the directory's fd.
@@ -78,7 +78,7 @@ impl ShortPath {
 
 /// Why the socket could not be bound.
 #[derive(Debug, thiserror::Error)]
-pub enum BindError {
+pub(crate) enum BindError {
     /// Another live server answers on the path.
     #[error("{0} is in use by a live server (not taking it over)")]
     InUse(PathBuf),
@@ -93,6 +93,7 @@ pub enum BindError {
         /// The socket path.
         path: PathBuf,
         /// The error.
+        #[source]
         cause: io::Error,
     },
 }
@@ -105,16 +106,16 @@ fn io_err<'a>(context: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -
 /// Call it while the listener is still open: the open socket pins the file's
 /// inode, so its number cannot have been reused by a replacement.
 #[derive(Debug)]
-pub struct BoundSocket {
+pub(crate) struct BoundSocket {
     /// The full path.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     dev: u64,
     ino: u64,
 }
 
 impl BoundSocket {
     /// Removes the socket file unless another one replaced it meanwhile.
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         match fs::symlink_metadata(&self.path) {
             Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
                 if let Err(e) = fs::remove_file(&self.path) {
@@ -139,7 +140,7 @@ fn probe(path: &Path) -> io::Result<()> {
 
 /// Binds a listening Unix socket at `path` with `mode`, replacing a stale
 /// socket file (see the module docs).
-pub fn bind(path: &Path, mode: u32) -> Result<(std::os::unix::net::UnixListener, BoundSocket), BindError> {
+pub(crate) fn bind(path: &Path, mode: u32) -> Result<(std::os::unix::net::UnixListener, BoundSocket), BindError> {
     let short = ShortPath::new(path).map_err(io_err("resolving", path))?;
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match probe(short.path()) {

@@ -106,13 +106,13 @@ pub struct ExecuteResponse {
 
 /// `POST /remote/task` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskQuery {
+pub(crate) struct TaskQuery {
     /// The command's pid.
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// Ours: answer `202` after this many seconds if still running (default:
     /// wait until the command ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait: Option<f64>,
+    pub(crate) wait: Option<f64>,
 }
 
 fn is_false(b: &bool) -> bool {

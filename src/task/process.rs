@@ -1,5 +1,15 @@
 //! Child processes: spawning, reaping and signalling whole process trees.
 //!
+//! # Spawning
+//! There are two ways to start a child, both through the one [`Reaper`]:
+//! - [`Reaper::spawn_task`] for the task's root (its [`task_command`] puts it
+//!   in its own session);
+//! - [`Reaper::spawn_auxiliary`] for everything else (hook scripts, COMMAND
+//!   checks, remote commands): its own process group, stdio as the caller
+//!   says ([`AuxiliaryStdio`]), and an [`Auxiliary`] handle that yields the
+//!   exit status and SIGKILLs the whole group when dropped, so nothing of it
+//!   survives a timeout (its future is dropped) or an aborted task.
+//!
 //! # Reaping
 //! The executor makes itself a *child subreaper* at start, so any descendant
 //! whose parent dies (a double-forked daemon, a background job of `sh -c`) is
@@ -20,24 +30,33 @@
 //! command) — with all their descendants. Signalling follows Mesos'
 //! `os::killtree`: SIGSTOP every member (repeating the walk until it no longer
 //! grows, so nothing forks past us), send the signal, then SIGCONT.
+//!
+//! # Errors
+//! [`SpawnError`] keeps the OS error as its `source()`; its message repeats
+//! the cause's text too, because TASK_FAILED messages and API answers show
+//! only the top-level message.
 
 use std::{
     collections::{HashMap, HashSet},
+    ffi::NulError,
     io,
     os::{fd::OwnedFd, unix::process::CommandExt},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use nix::{
     errno::Errno,
     sys::{
-        signal::{kill, Signal},
+        signal::{kill, killpg, Signal},
         wait::{waitpid, WaitPidFlag, WaitStatus},
     },
     unistd::Pid,
 };
-use tokio::sync::oneshot;
+use tokio::{
+    net::unix::pipe,
+    sync::oneshot::{self, error::RecvError},
+};
 
 use crate::{
     task::launch::{LaunchSpec, Program},
@@ -46,7 +65,7 @@ use crate::{
 
 /// What a spawned child is for; decides whether its orphans count as the task's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+enum Role {
     /// The task's root process.
     Task,
     /// Anything else (hook, health check, remote command).
@@ -58,7 +77,9 @@ struct ReaperState {
     waiters: HashMap<i32, (Role, oneshot::Sender<ExitOutcome>)>,
 }
 
-/// The single place that waits for children. Cheap to clone.
+/// The single place that waits for children. Cheap to clone. (`pub` only
+/// because `health::TaskContext`, a `pub` struct, holds one; every method is
+/// crate-private.)
 #[derive(Clone)]
 pub struct Reaper {
     state: Arc<Mutex<ReaperState>>,
@@ -73,7 +94,7 @@ impl std::fmt::Debug for Reaper {
 impl Reaper {
     /// Becomes a child subreaper, subscribes to SIGCHLD and starts reaping.
     /// Must run inside a tokio runtime, before any child is spawned.
-    pub fn install() -> io::Result<Self> {
+    pub(crate) fn install() -> io::Result<Self> {
         set_child_subreaper()?;
         let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
         let reaper = Self { state: Arc::new(Mutex::new(ReaperState::default())) };
@@ -96,7 +117,7 @@ impl Reaper {
     }
 
     /// Collects every exited child and delivers the statuses of registered ones.
-    pub fn reap_all(&self) {
+    fn reap_all(&self) {
         loop {
             let mut state = self.lock();
             let (pid, outcome) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -119,43 +140,43 @@ impl Reaper {
         }
     }
 
-    /// Spawns `command` and registers it; the receiver yields its exit.
-    pub fn spawn(&self, command: &mut Command, role: Role) -> io::Result<(u32, oneshot::Receiver<ExitOutcome>)> {
+    /// Spawns `command` and registers it for its exit status. The lock is
+    /// held across the spawn (see the module docs). The `Child` must never be
+    /// waited for: the reaper owns the exit status.
+    fn register(&self, command: &mut Command, role: Role) -> io::Result<(Child, oneshot::Receiver<ExitOutcome>)> {
         let mut state = self.lock();
         let child = command.spawn()?;
-        let pid = child.id();
-        // `Child` is dropped without waiting: the reaper owns the exit status.
-        drop(child);
         let (tx, rx) = oneshot::channel();
-        state.waiters.insert(pid_i32(pid), (role, tx));
-        Ok((pid, rx))
+        state.waiters.insert(pid_i32(child.id()), (role, tx));
+        Ok((child, rx))
     }
 
-    /// Spawns an auxiliary `command` whose stdio is piped, and returns
-    /// non-blocking ends of those pipes for async reading and writing.
-    pub fn spawn_with_pipes(&self, command: &mut Command) -> io::Result<(Spawned, oneshot::Receiver<ExitOutcome>)> {
-        let mut state = self.lock();
-        let mut child = command.spawn()?;
+    /// Spawns the task's root process (see [`task_command`]); the receiver
+    /// yields its exit.
+    pub(crate) fn spawn_task(&self, command: &mut Command) -> io::Result<(u32, oneshot::Receiver<ExitOutcome>)> {
+        let (child, rx) = self.register(command, Role::Task)?;
+        Ok((child.id(), rx))
+    }
+
+    /// Spawns an auxiliary `command` (hook script, check, remote command) in
+    /// its own process group with `stdio`. The returned handle owns the
+    /// group: dropping it SIGKILLs everything left in it.
+    pub(crate) fn spawn_auxiliary(&self, mut command: Command, stdio: AuxiliaryStdio) -> Result<Auxiliary, SpawnError> {
+        // Its own group, so a timeout or terminate reaches what it forks; no
+        // pre_exec, so std can use posix_spawn (fast).
+        command.stdin(stdio.stdin).stdout(stdio.stdout).stderr(stdio.stderr).process_group(0);
+        let (mut child, rx) = self.register(&mut command, Role::Auxiliary).map_err(SpawnError::Start)?;
+        // Close our copies of descriptors the caller handed the child (a
+        // pipe's write end kept here would never let its reader see EOF).
+        drop(command);
         let pid = pid_i32(child.id());
-        let (tx, rx) = oneshot::channel();
-        state.waiters.insert(pid, (Role::Auxiliary, tx));
-        drop(state);
-        use tokio::net::unix::pipe;
-        let ends = (|| -> io::Result<_> {
-            let stdin = child.stdin.take().map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s))).transpose()?;
-            let stdout = child.stdout.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
-            let stderr = child.stderr.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
-            Ok((stdin, stdout, stderr))
-        })();
-        match ends {
-            Ok((stdin, stdout, stderr)) => Ok((Spawned { pid, stdin, stdout, stderr }, rx)),
-            Err(e) => {
-                // Nobody could talk to it or would wait for it: do not leave
-                // it running. The reaper collects it.
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                Err(e)
-            }
-        }
+        // From here on an early return drops `aux`, which kills the group.
+        let mut aux = Auxiliary { pid, exit: Exit::Pending(rx), stdin: None, stdout: None, stderr: None };
+        let pipes = |cause| SpawnError::Pipes { pid, cause };
+        aux.stdin = child.stdin.take().map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s))).transpose().map_err(pipes)?;
+        aux.stdout = child.stdout.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose().map_err(pipes)?;
+        aux.stderr = child.stderr.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose().map_err(pipes)?;
+        Ok(aux)
     }
 
     /// A reaper that does not reap, for unit tests that spawn nothing.
@@ -166,22 +187,98 @@ impl Reaper {
 
     /// Pids of live children spawned for something other than the task.
     #[must_use]
-    pub fn auxiliary_pids(&self) -> HashSet<i32> {
+    pub(crate) fn auxiliary_pids(&self) -> HashSet<i32> {
         self.lock().waiters.iter().filter(|(_, (role, _))| *role == Role::Auxiliary).map(|(pid, _)| *pid).collect()
     }
 }
 
-/// A child spawned with piped stdio.
+/// Where an auxiliary child's standard streams go. Required by
+/// [`Reaper::spawn_auxiliary`] so no auxiliary inherits the sandbox's stdout
+/// by accident.
 #[derive(Debug)]
-pub struct Spawned {
-    /// Its pid (and process group id, when spawned with `process_group(0)`).
-    pub pid: i32,
-    /// Its stdin, if piped.
-    pub stdin: Option<tokio::net::unix::pipe::Sender>,
-    /// Its stdout, if piped.
-    pub stdout: Option<tokio::net::unix::pipe::Receiver>,
-    /// Its stderr, if piped.
-    pub stderr: Option<tokio::net::unix::pipe::Receiver>,
+pub(crate) struct AuxiliaryStdio {
+    /// Its stdin (`Stdio::piped()`: [`Auxiliary::stdin`] is the write end).
+    pub(crate) stdin: Stdio,
+    /// Its stdout (`Stdio::piped()`: [`Auxiliary::stdout`] is the read end).
+    pub(crate) stdout: Stdio,
+    /// Its stderr (`Stdio::piped()`: [`Auxiliary::stderr`] is the read end).
+    pub(crate) stderr: Stdio,
+}
+
+impl AuxiliaryStdio {
+    /// All three piped to us.
+    #[must_use]
+    pub(crate) fn piped() -> Self {
+        Self { stdin: Stdio::piped(), stdout: Stdio::piped(), stderr: Stdio::piped() }
+    }
+}
+
+#[derive(Debug)]
+enum Exit {
+    Pending(oneshot::Receiver<ExitOutcome>),
+    Done(Result<ExitOutcome, RecvError>),
+}
+
+/// A running auxiliary child and its process group. Dropping it SIGKILLs
+/// the group (ESRCH, an empty group, is harmless): the cleanup after a run,
+/// on timeout and when the owning task is aborted.
+#[derive(Debug)]
+#[must_use = "dropping an Auxiliary kills its process group"]
+pub(crate) struct Auxiliary {
+    pid: i32,
+    exit: Exit,
+    /// Write end of its stdin, if piped.
+    pub(crate) stdin: Option<pipe::Sender>,
+    /// Read end of its stdout, if piped.
+    pub(crate) stdout: Option<pipe::Receiver>,
+    /// Read end of its stderr, if piped.
+    pub(crate) stderr: Option<pipe::Receiver>,
+}
+
+impl Auxiliary {
+    /// Its pid, also its process group id.
+    #[must_use]
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits for the group leader's exit (reaped by the [`Reaper`]). Cancel
+    /// safe, and answers again once it has answered.
+    pub(crate) async fn wait(&mut self) -> Result<ExitOutcome, ExitLost> {
+        let got = match &mut self.exit {
+            Exit::Pending(rx) => {
+                let got = rx.await;
+                self.exit = Exit::Done(got.clone());
+                got
+            }
+            Exit::Done(got) => got.clone(),
+        };
+        got.map_err(|cause| ExitLost { pid: self.pid, cause })
+    }
+}
+
+impl Drop for Auxiliary {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+    }
+}
+
+/// `killpg`; a group that is already gone (ESRCH) is not an error.
+pub(crate) fn signal_group(pgid: i32, signal: Signal) -> nix::Result<()> {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The reaper went away before delivering a child's exit status (only a
+/// unit test's non-reaping reaper does that).
+#[derive(Debug, thiserror::Error)]
+#[error("the exit status of pid {pid} was lost")]
+pub(crate) struct ExitLost {
+    pid: i32,
+    #[source]
+    cause: RecvError,
 }
 
 fn pid_i32(pid: u32) -> i32 {
@@ -202,17 +299,15 @@ pub fn set_child_subreaper() -> io::Result<()> {
 /// A user to run the task as, resolved before fork (lookups are not safe
 /// between fork and exec).
 #[derive(Debug, Clone)]
-pub struct UserSwitch {
-    /// User name, for messages.
-    pub name: String,
+pub(crate) struct UserSwitch {
     uid: nix::unistd::Uid,
     gid: nix::unistd::Gid,
     groups: Vec<nix::unistd::Gid>,
 }
 
-/// Why the task could not be started.
+/// Why a child could not be started.
 #[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
+pub(crate) enum SpawnError {
     /// `CommandInfo.user` does not exist on this host.
     #[error("user {0:?} does not exist on this agent")]
     NoSuchUser(String),
@@ -221,10 +316,20 @@ pub enum SpawnError {
     UserLookup {
         /// User name.
         user: String,
-        /// Error.
-        cause: String,
+        /// The lookup's error.
+        #[source]
+        cause: Errno,
     },
-    /// fork/exec failed.
+    /// The user name cannot be passed to the C library.
+    #[error("user name {user:?} contains a NUL byte")]
+    UserName {
+        /// User name.
+        user: String,
+        /// Where the NUL is.
+        #[source]
+        cause: NulError,
+    },
+    /// The task's fork/exec failed.
     #[error("cannot start `{command}` in {cwd}: {cause}")]
     Exec {
         /// The command line.
@@ -232,6 +337,21 @@ pub enum SpawnError {
         /// Working directory.
         cwd: String,
         /// OS error.
+        #[source]
+        cause: io::Error,
+    },
+    /// An auxiliary child's fork/exec failed. The message is the OS error's
+    /// alone: the caller says what it was starting.
+    #[error(transparent)]
+    Start(io::Error),
+    /// An auxiliary child's pipes could not be registered with the runtime;
+    /// it was killed.
+    #[error("cannot watch the pipes of pid {pid}: {cause}")]
+    Pipes {
+        /// The child.
+        pid: i32,
+        /// OS error.
+        #[source]
         cause: io::Error,
     },
 }
@@ -239,26 +359,26 @@ pub enum SpawnError {
 /// Resolves the user the task should run as: only when the executor is root
 /// and a different user is asked for; otherwise the task runs as we do (the
 /// agent already started us as the framework's user).
-pub fn resolve_user(user: Option<&str>) -> Result<Option<UserSwitch>, SpawnError> {
+pub(crate) fn resolve_user(user: Option<&str>) -> Result<Option<UserSwitch>, SpawnError> {
     let Some(name) = user else { return Ok(None) };
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
-    let found = nix::unistd::User::from_name(name).map_err(|e| SpawnError::UserLookup { user: name.to_owned(), cause: e.to_string() })?;
+    let found = nix::unistd::User::from_name(name).map_err(|cause| SpawnError::UserLookup { user: name.to_owned(), cause })?;
     let Some(u) = found else { return Err(SpawnError::NoSuchUser(name.to_owned())) };
     if u.uid == nix::unistd::geteuid() {
         return Ok(None);
     }
-    let cname = std::ffi::CString::new(name).map_err(|e| SpawnError::UserLookup { user: name.to_owned(), cause: e.to_string() })?;
+    let cname = std::ffi::CString::new(name).map_err(|cause| SpawnError::UserName { user: name.to_owned(), cause })?;
     let groups = nix::unistd::getgrouplist(&cname, u.gid).unwrap_or_else(|_| vec![u.gid]);
-    Ok(Some(UserSwitch { name: name.to_owned(), uid: u.uid, gid: u.gid, groups }))
+    Ok(Some(UserSwitch { uid: u.uid, gid: u.gid, groups }))
 }
 
 /// The `Command` for a launch spec: environment from empty, cwd, stdin from
 /// `/dev/null`, stdout/stderr inherited (the sandbox files: zero copying), a new
 /// session, and the user switch if any.
 #[must_use]
-pub fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Command {
+pub(crate) fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Command {
     let mut cmd = program_command(&spec.program);
     cmd.env_clear().envs(&spec.env).current_dir(&spec.cwd).stdin(Stdio::null());
     // SAFETY: only async-signal-safe calls (setsid, setgroups, setgid, setuid)
@@ -280,7 +400,7 @@ pub fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Command {
 /// The bare `Command` for a program: `/bin/sh -c <command>`, or `path` exec'd
 /// with `argv` verbatim (argv\[0\] included).
 #[must_use]
-pub fn program_command(program: &Program) -> Command {
+pub(crate) fn program_command(program: &Program) -> Command {
     match program {
         Program::Shell { command } => {
             let mut c = Command::new("/bin/sh");
@@ -297,37 +417,25 @@ pub fn program_command(program: &Program) -> Command {
     }
 }
 
-/// SIGKILLs a process group when dropped: an auxiliary command (hook script,
-/// check) is cleaned up after its run, on timeout (its future is dropped) and
-/// when its task is aborted. ESRCH (the group is already empty) is harmless.
-#[derive(Debug)]
-pub struct GroupGuard(pub i32);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(Pid::from_raw(self.0), Signal::SIGKILL);
-    }
-}
-
 /// One line of `/proc/<pid>/stat`, the fields we need.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcInfo {
+pub(crate) struct ProcInfo {
     /// Process id.
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// Parent.
-    pub ppid: i32,
+    pub(crate) ppid: i32,
     /// Process group.
-    pub pgrp: i32,
+    pub(crate) pgrp: i32,
     /// Session.
-    pub session: i32,
+    pub(crate) session: i32,
     /// `comm` (at most 15 bytes).
-    pub comm: String,
+    pub(crate) comm: String,
 }
 
 /// Parses `/proc/<pid>/stat`; `comm` may contain spaces and parentheses, so
 /// the fields after it are found from the last `)`.
 #[must_use]
-pub fn parse_stat(line: &str) -> Option<ProcInfo> {
+pub(crate) fn parse_stat(line: &str) -> Option<ProcInfo> {
     let open = line.find('(')?;
     let close = line.rfind(')')?;
     let pid = line[..open].trim().parse().ok()?;
@@ -342,7 +450,7 @@ pub fn parse_stat(line: &str) -> Option<ProcInfo> {
 
 /// Every process visible in `/proc`.
 #[must_use]
-pub fn list_processes() -> Vec<ProcInfo> {
+pub(crate) fn list_processes() -> Vec<ProcInfo> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(Result::ok)
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
@@ -353,7 +461,7 @@ pub fn list_processes() -> Vec<ProcInfo> {
 
 /// Identifies the task's tree among `procs` (see the module docs).
 #[must_use]
-pub fn task_tree(procs: &[ProcInfo], root: i32, executor: i32, auxiliary: &HashSet<i32>) -> Vec<i32> {
+pub(crate) fn task_tree(procs: &[ProcInfo], root: i32, executor: i32, auxiliary: &HashSet<i32>) -> Vec<i32> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     for p in procs {
         children.entry(p.ppid).or_default().push(p.pid);
@@ -382,7 +490,7 @@ pub fn task_tree(procs: &[ProcInfo], root: i32, executor: i32, auxiliary: &HashS
 
 /// Every descendant of `ancestor` (not itself).
 #[must_use]
-pub fn descendants(procs: &[ProcInfo], ancestor: i32) -> Vec<i32> {
+pub(crate) fn descendants(procs: &[ProcInfo], ancestor: i32) -> Vec<i32> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     for p in procs {
         children.entry(p.ppid).or_default().push(p.pid);
@@ -434,7 +542,7 @@ fn signal_until_stable(select: impl Fn(&[ProcInfo]) -> Vec<i32>, signal: Signal)
 /// Signals the task's tree as described in the module docs. Processes whose
 /// name is in `spared` do not get `signal` (used for SIGTERM exclusions).
 /// Returns the pids signalled.
-pub fn signal_task_tree(root: i32, auxiliary: &HashSet<i32>, signal: Signal, spared: &[String]) -> Vec<i32> {
+pub(crate) fn signal_task_tree(root: i32, auxiliary: &HashSet<i32>, signal: Signal, spared: &[String]) -> Vec<i32> {
     let executor = pid_i32(std::process::id());
     let select = |procs: &[ProcInfo]| task_tree(procs, root, executor, auxiliary);
     if signal == Signal::SIGKILL {
@@ -462,7 +570,7 @@ pub fn signal_task_tree(root: i32, auxiliary: &HashSet<i32>, signal: Signal, spa
 
 /// SIGKILLs every remaining descendant of the executor: the last line of
 /// defence before exit, so no process of the task outlives us.
-pub fn kill_all_descendants() -> usize {
+pub(crate) fn kill_all_descendants() -> usize {
     let me = pid_i32(std::process::id());
     signal_until_stable(|procs| descendants(procs, me), Signal::SIGKILL).0.len()
 }

@@ -83,6 +83,7 @@ async fn a_vetoing_hook_prevents_the_launch_and_is_named() {
     let mut exec = Executor::start(&emu, &[("HOOK_EXECUTOR_HOOKS", "exec"), ("HOOK_EXECUTOR_HOOKS_DIR", &dir_env(dir.path()))]);
     emu.launch(shell_task("t-veto", "touch started"));
     let failed = wait_state(&emu, &exec, "t-veto", TaskState::TaskFailed).await;
+    assert_ne!(failed.reason(), Reason::TaskUnauthorized, "only a policy refusal is REASON_TASK_UNAUTHORIZED");
     let message = failed.message.unwrap_or_default();
     assert!(message.contains("before-start hook `exec` refused the launch"), "{message}");
     assert!(message.contains("50-refuse exited with status 3: maintenance window: no launches"), "{message}");

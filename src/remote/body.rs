@@ -1,0 +1,72 @@
+//! Response bodies: a whole JSON document, or a Server-Sent Events stream.
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use hyper::{
+    body::{Body, Frame, SizeHint},
+    header::{self, HeaderValue},
+    Response, StatusCode,
+};
+use tokio::sync::mpsc;
+
+/// A response body: a whole JSON document, or an SSE stream fed by a bounded
+/// channel (a slow reader slows its producer; nothing piles up).
+pub(crate) enum ApiBody {
+    /// The whole body (taken when sent).
+    Full(Option<Bytes>),
+    /// Server-Sent Events.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl Body for ApiBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Self::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Self::Full(None) => SizeHint::with_exact(0),
+            Self::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A JSON response.
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<ApiBody> {
+    // Our own types always serialise; an empty object is the safe fallback.
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(ApiBody::Full(Some(Bytes::from(bytes))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// An SSE response fed by `rx`.
+pub(crate) fn event_stream(rx: mpsc::Receiver<Bytes>) -> Response<ApiBody> {
+    let mut r = Response::new(ApiBody::Stream(rx));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// One SSE event with JSON data.
+pub(crate) fn sse_event(event: &str, data: &impl serde::Serialize) -> Bytes {
+    let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}

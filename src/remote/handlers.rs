@@ -1,0 +1,196 @@
+//! What each routed request does: reading and checking the body, asking the
+//! registry, and building the response (JSON, or an SSE stream of output).
+
+use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::{body::Incoming, header, Request, Response, StatusCode};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::{
+    audit::{audit, Attempt},
+    body::{event_stream, json, sse_event, ApiBody},
+    command::{RemoteCommand, Snapshot},
+    error::ApiError,
+    output::LineCursor,
+    plan::{plan, seconds},
+    routes::{route, Route},
+    server::{Access, Peer, Shared},
+    types::{ExecuteRequest, ExecuteResponse, ListResponse, OutputLine, StatusResponse, TaskQuery},
+};
+
+/// A request's body must arrive within this.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// SSE comment sent while a command is silent, so idle proxies and clients
+/// can tell a quiet command from a dead connection.
+const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Answers one request on a connection whose access was decided at accept.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    access: Access,
+    req: Request<Incoming>,
+) -> Result<Response<ApiBody>, Infallible> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let response = match dispatch(&shared, &peer, access, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(%peer, %method, status = e.status().as_u16(), error = %e, "remote API request refused");
+            e.response()
+        }
+    };
+    if !matches!(access, Access::Refused(_)) {
+        debug!(%peer, %method, %path, status = response.status().as_u16(), "remote API request");
+    }
+    Ok(response)
+}
+
+async fn dispatch(shared: &Shared, peer: &Peer, access: Access, req: Request<Incoming>) -> Result<Response<ApiBody>, ApiError> {
+    match access {
+        Access::Allowed => {}
+        Access::Refused(uid) => return Err(ApiError::Forbidden(uid)),
+        Access::Token => shared.check_token(&req)?,
+    }
+    let route = route(req.method(), req.uri().path(), req.uri().query())?;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let registry = &shared.registry;
+    match route {
+        Route::Status => Ok(json(StatusCode::OK, &status(shared))),
+        Route::Execute => {
+            let mut attempt = Attempt::default();
+            let started = execute(shared, req.into_body(), declared, &mut attempt).await;
+            audit(peer, &attempt, started.as_ref().map(|(pid, _)| *pid));
+            let (pid, warnings) = started?;
+            Ok(json(StatusCode::OK, &ExecuteResponse { result: "OK".to_owned(), pid, warnings }))
+        }
+        Route::CompatResult => {
+            let body = read_body(req.into_body(), shared.max_body, declared).await?;
+            let query: TaskQuery = parse_json(&body)?;
+            let limit = match query.wait {
+                Some(w) => Some(seconds("\"wait\"", w)?.unwrap_or(Duration::ZERO)),
+                None => None,
+            };
+            let cmd = registry.get(query.pid)?;
+            Ok(snapshot_response(&cmd.wait(limit).await))
+        }
+        Route::List => Ok(json(StatusCode::OK, &ListResponse { pids: registry.pids() })),
+        Route::Result { pid, wait } => {
+            let cmd = registry.get(pid)?;
+            let snapshot = match wait {
+                Some(w) => cmd.wait(Some(w)).await,
+                None => cmd.snapshot(),
+            };
+            Ok(snapshot_response(&snapshot))
+        }
+        Route::Terminate { pid } => {
+            let cmd = registry.get(pid)?;
+            if !cmd.finished() {
+                info!(%peer, pid, "remote command terminate requested");
+                cmd.request_terminate();
+            }
+            Ok(snapshot_response(&cmd.wait(None).await))
+        }
+        Route::Output { pid } => {
+            let cmd = registry.get(pid)?;
+            let (tx, rx) = mpsc::channel(16);
+            tokio::spawn(stream_output(cmd, tx, shared.shutdown.clone()));
+            Ok(event_stream(rx))
+        }
+    }
+}
+
+/// `GET /remote/status`: the compatible fields and our extras.
+fn status(shared: &Shared) -> StatusResponse {
+    let s = shared.status.borrow().clone();
+    let (running, retained) = shared.registry.counts();
+    StatusResponse {
+        release: crate::RELEASE.to_owned(),
+        result: "ok".to_owned(),
+        sandbox_dir: shared.sandbox_dir.clone(),
+        status: "active".to_owned(),
+        work_dir: shared.work_dir.clone(),
+        framework_id: s.framework_id,
+        executor_id: s.executor_id,
+        task_id: s.task_id,
+        task_state: s.state,
+        task_pid: s.pid,
+        healthy: s.healthy,
+        running_commands: running,
+        retained_results: retained,
+    }
+}
+
+fn snapshot_response(s: &Snapshot) -> Response<ApiBody> {
+    match s {
+        Snapshot::Finished(result) => json(StatusCode::OK, result),
+        Snapshot::Running(running) => json(StatusCode::ACCEPTED, running),
+    }
+}
+
+async fn read_body(body: Incoming, limit: usize, declared: Option<u64>) -> Result<Bytes, ApiError> {
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::TooLarge(limit)),
+        Ok(Err(e)) => Err(ApiError::Body(e)),
+        Err(_) => Err(ApiError::BodyTimeout(BODY_TIMEOUT)),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(ApiError::Json)
+}
+
+/// `POST /remote/execute` up to the pid; fills `attempt` as far as the
+/// request is understood, so refusals are audited with what was asked.
+async fn execute(shared: &Shared, body: Incoming, declared: Option<u64>, attempt: &mut Attempt) -> Result<(i32, Vec<String>), ApiError> {
+    let body = read_body(body, shared.max_body, declared).await?;
+    let request: ExecuteRequest = parse_json(&body)?;
+    *attempt = Attempt::of_request(&request);
+    let mut env: BTreeMap<String, String> = shared.base_env.clone();
+    if let Some(task_id) = shared.status.borrow().task_id.clone() {
+        env.insert("MESOS_TASK_ID".to_owned(), task_id);
+    }
+    let plan = plan(request, &env, shared.registry.cwd())?;
+    *attempt = Attempt::of_plan(&plan);
+    let pid = shared.registry.execute(&plan)?;
+    Ok((pid, plan.warnings))
+}
+
+/// Feeds one SSE response: the command's lines in arrival order (a replay
+/// first, for a command already running or finished), then `exit`.
+async fn stream_output(cmd: Arc<RemoteCommand>, tx: mpsc::Sender<Bytes>, shutdown: CancellationToken) {
+    let mut changes = cmd.changes();
+    let mut cursor = LineCursor::default();
+    loop {
+        changes.borrow_and_update();
+        let (lines, done) = cmd.follow(&mut cursor);
+        for (stream, line) in lines {
+            if tx.send(sse_event(stream.name(), &OutputLine { line })).await.is_err() {
+                return;
+            }
+        }
+        if done {
+            if let Snapshot::Finished(result) = cmd.snapshot() {
+                let _ = tx.send(sse_event("exit", &result)).await;
+            }
+            return;
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(SSE_KEEPALIVE) => {
+                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                    return;
+                }
+            }
+            () = tx.closed() => return,
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

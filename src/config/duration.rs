@@ -36,7 +36,7 @@ fn parse_mesos(input: &str) -> Option<Duration> {
     let factor = MESOS_UNITS.iter().find(|(name, _)| *name == unit)?.1;
     let value: f64 = number.parse().ok()?;
     let secs = value * factor;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e15 {
+    if !secs.is_finite() || !(0.0..=1e15).contains(&secs) {
         return None;
     }
     // Round to whole nanoseconds, as stout stores durations in int64 ns.

@@ -274,15 +274,6 @@ pub(crate) struct RemoteSettings {
 }
 
 impl Config {
-    /// Where the remote-execution socket lives: `HOOK_EXECUTOR_REMOTE_SOCKET`,
-    /// else `executor.sock` in the sandbox (design §2).
-    #[must_use]
-    pub(crate) fn remote_socket(&self) -> PathBuf {
-        self.settings.remote.socket.clone().unwrap_or_else(|| self.sandbox.join("executor.sock"))
-    }
-}
-
-impl Config {
     /// Reads the configuration from this process's environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))))
@@ -346,6 +337,13 @@ impl Config {
             settings,
             environment: Environment::default(),
         })
+    }
+
+    /// Where the remote-execution socket lives: `HOOK_EXECUTOR_REMOTE_SOCKET`,
+    /// else `executor.sock` in the sandbox (design §2).
+    #[must_use]
+    pub(crate) fn remote_socket(&self) -> PathBuf {
+        self.settings.remote.socket.clone().unwrap_or_else(|| self.sandbox.join("executor.sock"))
     }
 
     /// `HOOK_EXECUTOR_*` variables in the environment that we do not know, most

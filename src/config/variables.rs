@@ -109,6 +109,16 @@ pub struct Spec {
     pub(crate) help: &'static str,
 }
 
+impl Spec {
+    /// The help text, with the second name if there is one.
+    fn meaning(&self) -> String {
+        match self.also_read_as {
+            Some(alias) => format!("{} Also read as {alias}.", self.help),
+            None => self.help.to_owned(),
+        }
+    }
+}
+
 /// A variable and the parser that turns its text into a `T`.
 pub(crate) struct Var<T> {
     pub(crate) spec: Spec,
@@ -172,7 +182,7 @@ variables! {
     AUTHENTICATION_TOKEN: Option<Secret> = Var::new("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", Kind::Secret, Unset("—"), parse::secret,
         "Sent as `Authorization: Bearer` on every agent request; never logged, never passed to the task.");
     SSL_ENABLED: bool = Var::new("LIBPROCESS_SSL_ENABLED", Kind::Switch, Value("0"), parse::flag,
-        "1 or true: reach the agent over HTTPS (also read as SSL_ENABLED).").also_read_as("SSL_ENABLED");
+        "1 or true: reach the agent over HTTPS.").also_read_as("SSL_ENABLED");
     SSL_CA_FILE: Option<PathBuf> = Var::new("LIBPROCESS_SSL_CA_FILE", Kind::Path, Unset("system roots"), parse::path,
         "CA bundle to verify the agent's certificate with.");
     SSL_VERIFY_CERT: bool = Var::new("LIBPROCESS_SSL_VERIFY_CERT", Kind::Switch, Value("0"), parse::flag,
@@ -341,8 +351,9 @@ pub(crate) enum ValueError {
     /// Several items of a list are wrong; each is reported on its own.
     #[error("{} items are invalid", .0.len())]
     Items(Vec<ValueError>),
-    /// A declared default that its own parser rejects: a bug, caught by the
-    /// `every_default_parses` test before it can ship.
+    /// A declared default that its own parser rejects: a bug, which the test
+    /// `every_declared_variable_is_read_and_every_default_is_valid` catches
+    /// before it can ship.
     #[error("its built-in default {default:?} is invalid")]
     BadDefault {
         default: &'static str,
@@ -585,7 +596,7 @@ pub fn help_text() -> String {
          Environment variables (an empty value counts as unset):\n",
     );
     for v in VARIABLES {
-        out.push_str(&format!("  {:<40} {:<10} default: {}\n      {}\n", v.name, v.kind.to_string(), v.fallback, v.help));
+        out.push_str(&format!("  {:<40} {:<10} default: {}\n      {}\n", v.name, v.kind.to_string(), v.fallback, v.meaning()));
     }
     out.push_str(
         "\nExit codes: 0 clean run (terminal update acknowledged, or SHUTDOWN before any task);\n\
@@ -606,7 +617,7 @@ fn reference_table() -> String {
             v.name,
             cell(v.kind.to_string()),
             cell(v.fallback.to_string()),
-            cell(v.help.to_owned())
+            cell(v.meaning())
         ));
     }
     out

@@ -5,7 +5,7 @@
 //! round trip. Secrets are wrapped in [`Secret`] so they never reach `Debug`
 //! output or logs.
 //!
-//! Each variable is declared once, in [`variables`]; this module turns the
+//! Each variable is declared once, in `variables.rs`; this module turns the
 //! declared values into [`Config`] and applies the rules that span several
 //! variables.
 

@@ -557,6 +557,9 @@ mod tests {
         assert!(matches!(c.agent.transport, AgentTransport::Https { verify: false, .. }));
         let err = Config::from_vars(with(&[("MESOS_SLAVE_PID", "nonsense")])).expect_err("invalid");
         assert_eq!(err.problems[0].variable, "MESOS_SLAVE_PID");
+        // A blank address is no address.
+        let err = Config::from_vars(with(&[("MESOS_SLAVE_PID", " ")])).expect_err("no agent");
+        assert!(matches!(err.problems[0].error, ValueError::NoAgent), "{err}");
     }
 
     #[test]
@@ -591,6 +594,21 @@ mod tests {
         assert_eq!(c.settings.hooks.chain, vec!["policy", "consul"]);
         assert_eq!(c.settings.hooks.consul_url, "http://127.0.0.1:8500");
         assert!(!format!("{c:?}").contains("t0k3n"));
+    }
+
+    #[test]
+    fn an_empty_setting_means_its_default() {
+        let c = Config::from_vars(with(&[
+            ("HOOK_EXECUTOR_LOG_FORMAT", ""),
+            ("HOOK_EXECUTOR_ACK_TIMEOUT", ""),
+            ("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", " "),
+            ("HOOK_EXECUTOR_REMOTE_ENABLED", ""),
+        ]))
+        .expect("valid");
+        assert_eq!(c.settings.log_format, LogFormat::Text);
+        assert_eq!(c.settings.ack_timeout, Duration::from_secs(60));
+        assert_eq!(c.settings.remote.max_running, 64);
+        assert!(c.settings.remote.enabled);
     }
 
     #[test]

@@ -3,18 +3,23 @@
 //!
 //! The agent formats a duration with the largest unit in which it is exact and up
 //! to 15 significant digits, so fractional values with long expansions reach the
-//! executor; `humantime` rejects those, hence this parser. Mesos syntax is tried
-//! first (a decimal number and one unit out of `ns us ms secs mins hrs days weeks`);
-//! anything else falls back to humantime.
+//! executor; `humantime` rejects those (`NumberOverflow`), hence our own parser
+//! for Mesos syntax. Mesos syntax is tried first (a decimal number and one unit
+//! out of `ns us ms secs mins hrs days weeks`); anything else goes to
+//! [`humantime::parse_duration`], whose grammar (`5s`, `1m 30s`, `2h`, a bare
+//! `0`) is accepted as that crate defines it.
 
 use std::time::Duration;
 
-/// A duration string that neither Mesos nor humantime syntax accepts.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A duration string that neither Mesos nor humantime syntax accepts. The
+/// cause is humantime's complaint, Mesos syntax being the narrower one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{input:?} is not a duration (expected e.g. `5secs`, `1500ms`, `2mins` or `1m30s`)")]
-pub struct DurationError {
+pub(crate) struct DurationError {
     /// The rejected text.
-    pub input: String,
+    input: String,
+    #[source]
+    source: humantime::DurationError,
 }
 
 const MESOS_UNITS: [(&str, f64); 8] =
@@ -22,7 +27,7 @@ const MESOS_UNITS: [(&str, f64); 8] =
 
 /// Parses exactly Mesos' `Duration::parse` syntax: a run of digits and dots, then
 /// one unit. No sign, spaces or exponent.
-pub fn parse_mesos(input: &str) -> Option<Duration> {
+fn parse_mesos(input: &str) -> Option<Duration> {
     let split = input.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
     let (number, unit) = input.split_at(split);
     if number.is_empty() || number.matches('.').count() > 1 || number == "." {
@@ -31,7 +36,7 @@ pub fn parse_mesos(input: &str) -> Option<Duration> {
     let factor = MESOS_UNITS.iter().find(|(name, _)| *name == unit)?.1;
     let value: f64 = number.parse().ok()?;
     let secs = value * factor;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e15 {
+    if !secs.is_finite() || !(0.0..=1e15).contains(&secs) {
         return None;
     }
     // Round to whole nanoseconds, as stout stores durations in int64 ns.
@@ -41,14 +46,18 @@ pub fn parse_mesos(input: &str) -> Option<Duration> {
 }
 
 /// Parses a duration in Mesos syntax, falling back to humantime syntax.
-pub fn parse(input: &str) -> Result<Duration, DurationError> {
-    parse_mesos(input).or_else(|| humantime_lite(input)).ok_or_else(|| DurationError { input: input.to_owned() })
+pub(crate) fn parse(input: &str) -> Result<Duration, DurationError> {
+    match parse_mesos(input) {
+        Some(d) => Ok(d),
+        None => humantime::parse_duration(input).map_err(|source| DurationError { input: input.to_owned(), source }),
+    }
 }
 
 /// Formats a duration the way the agent does for whole units (`5secs`, `2mins`,
-/// `1500ms`), for help text and logs.
+/// `1500ms`): the emulator writes the agent's variables with it.
+#[cfg(any(test, feature = "emulator"))]
 #[must_use]
-pub fn format_mesos(d: Duration) -> String {
+pub(crate) fn format_mesos(d: Duration) -> String {
     let nanos = d.as_nanos();
     if nanos == 0 {
         return "0ns".to_owned();
@@ -61,40 +70,6 @@ pub fn format_mesos(d: Duration) -> String {
         }
     }
     format!("{nanos}ns")
-}
-
-/// The subset of humantime syntax operators use in variables: a sequence of
-/// `<integer><unit>` with units `ns us ms s m h d` (and their long spellings),
-/// e.g. `5s`, `1m30s`, `250ms`. Implemented here to avoid a dependency for it.
-fn humantime_lite(input: &str) -> Option<Duration> {
-    let mut rest = input.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let value: u64 = rest[..digits].parse().ok()?;
-        rest = rest[digits..].trim_start();
-        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = rest[unit_len..].trim_start();
-        let part = match unit {
-            "ns" | "nsec" | "nanos" => Duration::from_nanos(value),
-            "us" | "usec" | "micros" => Duration::from_micros(value),
-            "ms" | "msec" | "millis" => Duration::from_millis(value),
-            "s" | "sec" | "secs" | "second" | "seconds" => Duration::from_secs(value),
-            "m" | "min" | "mins" | "minute" | "minutes" => Duration::from_secs(value.checked_mul(60)?),
-            "h" | "hr" | "hrs" | "hour" | "hours" => Duration::from_secs(value.checked_mul(3600)?),
-            "d" | "day" | "days" => Duration::from_secs(value.checked_mul(86_400)?),
-            _ => return None,
-        };
-        total = total.checked_add(part)?;
-    }
-    Some(total)
 }
 
 #[cfg(test)]
@@ -114,6 +89,7 @@ mod tests {
         let d = parse_mesos("1.02083333333333days").expect("fractional days");
         // 1 day 30 min, within the 15 significant digits the agent writes.
         assert!((d.as_secs_f64() - 88_200.0).abs() < 0.001, "{d:?}");
+        assert_eq!(parse("1.02083333333333days"), Ok(d), "humantime alone would reject it");
     }
 
     #[test]
@@ -134,6 +110,13 @@ mod tests {
         assert!(parse("five seconds").is_err());
         assert!(parse("-1s").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn the_error_names_the_input_and_keeps_humantimes_cause() {
+        let err = parse("soon").expect_err("not a duration");
+        assert!(err.to_string().starts_with("\"soon\" is not a duration"), "{err}");
+        assert!(std::error::Error::source(&err).is_some());
     }
 
     #[test]

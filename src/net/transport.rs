@@ -3,6 +3,7 @@
 
 use std::{path::Path, sync::Arc};
 
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A byte stream HTTP/1.1 can run over: TCP, TLS over TCP, or a Unix socket.
@@ -50,7 +51,7 @@ pub fn connector(trust: Trust<'_>) -> Result<tokio_rustls::TlsConnector, String>
         Trust::CaFile(path) => {
             let mut roots = rustls::RootCertStore::empty();
             let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| format!("parsing {}: {e}", path.display()))?;
                 roots.add(cert).map_err(|e| format!("adding CA from {}: {e}", path.display()))?;
             }

@@ -285,15 +285,11 @@ fn pid_i32(pid: u32) -> i32 {
     i32::try_from(pid).unwrap_or(i32::MAX)
 }
 
-/// `prctl(PR_SET_CHILD_SUBREAPER, 1)`.
+/// Makes this process the child subreaper (`PR_SET_CHILD_SUBREAPER`), so
+/// descendants orphaned by a double fork are re-parented to us and can be
+/// found and killed with the task.
 pub fn set_child_subreaper() -> io::Result<()> {
-    // SAFETY: a plain prctl with integer arguments.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
 }
 
 /// A user to run the task as, resolved before fork (lookups are not safe

@@ -4,15 +4,16 @@
 //! Reconnect cadence follows the Mesos executor library: after a stream that
 //! was open breaks, the first attempt is immediate (the agent's re-registration
 //! window after a restart is only 2 s by default); after a failed attempt the
-//! next comes after a uniform random delay in `[0, backoff_max]`. Only one
-//! SUBSCRIBE is ever in flight. The owner stops the loop by answering a
-//! [`Input::SubscribeRequest`] with `None`.
+//! next comes after a uniform random delay in `[0, backoff_max]`
+//! ([`Backoff::reconnect`]). Only one SUBSCRIBE is ever in flight. The owner
+//! stops the loop by answering a [`Input::SubscribeRequest`] with `None`.
 
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    agent::backoff::Backoff,
     agent::updates,
     agent::{AgentClient, CallConnection, StreamItem},
     executor::Input,
@@ -24,14 +25,16 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30 * 60);
 
 /// Runs until the owner declines to subscribe again or its inbox is gone.
 pub async fn subscribe_loop(client: AgentClient, inbox: mpsc::Sender<Input>, backoff_max: Duration, max_record_len: usize) {
+    let mut backoff = Backoff::reconnect(backoff_max);
     loop {
         let (reply, request) = oneshot::channel();
         if inbox.send(Input::SubscribeRequest(reply)).await.is_err() {
             return;
         }
         let Ok(Some(call)) = request.await else { return };
-        let was_open = match client.subscribe(&call, max_record_len).await {
+        match client.subscribe(&call, max_record_len).await {
             Ok(mut stream) => {
+                backoff.reset();
                 if inbox.send(Input::StreamOpened).await.is_err() {
                     return;
                 }
@@ -51,24 +54,24 @@ pub async fn subscribe_loop(client: AgentClient, inbox: mpsc::Sender<Input>, bac
                 if inbox.send(Input::Disconnected(reason)).await.is_err() {
                     return;
                 }
-                true
             }
             Err(error) => {
                 if inbox.send(Input::SubscribeFailed(error)).await.is_err() {
                     return;
                 }
-                false
             }
-        };
-        if !was_open {
-            tokio::time::sleep(super::backoff::reconnect_delay(backoff_max, fastrand::f64())).await;
+        }
+        let delay = backoff.next_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
     }
 }
 
 /// Sends the updates of one subscription, in order, on one persistent call
 /// connection. A retryable failure (5xx, timeout, broken connection) is
-/// retried with the *same* uuid after a growing delay; the agent dedups by
+/// retried with the *same* uuid after a doubling delay (100 ms up to 5 s,
+/// starting over for each update); the agent dedups by
 /// uuid, so this is safe. A refusal (4xx) is reported and the update stays in
 /// the unacknowledged set for the next SUBSCRIBE. The owner aborts this task
 /// when the subscription ends.
@@ -80,6 +83,7 @@ pub async fn send_updates(
     executor_id: String,
 ) {
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
+    let mut backoff = Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         tokio::select! {
             status = queue.recv() => {
@@ -87,7 +91,7 @@ pub async fn send_updates(
                 let uuid = status.uuid.clone().unwrap_or_default();
                 let label = format!("{} {}", status.state().as_str_name(), updates::uuid_text(&status));
                 let call = updates::update_call(&framework_id, &executor_id, status);
-                let mut delay = Duration::from_millis(100);
+                backoff.reset();
                 loop {
                     match conn.send(&call).await {
                         Ok(()) => {
@@ -98,9 +102,9 @@ pub async fn send_updates(
                             break;
                         }
                         Err(error) if error.is_retryable() => {
+                            let delay = backoff.next_delay();
                             tracing::warn!(update = %label, cause = %error, retry_in = ?delay, "update not delivered; retrying with the same uuid");
                             tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(5));
                         }
                         Err(error) => {
                             if inbox.send(Input::UpdateRefused { uuid, error: error.to_string() }).await.is_err() {

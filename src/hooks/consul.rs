@@ -20,7 +20,7 @@
 
 use std::{sync::Mutex, time::Duration};
 
-use hyper::Method;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{Hook, HookContext, HookError, HookEvent, HookFuture};

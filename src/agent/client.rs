@@ -40,7 +40,7 @@ use crate::{
 };
 
 /// The media type we send and ask for.
-pub const PROTOBUF: &str = "application/x-protobuf";
+pub(crate) const PROTOBUF: &str = "application/x-protobuf";
 
 /// Largest error body kept for a log line.
 const MAX_ERROR_BODY: usize = 4096;
@@ -92,7 +92,7 @@ impl AgentError {
     /// Whether retrying the same call may succeed: 5xx, timeouts and broken
     /// connections. A 4xx means the agent refused this call as it is.
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         match self {
             Self::Status { status, .. } => status.is_server_error(),
             Self::Tls(_) | Self::ServerName { .. } => false,
@@ -116,7 +116,7 @@ enum Dial {
 
 /// Opens connections to the agent and sends requests. Cheap to clone.
 #[derive(Clone)]
-pub struct AgentClient {
+pub(crate) struct AgentClient {
     endpoint: AgentEndpoint,
     token: Option<Secret>,
     timeout: Duration,
@@ -131,7 +131,7 @@ impl std::fmt::Debug for AgentClient {
 
 impl AgentClient {
     /// A client for `endpoint`, sending `token` as a Bearer token when given.
-    pub fn new(endpoint: AgentEndpoint, token: Option<Secret>, timeout: Duration) -> Result<Self, AgentError> {
+    pub(crate) fn new(endpoint: AgentEndpoint, token: Option<Secret>, timeout: Duration) -> Result<Self, AgentError> {
         let dial = match &endpoint.transport {
             AgentTransport::Http { authority } => Dial::Tcp(authority.clone()),
             AgentTransport::Https { authority, ca_file, verify } => {
@@ -145,7 +145,7 @@ impl AgentClient {
 
     /// The endpoint URL, for logs.
     #[must_use]
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.endpoint.url()
     }
 
@@ -200,7 +200,7 @@ impl AgentClient {
 
     /// Sends SUBSCRIBE on a fresh connection. On `200 OK` returns the event
     /// stream; any other answer is an error carrying status and body.
-    pub async fn subscribe(&self, call: &Call, max_record_len: usize) -> Result<EventStream, AgentError> {
+    pub(crate) async fn subscribe(&self, call: &Call, max_record_len: usize) -> Result<EventStream, AgentError> {
         let mut sender = self.connect().await?;
         let request = self.request(call, true)?;
         let response = tokio::time::timeout(self.timeout, sender.send_request(request))
@@ -217,7 +217,7 @@ impl AgentClient {
 
     /// A persistent connection for non-SUBSCRIBE calls.
     #[must_use]
-    pub fn calls(&self) -> CallConnection {
+    pub(crate) fn calls(&self) -> CallConnection {
         CallConnection { client: self.clone(), sender: None }
     }
 }
@@ -249,14 +249,14 @@ async fn read_error_body(body: Incoming, timeout: Duration) -> String {
 
 /// One persistent connection for UPDATE, MESSAGE and HEARTBEAT calls,
 /// re-opened on demand after a failure.
-pub struct CallConnection {
+pub(crate) struct CallConnection {
     client: AgentClient,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl CallConnection {
     /// Sends one call and expects `202 Accepted`, all within the call timeout.
-    pub async fn send(&mut self, call: &Call) -> Result<(), AgentError> {
+    pub(crate) async fn send(&mut self, call: &Call) -> Result<(), AgentError> {
         let timeout = self.client.timeout;
         let result = tokio::time::timeout(timeout, self.send_inner(call)).await.unwrap_or(Err(AgentError::Timeout(timeout)));
         if result.is_err() {
@@ -370,7 +370,7 @@ fn body_bytes(body: Incoming) -> BodyBytes {
 }
 
 /// The SUBSCRIBE response body, decoded record by record.
-pub struct EventStream {
+pub(crate) struct EventStream {
     events: FramedRead<StreamReader<BodyBytes, Bytes>, EventCodec>,
     /// Keeps the connection's request half alive for the stream's lifetime.
     _sender: SendRequest<Full<Bytes>>,
@@ -378,7 +378,7 @@ pub struct EventStream {
 
 impl EventStream {
     /// The next record, or why the stream ended.
-    pub async fn next(&mut self) -> Result<StreamItem, StreamEnd> {
+    pub(crate) async fn next(&mut self) -> Result<StreamItem, StreamEnd> {
         self.events.next().await.unwrap_or(Err(StreamEnd::Eof))
     }
 }

@@ -21,10 +21,10 @@ use crate::{
 };
 
 /// Interval of our HEARTBEAT calls, as the executor library (30 min).
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30 * 60);
+pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30 * 60);
 
 /// Runs until the owner declines to subscribe again or its inbox is gone.
-pub async fn subscribe_loop(client: AgentClient, inbox: mpsc::Sender<Input>, backoff_max: Duration, max_record_len: usize) {
+pub(crate) async fn subscribe_loop(client: AgentClient, inbox: mpsc::Sender<Input>, backoff_max: Duration, max_record_len: usize) {
     let mut backoff = Backoff::reconnect(backoff_max);
     loop {
         let (reply, request) = oneshot::channel();
@@ -75,7 +75,7 @@ pub async fn subscribe_loop(client: AgentClient, inbox: mpsc::Sender<Input>, bac
 /// uuid, so this is safe. A refusal (4xx) is reported and the update stays in
 /// the unacknowledged set for the next SUBSCRIBE. The owner aborts this task
 /// when the subscription ends.
-pub async fn send_updates(
+pub(crate) async fn send_updates(
     mut conn: CallConnection,
     mut queue: mpsc::UnboundedReceiver<v1::TaskStatus>,
     inbox: mpsc::Sender<Input>,

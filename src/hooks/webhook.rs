@@ -22,7 +22,7 @@ const RETRY_WAITS: Duration = Duration::from_millis(750);
 
 /// Webhook settings.
 #[derive(Debug, Clone)]
-pub struct WebhookHook {
+pub(crate) struct WebhookHook {
     /// Where to POST.
     pub urls: Vec<String>,
     /// Whether a failure on before-start vetoes the launch.

@@ -36,7 +36,7 @@ pub(crate) enum Profile {
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// The TLS configuration could not be built.
     #[error("TLS client setup: {0}")]
     Tls(#[from] TlsError),
@@ -47,7 +47,7 @@ pub enum ClientError {
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     /// The shared client is unusable (its setup failed once, at first use).
     #[error("{0}")]
     Client(#[source] &'static ClientError),

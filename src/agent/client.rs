@@ -9,25 +9,38 @@
 //! executor uses; JSON has default-field quirks). Every connect and call is
 //! bounded by the configured call timeout; the stream itself has no overall
 //! timeout, only the agent's own heartbeats (every 30 min) and TCP keepalive.
+//!
+//! The event stream is decoded by one adapter, shared with the fuzz target
+//! ([`decode_chunks`]): body chunks → `StreamReader` → `FramedRead` with the
+//! RecordIO codec → `Event::decode`. A record that is not an `Event` is skipped
+//! (logged by the caller); a framing error ends the stream.
 
-use std::{pin::Pin, time::Duration};
+use std::{
+    io,
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::{body::Incoming, client::conn::http1::SendRequest, header, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use prost::Message;
-use tokio_util::codec::Decoder;
+use tokio_util::{
+    codec::{Decoder, FramedRead},
+    io::StreamReader,
+};
 
 use crate::{
     agent::recordio::{RecordIoCodec, RecordIoError},
     config::{AgentEndpoint, AgentTransport, Secret},
-    net::transport::{self, Io, Trust},
+    net::transport::{self, Io, TlsError, Trust},
     proto::executor::{Call, Event},
 };
 
 /// The media type we send and ask for.
-pub const PROTOBUF: &str = "application/x-protobuf";
+pub(crate) const PROTOBUF: &str = "application/x-protobuf";
 
 /// Largest error body kept for a log line.
 const MAX_ERROR_BODY: usize = 4096;
@@ -36,19 +49,23 @@ const MAX_ERROR_BODY: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// Could not open a connection (refused, unreachable, TLS handshake).
-    #[error("connecting to the agent at {url}: {reason}")]
+    #[error("connecting to the agent at {url}: {source}")]
     Connect {
         /// The endpoint.
         url: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: io::Error,
     },
     /// The request or its response did not complete within the call timeout.
     #[error("agent did not answer within {0:?}")]
     Timeout(Duration),
     /// The connection broke while sending or receiving.
     #[error("agent connection failed: {0}")]
-    Transport(String),
+    Transport(#[source] hyper::Error),
+    /// The request could not be built (e.g. a token that is no valid header value).
+    #[error("building the request to the agent: {0}")]
+    Request(#[source] hyper::http::Error),
     /// The agent answered with an unexpected status.
     #[error("agent answered {status}: {body}")]
     Status {
@@ -59,29 +76,51 @@ pub enum AgentError {
     },
     /// The TLS settings could not be loaded.
     #[error("TLS setup: {0}")]
-    Tls(String),
+    Tls(#[from] TlsError),
+    /// The agent's host is no valid TLS server name.
+    #[error("TLS server name {host:?}: {source}")]
+    ServerName {
+        /// The host part of the agent's address.
+        host: String,
+        /// Why rustls refused it.
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
 }
 
 impl AgentError {
     /// Whether retrying the same call may succeed: 5xx, timeouts and broken
     /// connections. A 4xx means the agent refused this call as it is.
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         match self {
             Self::Status { status, .. } => status.is_server_error(),
-            Self::Tls(_) => false,
-            Self::Connect { .. } | Self::Timeout(_) | Self::Transport(_) => true,
+            Self::Tls(_) | Self::ServerName { .. } => false,
+            // A request that cannot be built was retried before the errors
+            // were typed; kept so (behaviour unchanged).
+            Self::Connect { .. } | Self::Timeout(_) | Self::Transport(_) | Self::Request(_) => true,
         }
     }
 }
 
+/// How a connection to the agent is opened, with TLS settings loaded once.
+#[derive(Clone)]
+enum Dial {
+    /// Plain TCP to `host:port`.
+    Tcp(String),
+    /// TLS over TCP to `host:port`, as `name`.
+    Tls { authority: String, connector: tokio_rustls::TlsConnector, name: rustls::pki_types::ServerName<'static> },
+    /// The agent's Unix socket.
+    Unix(std::path::PathBuf),
+}
+
 /// Opens connections to the agent and sends requests. Cheap to clone.
 #[derive(Clone)]
-pub struct AgentClient {
+pub(crate) struct AgentClient {
     endpoint: AgentEndpoint,
     token: Option<Secret>,
     timeout: Duration,
-    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    dial: Dial,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -92,35 +131,38 @@ impl std::fmt::Debug for AgentClient {
 
 impl AgentClient {
     /// A client for `endpoint`, sending `token` as a Bearer token when given.
-    pub fn new(endpoint: AgentEndpoint, token: Option<Secret>, timeout: Duration) -> Result<Self, AgentError> {
-        let tls = match &endpoint.transport {
-            AgentTransport::Https { authority, ca_file, verify } => Some(tls_connector(authority, ca_file.as_deref(), *verify)?),
-            _ => None,
+    pub(crate) fn new(endpoint: AgentEndpoint, token: Option<Secret>, timeout: Duration) -> Result<Self, AgentError> {
+        let dial = match &endpoint.transport {
+            AgentTransport::Http { authority } => Dial::Tcp(authority.clone()),
+            AgentTransport::Https { authority, ca_file, verify } => {
+                let (connector, name) = tls_connector(authority, ca_file.as_deref(), *verify)?;
+                Dial::Tls { authority: authority.clone(), connector, name }
+            }
+            AgentTransport::Unix { path } => Dial::Unix(path.clone()),
         };
-        Ok(Self { endpoint, token, timeout, tls })
+        Ok(Self { endpoint, token, timeout, dial })
     }
 
     /// The endpoint URL, for logs.
     #[must_use]
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.endpoint.url()
     }
 
     async fn open(&self) -> Result<Box<dyn Io>, AgentError> {
-        let connect_error = |e: std::io::Error| AgentError::Connect { url: self.endpoint.url(), reason: e.to_string() };
-        let io: Box<dyn Io> = match &self.endpoint.transport {
-            AgentTransport::Http { authority } => {
+        let connect_error = |source: io::Error| AgentError::Connect { url: self.endpoint.url(), source };
+        let io: Box<dyn Io> = match &self.dial {
+            Dial::Tcp(authority) => {
                 let stream = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(connect_error)?;
                 tune(&stream);
                 Box::new(stream)
             }
-            AgentTransport::Https { authority, .. } => {
+            Dial::Tls { authority, connector, name } => {
                 let stream = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(connect_error)?;
                 tune(&stream);
-                let (connector, name) = self.tls.clone().ok_or_else(|| AgentError::Tls("no TLS configuration".into()))?;
-                Box::new(connector.connect(name, stream).await.map_err(connect_error)?)
+                Box::new(connector.connect(name.clone(), stream).await.map_err(connect_error)?)
             }
-            AgentTransport::Unix { path } => Box::new(tokio::net::UnixStream::connect(path).await.map_err(connect_error)?),
+            Dial::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await.map_err(connect_error)?),
         };
         Ok(io)
     }
@@ -129,8 +171,7 @@ impl AgentClient {
     /// timeout. The connection is driven by a spawned task that ends with it.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, AgentError> {
         let io = tokio::time::timeout(self.timeout, self.open()).await.map_err(|_| AgentError::Timeout(self.timeout))??;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| AgentError::Transport(e.to_string()))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(AgentError::Transport)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(cause = %e, "agent connection closed");
@@ -154,35 +195,29 @@ impl AgentClient {
         if let Some(token) = &self.token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
         }
-        builder.body(Full::new(Bytes::from(call.encode_to_vec()))).map_err(|e| AgentError::Transport(e.to_string()))
+        builder.body(Full::new(Bytes::from(call.encode_to_vec()))).map_err(AgentError::Request)
     }
 
     /// Sends SUBSCRIBE on a fresh connection. On `200 OK` returns the event
     /// stream; any other answer is an error carrying status and body.
-    pub async fn subscribe(&self, call: &Call, max_record_len: usize) -> Result<EventStream, AgentError> {
+    pub(crate) async fn subscribe(&self, call: &Call, max_record_len: usize) -> Result<EventStream, AgentError> {
         let mut sender = self.connect().await?;
         let request = self.request(call, true)?;
         let response = tokio::time::timeout(self.timeout, sender.send_request(request))
             .await
             .map_err(|_| AgentError::Timeout(self.timeout))?
-            .map_err(|e| AgentError::Transport(e.to_string()))?;
+            .map_err(AgentError::Transport)?;
         let status = response.status();
         if status != StatusCode::OK {
             let body = read_error_body(response.into_body(), self.timeout).await;
             return Err(AgentError::Status { status, body });
         }
-        Ok(EventStream {
-            body: response.into_body(),
-            buf: BytesMut::new(),
-            codec: RecordIoCodec::new(max_record_len),
-            _sender: sender,
-            done: false,
-        })
+        Ok(EventStream { events: events(body_bytes(response.into_body()), max_record_len), _sender: sender })
     }
 
     /// A persistent connection for non-SUBSCRIBE calls.
     #[must_use]
-    pub fn calls(&self) -> CallConnection {
+    pub(crate) fn calls(&self) -> CallConnection {
         CallConnection { client: self.clone(), sender: None }
     }
 }
@@ -214,14 +249,14 @@ async fn read_error_body(body: Incoming, timeout: Duration) -> String {
 
 /// One persistent connection for UPDATE, MESSAGE and HEARTBEAT calls,
 /// re-opened on demand after a failure.
-pub struct CallConnection {
+pub(crate) struct CallConnection {
     client: AgentClient,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl CallConnection {
     /// Sends one call and expects `202 Accepted`, all within the call timeout.
-    pub async fn send(&mut self, call: &Call) -> Result<(), AgentError> {
+    pub(crate) async fn send(&mut self, call: &Call) -> Result<(), AgentError> {
         let timeout = self.client.timeout;
         let result = tokio::time::timeout(timeout, self.send_inner(call)).await.unwrap_or(Err(AgentError::Timeout(timeout)));
         if result.is_err() {
@@ -236,9 +271,9 @@ impl CallConnection {
             Some(s) if !s.is_closed() => s,
             _ => self.client.connect().await?,
         };
-        sender.ready().await.map_err(|e| AgentError::Transport(e.to_string()))?;
+        sender.ready().await.map_err(AgentError::Transport)?;
         let request = self.client.request(call, false)?;
-        let response = sender.send_request(request).await.map_err(|e| AgentError::Transport(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(AgentError::Transport)?;
         let status = response.status();
         if status == StatusCode::ACCEPTED {
             // Drain the (empty) body so the connection can be reused.
@@ -260,20 +295,10 @@ pub enum StreamEnd {
     Eof,
     /// The connection broke.
     #[error("event stream broken: {0}")]
-    Transport(String),
+    Transport(#[source] io::Error),
     /// The bytes are not valid RecordIO; framing cannot be recovered.
     #[error("event stream unreadable: {0}")]
-    Framing(#[from] RecordIoError),
-}
-
-/// The SUBSCRIBE response body, decoded record by record.
-pub struct EventStream {
-    body: Incoming,
-    buf: BytesMut,
-    codec: RecordIoCodec,
-    /// Keeps the connection's request half alive for the stream's lifetime.
-    _sender: SendRequest<Full<Bytes>>,
-    done: bool,
+    Framing(#[source] RecordIoError),
 }
 
 /// One item of the event stream.
@@ -286,74 +311,113 @@ pub enum StreamItem {
         /// Record length.
         len: usize,
         /// Decode error.
-        error: String,
+        error: prost::DecodeError,
     },
+}
+
+/// RecordIO records decoded into events: the [`RecordIoCodec`] framing, then
+/// `Event::decode` of each record. A record that is not an `Event` is an item
+/// ([`StreamItem::Garbage`]), not an error: framing is intact, the stream goes on.
+#[derive(Debug)]
+struct EventCodec(RecordIoCodec);
+
+impl EventCodec {
+    fn item(record: Option<Bytes>) -> Option<StreamItem> {
+        record.map(|record| match Event::decode(record.as_ref()) {
+            Ok(event) => StreamItem::Event(Box::new(event)),
+            Err(error) => StreamItem::Garbage { len: record.len(), error },
+        })
+    }
+}
+
+impl Decoder for EventCodec {
+    type Item = StreamItem;
+    type Error = StreamEnd;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<StreamItem>, StreamEnd> {
+        self.0.decode(src).map(Self::item).map_err(StreamEnd::Framing)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<StreamItem>, StreamEnd> {
+        self.0.decode_eof(src).map(Self::item).map_err(StreamEnd::Framing)
+    }
+}
+
+/// `FramedRead` wants read errors to be `io::Error`s; reading is the only
+/// source of them, so each one is the transport's.
+impl From<io::Error> for StreamEnd {
+    fn from(error: io::Error) -> Self {
+        Self::Transport(error)
+    }
+}
+
+/// The one decode path of the event stream, for the live agent body and for
+/// [`decode_chunks`] alike: body chunks → `StreamReader` → `FramedRead` with
+/// [`EventCodec`].
+fn events<S>(body: S, max_record_len: usize) -> FramedRead<StreamReader<S, Bytes>, EventCodec>
+where
+    S: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    FramedRead::new(StreamReader::new(body), EventCodec(RecordIoCodec::new(max_record_len)))
+}
+
+/// The data chunks of a hyper body, with its errors as `io::Error`s (the
+/// hyper error kept as the cause).
+type BodyBytes = futures_util::stream::MapErr<BodyDataStream<Incoming>, fn(hyper::Error) -> io::Error>;
+
+fn body_bytes(body: Incoming) -> BodyBytes {
+    BodyDataStream::new(body).map_err(io::Error::other as fn(hyper::Error) -> io::Error)
+}
+
+/// The SUBSCRIBE response body, decoded record by record.
+pub(crate) struct EventStream {
+    events: FramedRead<StreamReader<BodyBytes, Bytes>, EventCodec>,
+    /// Keeps the connection's request half alive for the stream's lifetime.
+    _sender: SendRequest<Full<Bytes>>,
 }
 
 impl EventStream {
     /// The next record, or why the stream ended.
-    pub async fn next(&mut self) -> Result<StreamItem, StreamEnd> {
-        loop {
-            if self.done {
-                return Err(StreamEnd::Eof);
-            }
-            if let Some(record) = self.codec.decode(&mut self.buf)? {
-                return Ok(decode_record(&record));
-            }
-            match Pin::new(&mut self.body).frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.buf.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => return Err(StreamEnd::Transport(e.to_string())),
-                None => {
-                    self.done = true;
-                    if let Some(_record) = self.codec.decode_eof(&mut self.buf)? {
-                        // decode() above already drained complete records, so a
-                        // record here is impossible; treat as EOF regardless.
-                    }
-                    return Err(StreamEnd::Eof);
-                }
-            }
-        }
+    pub(crate) async fn next(&mut self) -> Result<StreamItem, StreamEnd> {
+        self.events.next().await.unwrap_or(Err(StreamEnd::Eof))
     }
 }
 
-/// Decodes one record of the stream into an event, or reports it as garbage.
-#[must_use]
-pub fn decode_record(record: &[u8]) -> StreamItem {
-    match Event::decode(record) {
-        Ok(event) => StreamItem::Event(Box::new(event)),
-        Err(e) => StreamItem::Garbage { len: record.len(), error: e.to_string() },
-    }
-}
-
-/// Decodes a whole byte stream delivered in the given chunks, exactly as
-/// [`EventStream`] does: the items before the end, and why it ended. This is
-/// the body of the `recordio_events` fuzz target and of its corpus test.
+/// Decodes a whole byte stream delivered in the given chunks through the same
+/// adapter as the live [`EventStream`]: the items before the end, and why it
+/// ended. This is the body of the `recordio_events` fuzz target and of its
+/// corpus test.
 pub fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, max_record_len: usize) -> (Vec<StreamItem>, StreamEnd) {
-    let mut codec = RecordIoCodec::new(max_record_len);
-    let mut buf = BytesMut::new();
+    let body = futures_util::stream::iter(chunks.into_iter().map(|chunk| Ok(Bytes::copy_from_slice(chunk))));
+    let mut events = events(body, max_record_len);
+    // Every chunk is ready at once, so polling never returns `Pending`: no
+    // runtime is needed and a no-op waker is never woken.
+    let mut cx = Context::from_waker(Waker::noop());
     let mut items = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(record)) => items.push(decode_record(&record)),
-                Ok(None) => break,
-                Err(e) => return (items, StreamEnd::Framing(e)),
-            }
+    loop {
+        match events.poll_next_unpin(&mut cx) {
+            Poll::Ready(Some(Ok(item))) => items.push(item),
+            Poll::Ready(Some(Err(end))) => return (items, end),
+            Poll::Ready(None) => return (items, StreamEnd::Eof),
+            Poll::Pending => return (items, StreamEnd::Transport(io::Error::other("the chunk source was not ready"))),
         }
     }
-    match codec.decode_eof(&mut buf) {
-        Ok(Some(record)) => {
-            items.push(decode_record(&record));
-            (items, StreamEnd::Eof)
-        }
-        Ok(None) => (items, StreamEnd::Eof),
-        Err(e) => (items, StreamEnd::Framing(e)),
-    }
+}
+
+fn tls_connector(
+    authority: &str,
+    ca_file: Option<&std::path::Path>,
+    verify: bool,
+) -> Result<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>), AgentError> {
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|source| AgentError::ServerName { host: host.to_owned(), source })?;
+    let trust = match (verify, ca_file) {
+        (false, _) => Trust::Insecure,
+        (true, Some(path)) => Trust::CaFile(path),
+        (true, None) => Trust::WebPki,
+    };
+    Ok((transport::connector(trust)?, name))
 }
 
 #[cfg(test)]
@@ -393,6 +457,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn garbage_records_are_items_and_framing_errors_end_the_stream() {
+        let event = Event { r#type: Some(event::Type::Heartbeat as i32), ..Default::default() }.encode_to_vec();
+        let mut stream = crate::agent::recordio::frame(&event).to_vec();
+        stream.extend_from_slice(&crate::agent::recordio::frame(&[0xff, 0xff, 0xff]));
+        stream.extend_from_slice(&crate::agent::recordio::frame(&event));
+        stream.extend_from_slice(b"x\n");
+        stream.extend_from_slice(&crate::agent::recordio::frame(&event));
+        let (items, end) = decode_chunks(stream.chunks(5), 1 << 20);
+        assert!(matches!(items.as_slice(), [StreamItem::Event(_), StreamItem::Garbage { len: 3, .. }, StreamItem::Event(_)]), "{items:?}");
+        assert!(matches!(end, StreamEnd::Framing(RecordIoError::BadHeaderByte { byte: b'x', offset: 0 })), "{end:?}");
+        let (items, end) = decode_chunks([&b"5\nabc"[..]], 1 << 20);
+        assert!(items.is_empty());
+        assert!(matches!(end, StreamEnd::Framing(RecordIoError::Truncated { buffered: 3 })), "{end:?}");
+    }
+
     /// The fuzz target's body over a deterministic corpus: random bytes and
     /// random mutations of a valid stream, in random chunkings. It must never
     /// panic, and every item before the end must come from a whole record.
@@ -427,20 +507,4 @@ mod tests {
             assert!(items.len() <= data.len() / 2 + 1);
         }
     }
-}
-
-fn tls_connector(
-    authority: &str,
-    ca_file: Option<&std::path::Path>,
-    verify: bool,
-) -> Result<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>), AgentError> {
-    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
-    let name =
-        rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| AgentError::Tls(format!("server name {host:?}: {e}")))?;
-    let trust = match (verify, ca_file) {
-        (false, _) => Trust::Insecure,
-        (true, Some(path)) => Trust::CaFile(path),
-        (true, None) => Trust::WebPki,
-    };
-    Ok((transport::connector(trust).map_err(AgentError::Tls)?, name))
 }

@@ -16,4 +16,5 @@ pub mod recordio;
 pub mod subscription;
 pub mod updates;
 
-pub use client::{AgentClient, AgentError, CallConnection, StreamItem};
+pub(crate) use client::{AgentClient, CallConnection};
+pub use client::{AgentError, StreamItem};

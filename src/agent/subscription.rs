@@ -4,9 +4,9 @@
 //! Reconnect cadence follows the Mesos executor library: after a stream that
 //! was open breaks, the first attempt is immediate (the agent's re-registration
 //! window after a restart is only 2 s by default); after a failed attempt the
-//! next comes after a uniform random delay in `[0, backoff_max]`. Only one
-//! SUBSCRIBE is ever in flight. The owner stops the loop by answering a
-//! [`Report::SubscribeRequest`] with `None`.
+//! next comes after a uniform random delay in `[0, backoff_max]`
+//! ([`Backoff::reconnect`]). Only one SUBSCRIBE is ever in flight. The owner
+//! stops the loop by answering a [`Report::SubscribeRequest`] with `None`.
 //!
 //! Both loops report through [`Report`], which the owner's inbox type
 //! converts from (`From<Report>`): this module knows nothing of the owner.
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{updates, AgentClient, AgentError, CallConnection, StreamItem};
+use super::{backoff::Backoff, updates, AgentClient, AgentError, CallConnection, StreamItem};
 use crate::proto::{
     executor::{Call, Event},
     v1,
@@ -23,7 +23,7 @@ use crate::proto::{
 
 /// What the subscription and the update sender tell the owner.
 #[derive(Debug)]
-pub enum Report {
+pub(crate) enum Report {
     /// About to SUBSCRIBE: the owner answers with the call (carrying the
     /// unacknowledged tasks and updates), or `None` to stop the loop.
     SubscribeRequest(oneshot::Sender<Option<Call>>),
@@ -47,18 +47,25 @@ pub enum Report {
 }
 
 /// Interval of our HEARTBEAT calls, as the executor library (30 min).
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30 * 60);
+pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30 * 60);
 
 /// Runs until the owner declines to subscribe again or its inbox is gone.
-pub async fn subscribe_loop<I: From<Report>>(client: AgentClient, inbox: mpsc::Sender<I>, backoff_max: Duration, max_record_len: usize) {
+pub(crate) async fn subscribe_loop<I: From<Report>>(
+    client: AgentClient,
+    inbox: mpsc::Sender<I>,
+    backoff_max: Duration,
+    max_record_len: usize,
+) {
+    let mut backoff = Backoff::reconnect(backoff_max);
     loop {
         let (reply, request) = oneshot::channel();
         if inbox.send(Report::SubscribeRequest(reply).into()).await.is_err() {
             return;
         }
         let Ok(Some(call)) = request.await else { return };
-        let was_open = match client.subscribe(&call, max_record_len).await {
+        match client.subscribe(&call, max_record_len).await {
             Ok(mut stream) => {
+                backoff.reset();
                 if inbox.send(Report::StreamOpened.into()).await.is_err() {
                     return;
                 }
@@ -78,28 +85,28 @@ pub async fn subscribe_loop<I: From<Report>>(client: AgentClient, inbox: mpsc::S
                 if inbox.send(Report::Disconnected(reason).into()).await.is_err() {
                     return;
                 }
-                true
             }
             Err(error) => {
                 if inbox.send(Report::SubscribeFailed(error).into()).await.is_err() {
                     return;
                 }
-                false
             }
-        };
-        if !was_open {
-            tokio::time::sleep(super::backoff::reconnect_delay(backoff_max, fastrand::f64())).await;
+        }
+        let delay = backoff.next_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
     }
 }
 
 /// Sends the updates of one subscription, in order, on one persistent call
 /// connection. A retryable failure (5xx, timeout, broken connection) is
-/// retried with the *same* uuid after a growing delay; the agent dedups by
+/// retried with the *same* uuid after a doubling delay (100 ms up to 5 s,
+/// starting over for each update); the agent dedups by
 /// uuid, so this is safe. A refusal (4xx) is reported and the update stays in
 /// the unacknowledged set for the next SUBSCRIBE. The owner aborts this task
 /// when the subscription ends.
-pub async fn send_updates<I: From<Report>>(
+pub(crate) async fn send_updates<I: From<Report>>(
     mut conn: CallConnection,
     mut queue: mpsc::UnboundedReceiver<v1::TaskStatus>,
     inbox: mpsc::Sender<I>,
@@ -107,6 +114,7 @@ pub async fn send_updates<I: From<Report>>(
     executor_id: String,
 ) {
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
+    let mut backoff = Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         tokio::select! {
             status = queue.recv() => {
@@ -114,7 +122,7 @@ pub async fn send_updates<I: From<Report>>(
                 let uuid = status.uuid.clone().unwrap_or_default();
                 let label = format!("{} {}", status.state().as_str_name(), updates::uuid_text(&status));
                 let call = updates::update_call(&framework_id, &executor_id, status);
-                let mut delay = Duration::from_millis(100);
+                backoff.reset();
                 loop {
                     match conn.send(&call).await {
                         Ok(()) => {
@@ -125,9 +133,9 @@ pub async fn send_updates<I: From<Report>>(
                             break;
                         }
                         Err(error) if error.is_retryable() => {
+                            let delay = backoff.next_delay();
                             tracing::warn!(update = %label, cause = %error, retry_in = ?delay, "update not delivered; retrying with the same uuid");
                             tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(5));
                         }
                         Err(error) => {
                             if inbox.send(Report::UpdateRefused { uuid, error: error.to_string() }.into()).await.is_err() {

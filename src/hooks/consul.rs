@@ -20,7 +20,7 @@
 
 use std::{sync::Mutex, time::Duration};
 
-use hyper::Method;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{Hook, HookContext, HookError, HookEvent, HookFuture};
@@ -28,7 +28,7 @@ use crate::{config::Secret, net::http, proto::v1};
 
 /// Consul agent connection and registration settings.
 #[derive(Debug)]
-pub struct ConsulHook {
+pub(crate) struct ConsulHook {
     /// Base URL of the agent API, e.g. `http://127.0.0.1:8500`.
     pub base_url: String,
     /// ACL token, sent as `X-Consul-Token`.
@@ -47,7 +47,7 @@ pub struct ConsulHook {
 
 /// Turns `CONSUL_HTTP_ADDR` into a base URL.
 #[must_use]
-pub fn base_url(addr: Option<&str>) -> String {
+pub(crate) fn base_url(addr: Option<&str>) -> String {
     match addr.map(str::trim).filter(|a| !a.is_empty()) {
         None => "http://127.0.0.1:8500".to_owned(),
         Some(a) if a.starts_with("http://") || a.starts_with("https://") => a.trim_end_matches('/').to_owned(),
@@ -58,7 +58,7 @@ pub fn base_url(addr: Option<&str>) -> String {
 impl ConsulHook {
     /// A hook talking to `base_url`.
     #[must_use]
-    pub fn new(
+    pub(crate) fn new(
         base_url: String,
         token: Option<Secret>,
         service_label: String,
@@ -173,7 +173,7 @@ fn ports(task: &v1::TaskInfo) -> Vec<(Option<String>, u32)> {
 
 /// Consul service definitions for `task` (pure; unit-tested).
 #[must_use]
-pub fn service_definitions(task: &v1::TaskInfo, service_label: &str, address: &str) -> Vec<Value> {
+pub(crate) fn service_definitions(task: &v1::TaskInfo, service_label: &str, address: &str) -> Vec<Value> {
     let Some(name) = label(task, service_label) else { return Vec::new() };
     let name = if name.is_empty() { task.name.replace(['/', '.'], "-") } else { name.to_owned() };
     let mut tags: Vec<String> = task

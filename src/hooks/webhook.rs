@@ -1,21 +1,28 @@
 //! The `webhook` hook: POSTs every event's JSON document (the same document
 //! hook scripts read on stdin) to each of `HOOK_EXECUTOR_WEBHOOK_URLS`, with a
-//! timeout per attempt and up to three attempts. A failure is logged; only on
+//! timeout per attempt and up to three attempts (250 ms, then 500 ms apart).
+//! A failure is logged; only on
 //! `before-start` with `HOOK_EXECUTOR_WEBHOOK_REQUIRED=true` does it veto.
 
 use std::time::Duration;
 
-use hyper::Method;
+use reqwest::Method;
 
 use super::{Hook, HookContext, HookError, HookEvent, HookFuture};
-use crate::net::http;
+use crate::{agent::backoff::Backoff, net::http};
 
 /// Attempts per URL and event.
 const ATTEMPTS: u32 = 3;
 
+/// Delay before the second attempt; it doubles before each further one.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+
+/// All waits between the attempts of one URL (250 ms + 500 ms).
+const RETRY_WAITS: Duration = Duration::from_millis(750);
+
 /// Webhook settings.
 #[derive(Debug, Clone)]
-pub struct WebhookHook {
+pub(crate) struct WebhookHook {
     /// Where to POST.
     pub urls: Vec<String>,
     /// Whether a failure on before-start vetoes the launch.
@@ -41,7 +48,7 @@ impl WebhookHook {
     }
 
     async fn post(&self, url: &str, body: &[u8]) -> Result<(), HookError> {
-        let mut delay = Duration::from_millis(250);
+        let mut backoff = Backoff::doubling(FIRST_RETRY, RETRY_WAITS);
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             match http::send(Method::POST, url, &[], Some(body.to_vec()), self.timeout).await {
@@ -50,8 +57,7 @@ impl WebhookHook {
                 Err(e) => last = e.to_string(),
             }
             if attempt < ATTEMPTS {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
         Err(HookError::new(format!("webhook: {last} (after {ATTEMPTS} attempts)")))
@@ -65,7 +71,7 @@ impl Hook for WebhookHook {
     fn extra_time(&self, _event: HookEvent) -> Duration {
         // Three attempts with backoff per URL may legitimately exceed the
         // generic hook timeout.
-        (self.timeout * ATTEMPTS + Duration::from_millis(750)) * u32::try_from(self.urls.len()).unwrap_or(u32::MAX)
+        (self.timeout * ATTEMPTS + RETRY_WAITS) * u32::try_from(self.urls.len()).unwrap_or(u32::MAX)
     }
     fn before_start<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<Vec<(String, String)>, HookError>> {
         Box::pin(async move { self.post_all(ctx).await.map(|()| Vec::new()) })

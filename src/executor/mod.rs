@@ -149,7 +149,7 @@ pub async fn run(cfg: Config) -> Outcome {
             },
             () = crate::util::sleep_until(state.next_deadline()) => Input::Deadline,
         };
-        if let Some(outcome) = runtime.apply(&mut state, input) {
+        if let Some(outcome) = runtime.apply(&mut state, input).await {
             break outcome;
         }
         runtime.publish_status(&state);
@@ -208,9 +208,15 @@ impl Runtime {
     /// Steps `state` with `input` and carries out the effects, feeding the
     /// answers of synchronous effects (the fork) straight back in. Returns the
     /// outcome once the run is over.
-    fn apply(&mut self, state: &mut State, input: Input) -> Option<Outcome> {
+    async fn apply(&mut self, state: &mut State, input: Input) -> Option<Outcome> {
         let mut pending = std::collections::VecDeque::from(state.step(input, Instant::now()));
         while let Some(effect) = pending.pop_front() {
+            if let Effect::Spawn(_) = effect {
+                // The fork blocks this thread for a few hundred microseconds:
+                // let the update sender put TASK_STARTING on the wire first,
+                // so that its round trip to the agent overlaps the fork.
+                tokio::task::yield_now().await;
+            }
             if let Some(answer) = self.carry_out(state, effect) {
                 match answer {
                     Answer::Exit(outcome) => return Some(outcome),

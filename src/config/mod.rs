@@ -421,7 +421,7 @@ fn hook_settings(r: &mut Reader<'_>) -> HookSettings {
     if enabled("webhook") && !r.is_set(&WEBHOOK_URLS) {
         r.problem(&WEBHOOK_URLS, ValueError::MissingFor("by the `webhook` hook"));
     }
-    let consul_url = crate::hooks::consul::base_url(Some(&r.get(&CONSUL_HTTP_ADDR)));
+    let consul_url = consul_base_url(Some(&r.get(&CONSUL_HTTP_ADDR)));
     if enabled("consul") {
         match consul_url.parse::<hyper::Uri>() {
             Ok(u) if u.host().is_some() => {}
@@ -700,5 +700,28 @@ mod remote_tests {
         assert!(!c.settings.remote.enabled);
         assert!(!format!("{c:?}").contains("t0ken-s3cret"));
         assert_eq!(c.settings.remote.tcp, "127.0.0.1:7070".parse().ok());
+    }
+}
+
+/// Turns `CONSUL_HTTP_ADDR` into the Consul agent's base URL, with Consul's
+/// own conventions (no scheme means `http`, unset means the local agent).
+#[must_use]
+pub(crate) fn consul_base_url(addr: Option<&str>) -> String {
+    match addr.map(str::trim).filter(|a| !a.is_empty()) {
+        None => "http://127.0.0.1:8500".to_owned(),
+        Some(a) if a.starts_with("http://") || a.starts_with("https://") => a.trim_end_matches('/').to_owned(),
+        Some(a) => format!("http://{a}"),
+    }
+}
+
+#[cfg(test)]
+mod consul_tests {
+    use super::consul_base_url as base_url;
+
+    #[test]
+    fn consul_addr_conventions() {
+        assert_eq!(base_url(None), "http://127.0.0.1:8500");
+        assert_eq!(base_url(Some("10.0.0.1:8500")), "http://10.0.0.1:8500");
+        assert_eq!(base_url(Some("https://consul.local:8501/")), "https://consul.local:8501");
     }
 }

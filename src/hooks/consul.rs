@@ -45,16 +45,6 @@ pub(crate) struct ConsulHook {
     registered: Mutex<Vec<String>>,
 }
 
-/// Turns `CONSUL_HTTP_ADDR` into a base URL.
-#[must_use]
-pub(crate) fn base_url(addr: Option<&str>) -> String {
-    match addr.map(str::trim).filter(|a| !a.is_empty()) {
-        None => "http://127.0.0.1:8500".to_owned(),
-        Some(a) if a.starts_with("http://") || a.starts_with("https://") => a.trim_end_matches('/').to_owned(),
-        Some(a) => format!("http://{a}"),
-    }
-}
-
 impl ConsulHook {
     /// A hook talking to `base_url`.
     #[must_use]
@@ -286,12 +276,5 @@ mod tests {
         assert_eq!(defs[1]["ID"], "web.1_admin");
         assert_eq!(defs[0]["Name"], "web", "empty label value: the task name");
         assert_eq!(defs[1]["Tags"], json!(["mesos-hook-executor", "admin"]));
-    }
-
-    #[test]
-    fn consul_addr_conventions() {
-        assert_eq!(base_url(None), "http://127.0.0.1:8500");
-        assert_eq!(base_url(Some("10.0.0.1:8500")), "http://10.0.0.1:8500");
-        assert_eq!(base_url(Some("https://consul.local:8501/")), "https://consul.local:8501");
     }
 }

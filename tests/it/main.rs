@@ -8,6 +8,7 @@ mod health;
 mod helpers;
 mod hooks;
 mod kill;
+mod layout;
 mod lifecycle;
 mod reconnect;
 mod remote;

@@ -41,13 +41,15 @@ pub enum Effect {
     /// Start the task's root process; the loop answers with
     /// `Input::TaskSpawned` or `Input::SpawnFailed` at once.
     Spawn(Box<LaunchSpec>),
-    /// Start the task's health check and generic check.
+    /// Start probing the task's armed health check and generic check.
     StartChecks {
-        /// The task.
-        task: Arc<v1::TaskInfo>,
-        /// Its environment and working directory, for COMMAND checks.
+        /// What to probe.
+        armed: Vec<crate::health::Armed>,
+        /// The task's environment and working directory, for COMMAND checks.
         spec: Box<LaunchSpec>,
     },
+    /// Stop every probe of the task.
+    StopChecks,
     /// Send `signal` to the task's process tree rooted at `root` (off the
     /// loop: walking `/proc` takes time).
     SignalTree {

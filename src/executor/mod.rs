@@ -89,6 +89,8 @@ struct Runtime {
     /// Environment base for hook scripts (no settings, no secrets).
     base_env: Arc<BTreeMap<String, String>>,
     sender: Option<Sender>,
+    /// The task's running probes.
+    checkers: health::Checkers,
     /// The before-start chain, so a KILL can abort it.
     before_start: Option<JoinHandle<()>>,
     /// Process-tree signalling, in order, off the loop.
@@ -138,6 +140,7 @@ pub async fn run(cfg: Config) -> Outcome {
         hooks,
         base_env,
         sender: None,
+        checkers: health::Checkers::default(),
         before_start: None,
         status,
     };
@@ -217,7 +220,7 @@ impl Runtime {
                 // so that its round trip to the agent overlaps the fork.
                 tokio::task::yield_now().await;
             }
-            if let Some(answer) = self.carry_out(state, effect) {
+            if let Some(answer) = self.carry_out(effect) {
                 match answer {
                     Answer::Exit(outcome) => return Some(outcome),
                     Answer::Input(input) => pending.extend(state.step(input, Instant::now())),
@@ -227,7 +230,7 @@ impl Runtime {
         None
     }
 
-    fn carry_out(&mut self, state: &mut State, effect: Effect) -> Option<Answer> {
+    fn carry_out(&mut self, effect: Effect) -> Option<Answer> {
         match effect {
             Effect::Subscribe { reply, call } => {
                 let _ = reply.send(call);
@@ -266,11 +269,12 @@ impl Runtime {
                 }
             }
             Effect::Spawn(spec) => return Some(Answer::Input(self.spawn_task(&spec))),
-            Effect::StartChecks { task, spec } => {
+            Effect::StartChecks { armed, spec } => {
                 let LaunchSpec { env, cwd, .. } = *spec;
                 let ctx = health::TaskContext { env, cwd, reaper: self.reaper.clone() };
-                state.checks.start(&task, ctx, &self.inbox, Input::HealthProbe, Input::CheckProbe);
+                self.checkers = health::Checkers::spawn(armed, &ctx, &self.inbox, Input::HealthProbe, Input::CheckProbe);
             }
+            Effect::StopChecks => self.checkers = health::Checkers::default(),
             Effect::SignalTree { root, signal, spare, why } => {
                 let _ = self.signaller.send((root, signal, spare, why));
             }

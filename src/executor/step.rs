@@ -368,7 +368,10 @@ impl State {
         };
         info!(task_id = %info.task_id.value, pid, source = ?spec.source, command = %spec.program.display(), "task started");
         self.send_update(updates::new_status(&info.task_id, TaskState::TaskRunning, &self.cfg.executor_id));
-        self.effects.push(Effect::StartChecks { task: info.clone(), spec });
+        let armed = self.checks.arm(&info, now);
+        if !armed.is_empty() {
+            self.effects.push(Effect::StartChecks { armed, spec });
+        }
         let max_completion = info
             .max_completion_time
             .as_ref()
@@ -449,7 +452,7 @@ impl State {
             }
             Task::Running { info, pid, .. } => {
                 // As Mesos pauses its checkers: no check runs or reports while killing.
-                self.checks.stop();
+                self.stop_checks();
                 if termination::send_killing(self.agent.as_ref().map(|a| &a.framework), cause) {
                     self.send_update(updates::new_status(&info.task_id, TaskState::TaskKilling, &self.cfg.executor_id));
                 }
@@ -504,7 +507,7 @@ impl State {
     }
 
     fn on_task_exit(&mut self, outcome: ExitOutcome, now: Instant) {
-        self.checks.stop();
+        self.stop_checks();
         match std::mem::replace(&mut self.task, Task::Idle) {
             Task::Running { info, pid, .. } => {
                 if self.ending.before_terminate == Stage::Pending {
@@ -621,6 +624,12 @@ impl State {
                     }
                 }
             }
+        }
+    }
+
+    fn stop_checks(&mut self) {
+        if self.checks.disarm() {
+            self.effects.push(Effect::StopChecks);
         }
     }
 

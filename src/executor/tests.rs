@@ -180,7 +180,6 @@ async fn launch_without_hooks_forks_in_the_same_step() {
     assert!(matches!(effects.as_slice(), [Effect::SendUpdate(s), Effect::Spawn(_)] if s.state() == TaskState::TaskStarting));
     let effects = h.input(Input::TaskSpawned(PID));
     assert!(matches!(effects.first(), Some(Effect::SendUpdate(s)) if s.state() == TaskState::TaskRunning));
-    assert!(effects.iter().any(|e| matches!(e, Effect::StartChecks { .. })));
     assert!(effects.iter().all(|e| !matches!(e, Effect::RunHooks(_))), "no chain round trip without hooks");
 }
 
@@ -532,4 +531,61 @@ async fn a_huge_grace_does_not_overflow_the_clock() {
     h.launch(task(None));
     h.kill(Some(Duration::from_nanos(u64::try_from(i64::MAX).expect("fits"))));
     assert!(h.kill_deadline().is_some_and(|d| d > Instant::now() + secs(86_400)));
+}
+
+fn with_health_check(mut t: v1::TaskInfo, failures: u32) -> v1::TaskInfo {
+    t.health_check = Some(v1::HealthCheck {
+        r#type: Some(v1::health_check::Type::Http as i32),
+        http: Some(v1::health_check::HttpCheckInfo { port: 8080, path: Some("/health".into()), ..Default::default() }),
+        consecutive_failures: Some(failures),
+        grace_period_seconds: Some(0.0),
+        ..Default::default()
+    });
+    t
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_failures_in_a_row_kill_the_task_and_its_end_says_unhealthy() {
+    let mut h = Harness::new(&[], true);
+    h.subscribe(false);
+    h.launch(with_health_check(task(Some(secs(10))), 2));
+    assert!(h.effects.iter().any(|e| matches!(e, Effect::StartChecks { armed, .. } if armed.len() == 1)));
+    // Healthy first: one update, and after-healthy runs (not after after-start).
+    h.hook_done(HookEvent::AfterStart);
+    assert_eq!(h.count_hooks(HookEvent::AfterHealthy), 0, "a health checker runs: after-healthy waits for it");
+    h.input(Input::HealthProbe(crate::health::Observation::Http(200)));
+    assert_eq!(h.count_hooks(HookEvent::AfterHealthy), 1);
+    assert_eq!(h.state.healthy(), Some(true));
+    h.input(Input::HealthProbe(crate::health::Observation::Http(200)));
+    assert_eq!(h.count_hooks(HookEvent::AfterHealthy), 1, "only the first healthy result");
+    // Two failures in a row: reported, then the graceful kill.
+    let effects = h.input(Input::HealthProbe(crate::health::Observation::Http(500)));
+    assert!(signals(&effects).is_empty() && !effects.iter().any(|e| matches!(e, Effect::RunHooks(_))), "one failure is reported only");
+    let effects = h.input(Input::HealthProbe(crate::health::Observation::Http(503)));
+    assert!(effects.iter().any(|e| matches!(e, Effect::StopChecks)), "no probe runs while killing");
+    assert!(effects.iter().any(|e| matches!(e, Effect::RunHooks(c) if c.event == HookEvent::BeforeTerminate)));
+    let before = h.effects.len();
+    h.input(Input::HealthProbe(crate::health::Observation::Http(500)));
+    assert_eq!(h.effects.len(), before, "results after the kill started are dropped");
+    h.hook_done(HookEvent::BeforeTerminate);
+    h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+    let last = h.state.log.pending().last().cloned().expect("an update");
+    assert_eq!(last.state(), TaskState::TaskKilled);
+    assert_eq!(last.healthy, Some(false));
+    let health_updates = h
+        .effects
+        .iter()
+        .filter(|e| matches!(e, Effect::SendUpdate(s) if s.reason() == v1::task_status::Reason::TaskHealthCheckStatusUpdated))
+        .count();
+    assert_eq!(health_updates, 3, "the first healthy result, then every counted failure (as Mesos)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_health_check_after_healthy_follows_after_start() {
+    let mut h = Harness::new(&[], true);
+    h.subscribe(false);
+    h.launch(task(None));
+    assert!(!h.effects.iter().any(|e| matches!(e, Effect::StartChecks { .. })), "nothing to probe");
+    h.hook_done(HookEvent::AfterStart);
+    assert_eq!(h.count_hooks(HookEvent::AfterHealthy), 1);
 }

@@ -63,7 +63,7 @@ pub use verdict::Observation;
 
 use self::{
     probe::{spawn_checker, ProbeRunner},
-    spec::{check_spec, health_spec, task_port},
+    spec::{check_spec, health_spec, task_port, Probe, Schedule},
     verdict::{derived_status, empty_check_status, health_failure, CheckState, HealthState},
 };
 use crate::{
@@ -93,8 +93,9 @@ pub struct TaskContext {
     pub reaper: Reaper,
 }
 
-/// The executor's view of its task's checks: the checkers, their
-/// interpretation state and the last status sent (which reports copy).
+/// The executor's view of its task's checks: their interpretation state and
+/// the last status sent (which reports copy). Pure: it lives in the owner's
+/// state; the probes themselves run in [`Checkers`], which the owner loop holds.
 #[derive(Debug, Default)]
 pub struct Checks {
     task_id: Option<v1::TaskId>,
@@ -102,12 +103,62 @@ pub struct Checks {
     last_status: Option<v1::TaskStatus>,
     health: Option<(HealthState, Instant)>,
     check: Option<CheckState>,
-    checkers: Vec<JoinHandle<()>>,
 }
 
-impl Drop for Checks {
+/// Which of the task's checks a probe serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CheckRole {
+    /// `TaskInfo.health_check`.
+    Health,
+    /// `TaskInfo.check` (a generic check).
+    Check,
+}
+
+/// A check to probe, as [`Checks::arm`] accepted it.
+#[derive(Debug, Clone)]
+pub(crate) struct Armed {
+    role: CheckRole,
+    probe: Probe,
+    schedule: Schedule,
+}
+
+/// The running probes of a task; dropping them stops them (a COMMAND check in
+/// flight has its process group killed).
+#[derive(Debug, Default)]
+pub(crate) struct Checkers(Vec<JoinHandle<()>>);
+
+impl Checkers {
+    /// Starts one checker task per armed check, reporting to `inbox`.
+    pub(crate) fn spawn<T: Send + 'static>(
+        armed: Vec<Armed>,
+        ctx: &TaskContext,
+        inbox: &mpsc::Sender<T>,
+        health_input: fn(Observation) -> T,
+        check_input: fn(Observation) -> T,
+    ) -> Self {
+        let handles = armed
+            .into_iter()
+            .map(|a| {
+                let (name, input) = match a.role {
+                    CheckRole::Health => ("health check", health_input),
+                    CheckRole::Check => ("check", check_input),
+                };
+                let runner = ProbeRunner::new(name, a.probe, &a.schedule, ctx);
+                spawn_checker(runner, a.schedule, inbox.clone(), input)
+            })
+            .collect();
+        Self(handles)
+    }
+}
+
+impl Drop for Checkers {
     fn drop(&mut self) {
-        self.stop();
+        if !self.0.is_empty() {
+            debug!(count = self.0.len(), "stopping checkers");
+        }
+        for handle in self.0.drain(..) {
+            handle.abort();
+        }
     }
 }
 
@@ -122,7 +173,7 @@ impl Checks {
             .and_then(|c| c.r#type)
             .and_then(|t| check_info::Type::try_from(t).ok())
             .filter(|t| *t != check_info::Type::Unknown);
-        Self { task_id: Some(task.task_id.clone()), check_kind, last_status: None, health: None, check: None, checkers: Vec::new() }
+        Self { task_id: Some(task.task_id.clone()), check_kind, last_status: None, health: None, check: None }
     }
 
     /// The task's health as last reported (`None` until a health check has).
@@ -151,26 +202,20 @@ impl Checks {
         self.last_status = Some(status.clone());
     }
 
-    /// Starts the task's checkers (right after TASK_RUNNING). An invalid
-    /// check is logged and skipped; the task runs without it, as with Mesos.
-    pub fn start<T: Send + 'static>(
-        &mut self,
-        task: &v1::TaskInfo,
-        ctx: TaskContext,
-        inbox: &mpsc::Sender<T>,
-        health_input: fn(Observation) -> T,
-        check_input: fn(Observation) -> T,
-    ) {
+    /// Arms the task's checks (right after TASK_RUNNING, at `now`) and
+    /// returns what to probe. An invalid check is logged and skipped; the task
+    /// runs without it, as with Mesos.
+    pub(crate) fn arm(&mut self, task: &v1::TaskInfo, now: Instant) -> Vec<Armed> {
         let port = task_port(task);
         let task_id = task.task_id.value.as_str();
+        let mut armed = Vec::new();
         if let Some(hc) = &task.health_check {
             match health_spec(hc, port) {
                 Ok(spec) => {
                     info!(task_id, probe = ?spec.probe, schedule = ?spec.schedule, grace = ?spec.grace,
                         consecutive_failures = spec.consecutive_failures, "starting the health check");
-                    self.health = Some((HealthState::new(spec.grace, spec.consecutive_failures), Instant::now()));
-                    let runner = ProbeRunner::new("health check", spec.probe, &spec.schedule, &ctx);
-                    self.checkers.push(spawn_checker(runner, spec.schedule, inbox.clone(), health_input));
+                    self.health = Some((HealthState::new(spec.grace, spec.consecutive_failures), now));
+                    armed.push(Armed { role: CheckRole::Health, probe: spec.probe, schedule: spec.schedule });
                 }
                 Err(e) => error!(task_id, cause = %e, "invalid health check; the task runs without it"),
             }
@@ -180,25 +225,21 @@ impl Checks {
                 Ok(spec) => {
                     info!(task_id, probe = ?spec.probe, schedule = ?spec.schedule, "starting the check");
                     self.check = Some(CheckState::new(spec.kind));
-                    let runner = ProbeRunner::new("check", spec.probe, &spec.schedule, &ctx);
-                    self.checkers.push(spawn_checker(runner, spec.schedule, inbox.clone(), check_input));
+                    armed.push(Armed { role: CheckRole::Check, probe: spec.probe, schedule: spec.schedule });
                 }
                 Err(e) => error!(task_id, cause = %e, "invalid check; the task runs without it"),
             }
         }
+        armed
     }
 
-    /// Stops every checker (the task is being killed or has ended); a COMMAND
-    /// check in flight has its process group killed. Later results are ignored.
-    pub fn stop(&mut self) {
-        if !self.checkers.is_empty() {
-            debug!(count = self.checkers.len(), "stopping checkers");
-        }
-        for handle in self.checkers.drain(..) {
-            handle.abort();
-        }
+    /// Disarms the checks (the task is being killed or has ended): later
+    /// results are ignored, as Mesos pauses its checkers. Whether any was armed.
+    pub(crate) fn disarm(&mut self) -> bool {
+        let armed = self.health.is_some() || self.check.is_some();
         self.health = None;
         self.check = None;
+        armed
     }
 
     /// Interprets a health observation; the update to send, if any.

@@ -266,6 +266,19 @@ impl CallConnection {
         result
     }
 
+    /// Connects ahead of the first call, within the call timeout. A failure
+    /// is only logged: the next `send` connects again and reports it.
+    pub(crate) async fn open(&mut self) {
+        if self.sender.as_ref().is_some_and(|s| !s.is_closed()) {
+            return;
+        }
+        match tokio::time::timeout(self.client.timeout, self.client.connect()).await {
+            Ok(Ok(sender)) => self.sender = Some(sender),
+            Ok(Err(e)) => tracing::debug!(cause = %e, "opening the call connection failed; the first call retries"),
+            Err(_) => tracing::debug!("opening the call connection timed out; the first call retries"),
+        }
+    }
+
     async fn send_inner(&mut self, call: &Call) -> Result<(), AgentError> {
         let mut sender = match self.sender.take() {
             Some(s) if !s.is_closed() => s,

@@ -113,6 +113,9 @@ pub(crate) async fn send_updates<I: From<Report>>(
     framework_id: String,
     executor_id: String,
 ) {
+    // Open the call connection now, not with the first update: TASK_STARTING
+    // then goes out without a TCP and HTTP handshake in front of it.
+    conn.open().await;
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
     let mut backoff = Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
     loop {

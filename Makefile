@@ -15,10 +15,15 @@ build:
 ## The test suite: shell scripts and Vagrantfile (scripts/lint-scripts.sh),
 ## unit tests, the integration suite against the agent emulator, and the fuzz
 ## target's body over a generated corpus.
-test: build
+test: build lint
 	bash scripts/lint-scripts.sh
-	if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --all -- --check; else echo "warning: rustfmt not installed; formatting not checked"; fi
-	$(CARGO) test --lib --tests -- --test-threads=2
+	bash scripts/checkout-unchanged.sh $(CARGO) test --lib --tests -- --test-threads=2
+
+## Lints: rustfmt (default width) and clippy on every target with warnings as
+## errors (the allow-list, with reasons, is [lints.clippy] in Cargo.toml).
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
 
 ## The main job on one machine: the real executor against the local agent
 ## emulator, running marathon-test-app.json's task end to end.

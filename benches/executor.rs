@@ -19,7 +19,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -84,7 +84,7 @@ struct Run {
     peak_rss_kib: u64,
 }
 
-async fn one_run(bin: &PathBuf, helper: &PathBuf) -> Run {
+async fn one_run(bin: &Path, helper: &Path) -> Run {
     let (emu, sandbox, mut child) = start_executor(bin).await;
     let task = task_info(
         "bench-task",
@@ -140,7 +140,7 @@ async fn wait_lines(path: &std::path::Path, n: usize) -> usize {
 }
 
 /// Executor CPU milliseconds per 1,000 HTTP health-check probes.
-async fn http_probe_cpu(bin: &PathBuf, helper: &PathBuf) -> f64 {
+async fn http_probe_cpu(bin: &Path, helper: &Path) -> f64 {
     let (emu, sandbox, mut child) = start_executor(bin).await;
     std::fs::write(sandbox.path().join("status"), "200").expect("status file");
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();

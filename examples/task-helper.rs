@@ -50,9 +50,21 @@ fn append_line(file: &str, line: &str) {
 
 fn listen(port: &str) -> TcpListener {
     let port: u16 = port.parse().unwrap_or_else(|_| die(&format!("bad port {port:?}")));
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| die(&format!("cannot listen on port {port}: {e}")));
+    let listener = reuseport_listener(port).unwrap_or_else(|e| die(&format!("cannot listen on port {port}: {e}")));
     write_pid("server.pid");
     listener
+}
+
+/// Listens on 127.0.0.1:`port` with `SO_REUSEPORT`, so that a test may hold
+/// the port reserved (bound, not listening) until this server takes it.
+fn reuseport_listener(port: u16) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn};
+    let socket = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&socket, sockopt::ReuseAddr, &true)?;
+    setsockopt(&socket, sockopt::ReusePort, &true)?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&socket), &SockaddrIn::new(127, 0, 0, 1, port))?;
+    listen(&socket, Backlog::new(128).map_err(std::io::Error::from)?)?;
+    Ok(TcpListener::from(socket))
 }
 
 /// The answer configured in `status_file` for `path`: (code, location).

@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(log.acknowledge(&tid("other"), a.uuid.as_deref().unwrap_or_default()), Acked::Unknown);
         assert!(matches!(log.acknowledge(&tid("t"), a.uuid.as_deref().unwrap_or_default()), Acked::Update(_)));
         assert_eq!(log.acknowledge(&tid("t"), a.uuid.as_deref().unwrap_or_default()), Acked::Unknown);
-        assert_eq!(log.pending(), &[b.clone()]);
+        assert_eq!(log.pending(), std::slice::from_ref(&b));
         log.mark_accepted(b.uuid.as_deref().unwrap_or_default());
         log.mark_accepted(&[1; 16]);
         assert_eq!(log.unaccepted(), 0, "only pending uuids count");

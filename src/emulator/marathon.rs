@@ -125,9 +125,10 @@ fn health_check_of(check: &Value, ports: &[u16]) -> Option<v1::HealthCheck> {
         interval_seconds: num("intervalSeconds"),
         timeout_seconds: num("timeoutSeconds"),
         grace_period_seconds: num("gracePeriodSeconds"),
-        consecutive_failures: num("maxConsecutiveFailures").and_then(|f| {
+        consecutive_failures: num("maxConsecutiveFailures").map(|f| {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            Some(f as u32)
+            let n = f as u32;
+            n
         }),
         ..Default::default()
     };

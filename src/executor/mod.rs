@@ -152,7 +152,7 @@ pub async fn run(cfg: Config) -> Outcome {
             },
             () = crate::util::sleep_until(state.next_deadline()) => Input::Deadline,
         };
-        if let Some(outcome) = runtime.apply(&mut state, input).await {
+        if let Some(outcome) = runtime.apply(&mut state, input) {
             break outcome;
         }
         runtime.publish_status(&state);
@@ -208,29 +208,13 @@ fn spawn_signaller(reaper: Reaper, spared: Vec<String>) -> mpsc::UnboundedSender
 }
 
 impl Runtime {
-    /// Steps `state` with `input` and carries out the effects, feeding the
-    /// answers of synchronous effects (the fork) straight back in. Returns the
-    /// outcome once the run is over.
-    async fn apply(&mut self, state: &mut State, input: Input) -> Option<Outcome> {
-        let mut pending = std::collections::VecDeque::from(state.step(input, Instant::now()));
-        while let Some(effect) = pending.pop_front() {
-            if let Effect::Spawn(_) = effect {
-                // The fork blocks this thread for a few hundred microseconds:
-                // let the update sender put TASK_STARTING on the wire first,
-                // so that its round trip to the agent overlaps the fork.
-                tokio::task::yield_now().await;
-            }
-            if let Some(answer) = self.carry_out(effect) {
-                match answer {
-                    Answer::Exit(outcome) => return Some(outcome),
-                    Answer::Input(input) => pending.extend(state.step(input, Instant::now())),
-                }
-            }
-        }
-        None
+    /// Steps `state` with `input` and carries out the effects in order.
+    /// Returns the outcome once the run is over.
+    fn apply(&mut self, state: &mut State, input: Input) -> Option<Outcome> {
+        state.step(input, Instant::now()).into_iter().find_map(|effect| self.carry_out(effect))
     }
 
-    fn carry_out(&mut self, effect: Effect) -> Option<Answer> {
+    fn carry_out(&mut self, effect: Effect) -> Option<Outcome> {
         match effect {
             Effect::Subscribe { reply, call } => {
                 let _ = reply.send(call);
@@ -268,7 +252,7 @@ impl Runtime {
                     handle.abort();
                 }
             }
-            Effect::Spawn(spec) => return Some(Answer::Input(self.spawn_task(&spec))),
+            Effect::Spawn(spec) => self.spawn_task(*spec),
             Effect::StartChecks { armed, spec } => {
                 let LaunchSpec { env, cwd, .. } = *spec;
                 let ctx = health::TaskContext { env, cwd, reaper: self.reaper.clone() };
@@ -278,32 +262,41 @@ impl Runtime {
             Effect::SignalTree { root, signal, spare, why } => {
                 let _ = self.signaller.send((root, signal, spare, why));
             }
-            Effect::Exit(outcome) => return Some(Answer::Exit(outcome)),
+            Effect::Exit(outcome) => return Some(outcome),
         }
         None
     }
 
-    /// Forks the task's root process; the answer goes straight back to the step.
-    fn spawn_task(&mut self, spec: &LaunchSpec) -> Input {
-        let user = match process::resolve_user(spec.user.as_deref()) {
-            Ok(u) => u,
-            Err(e) => return Input::SpawnFailed { message: format!("Cannot launch task: {e}"), reason: Some(Reason::TaskInvalid) },
-        };
-        let mut command = process::task_command(spec, user);
-        match self.reaper.spawn_task(&mut command) {
-            Ok((pid, exit)) => {
-                let inbox = self.inbox.clone();
-                tokio::spawn(async move {
-                    let outcome = exit.await.unwrap_or(ExitOutcome::Exited(-1));
-                    let _ = inbox.send(Input::TaskExited(outcome)).await;
-                });
-                Input::TaskSpawned(i32::try_from(pid).unwrap_or(i32::MAX))
-            }
-            Err(cause) => {
-                let e = process::SpawnError::Exec { command: spec.program.display(), cwd: spec.cwd.display().to_string(), cause };
-                Input::SpawnFailed { message: format!("Cannot launch task: {e}"), reason: None }
-            }
-        }
+    /// Forks the task's root process on a blocking thread: a fork costs a few
+    /// hundred microseconds, during which this thread keeps sending
+    /// TASK_STARTING. The answer comes back through the inbox.
+    fn spawn_task(&self, spec: LaunchSpec) {
+        let reaper = self.reaper.clone();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let fork = tokio::task::spawn_blocking(move || {
+                let user = process::resolve_user(spec.user.as_deref())
+                    .map_err(|e| Input::SpawnFailed { message: format!("Cannot launch task: {e}"), reason: Some(Reason::TaskInvalid) })?;
+                let mut command = process::task_command(&spec, user);
+                reaper.spawn_task(&mut command).map_err(|cause| {
+                    let e = process::SpawnError::Exec { command: spec.program.display(), cwd: spec.cwd.display().to_string(), cause };
+                    Input::SpawnFailed { message: format!("Cannot launch task: {e}"), reason: None }
+                })
+            });
+            let answer = match fork.await {
+                Ok(Ok((pid, exit))) => {
+                    let watcher = inbox.clone();
+                    tokio::spawn(async move {
+                        let outcome = exit.await.unwrap_or(ExitOutcome::Exited(-1));
+                        let _ = watcher.send(Input::TaskExited(outcome)).await;
+                    });
+                    Input::TaskSpawned(i32::try_from(pid).unwrap_or(i32::MAX))
+                }
+                Ok(Err(failed)) => failed,
+                Err(e) => Input::SpawnFailed { message: format!("Cannot launch task: the spawning thread failed: {e}"), reason: None },
+            };
+            let _ = inbox.send(answer).await;
+        });
     }
 
     /// Runs a chain off the loop; its result comes back as `Input::HookDone`.
@@ -349,12 +342,4 @@ impl Runtime {
             changed
         });
     }
-}
-
-/// What carrying out an effect gave back to the loop.
-enum Answer {
-    /// Step again with this input, at once.
-    Input(Input),
-    /// The run is over.
-    Exit(Outcome),
 }

@@ -88,7 +88,7 @@ pub(super) enum Task {
     Idle,
     /// LAUNCH received; before-start hooks run; no process yet.
     Launching { info: Arc<v1::TaskInfo>, spec: Box<LaunchSpec> },
-    /// The fork is under way (only between `Effect::Spawn` and its answer).
+    /// The fork is under way (between `Effect::Spawn` and its answer).
     Spawning { info: Arc<v1::TaskInfo>, spec: Box<LaunchSpec> },
     /// The root process runs.
     Running { info: Arc<v1::TaskInfo>, pid: i32, max_completion: Option<Instant> },

@@ -128,7 +128,7 @@ impl State {
         if self.log.pending().is_empty() {
             return Some(Outcome::Completed);
         }
-        if !self.ending.ack_deadline.is_some_and(|d| d <= now) {
+        if self.ending.ack_deadline.is_none_or(|d| d > now) {
             return None;
         }
         let unaccepted = self.log.unaccepted();
@@ -359,13 +359,14 @@ impl State {
     }
 
     fn on_spawned(&mut self, pid: i32, now: Instant) {
-        let Task::Spawning { info, spec } = std::mem::replace(&mut self.task, Task::Idle) else {
-            // Cannot happen (the loop answers a spawn at once); never leave
-            // an untracked process behind.
-            error!(pid, "a task process started while no launch was pending; killing it");
+        if !matches!(self.task, Task::Spawning { .. }) {
+            // Killed (and reported) while the fork was under way: the
+            // process must not run, and nothing else tracks it.
+            warn!(pid, "the task was killed while it was being started; killing its process");
             self.effects.push(Effect::SignalTree { root: pid, signal: Signal::SIGKILL, spare: false, why: "untracked process" });
             return;
-        };
+        }
+        let Task::Spawning { info, spec } = std::mem::replace(&mut self.task, Task::Idle) else { return };
         info!(task_id = %info.task_id.value, pid, source = ?spec.source, command = %spec.program.display(), "task started");
         self.send_update(updates::new_status(&info.task_id, TaskState::TaskRunning, &self.cfg.executor_id));
         let armed = self.checks.arm(&info, now);
@@ -385,6 +386,9 @@ impl State {
     }
 
     fn on_spawn_failed(&mut self, message: String, reason: Option<Reason>, now: Instant) {
+        if !matches!(self.task, Task::Spawning { .. }) {
+            return;
+        }
         let Task::Spawning { info, .. } = std::mem::replace(&mut self.task, Task::Idle) else { return };
         self.fail_task(&info.task_id, message, reason, now);
     }
@@ -576,10 +580,11 @@ impl State {
     fn on_hook_done(&mut self, event: HookEvent, result: ChainResult, now: Instant) {
         match event {
             HookEvent::BeforeStart => {
-                let Task::Launching { info, spec } = std::mem::replace(&mut self.task, Task::Idle) else {
+                if !matches!(self.task, Task::Launching { .. }) {
                     // Killed while the chain ran: already reported.
                     return;
-                };
+                }
+                let Task::Launching { info, spec } = std::mem::replace(&mut self.task, Task::Idle) else { return };
                 match result {
                     ChainResult::Ok { env } => self.spawn(info, spec, env),
                     ChainResult::Failed { hook, reason } => {

@@ -91,10 +91,8 @@ impl Harness {
     }
 
     fn kill(&mut self, grace: Option<Duration>) -> Vec<&Effect> {
-        let kill_policy = grace.map(|g| v1::KillPolicy {
-            grace_period: Some(v1::DurationInfo { nanoseconds: i64::try_from(g.as_nanos()).expect("small") }),
-            ..Default::default()
-        });
+        let kill_policy = grace
+            .map(|g| v1::KillPolicy { grace_period: Some(v1::DurationInfo { nanoseconds: i64::try_from(g.as_nanos()).expect("small") }) });
         let kill = event::Kill { task_id: task_id(), kill_policy };
         self.event(Event { r#type: Some(event::Type::Kill as i32), kill: Some(kill), ..Default::default() })
     }
@@ -147,10 +145,8 @@ fn task(grace: Option<Duration>) -> v1::TaskInfo {
         name: "t".into(),
         task_id: task_id(),
         command: Some(v1::CommandInfo { value: Some("sleep 100".into()), ..Default::default() }),
-        kill_policy: grace.map(|g| v1::KillPolicy {
-            grace_period: Some(v1::DurationInfo { nanoseconds: i64::try_from(g.as_nanos()).expect("small") }),
-            ..Default::default()
-        }),
+        kill_policy: grace
+            .map(|g| v1::KillPolicy { grace_period: Some(v1::DurationInfo { nanoseconds: i64::try_from(g.as_nanos()).expect("small") }) }),
         ..Default::default()
     }
 }
@@ -451,6 +447,9 @@ async fn a_kill_before_the_process_exists_reports_killed_and_never_forks() {
     assert_eq!(h.states(), vec![TaskState::TaskStarting, TaskState::TaskKilled]);
     let effects = h.hook_done(HookEvent::BeforeStart);
     assert!(effects.iter().all(|e| !matches!(e, Effect::Spawn(_))), "a late before-start result does not fork");
+    assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1, "before-terminate still runs once, without a process");
+    h.hook_done(HookEvent::BeforeTerminate);
+    assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed), "the ended task stays ended");
 }
 
 #[tokio::test(start_paused = true)]
@@ -588,4 +587,20 @@ async fn without_a_health_check_after_healthy_follows_after_start() {
     assert!(!h.effects.iter().any(|e| matches!(e, Effect::StartChecks { .. })), "nothing to probe");
     h.hook_done(HookEvent::AfterStart);
     assert_eq!(h.count_hooks(HookEvent::AfterHealthy), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kill_during_the_fork_reports_killed_and_kills_the_late_process() {
+    let mut h = Harness::new(&[], false);
+    h.subscribe(false);
+    h.event(Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task: task(None) }), ..Default::default() });
+    let effects = h.kill(None);
+    assert!(signals(&effects).is_empty(), "no process to signal yet");
+    assert_eq!(h.states(), vec![TaskState::TaskStarting, TaskState::TaskKilled]);
+    let effects = h.input(Input::TaskSpawned(PID));
+    assert!(matches!(effects.as_slice(), [Effect::SignalTree { root: PID, signal: Signal::SIGKILL, .. }]));
+    let before = h.effects.len();
+    h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 9, core_dumped: false }));
+    assert_eq!(h.effects.len(), before, "its exit reports nothing more");
+    assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed));
 }

@@ -9,6 +9,7 @@
 //! - with an ACL token configured, a request without the right
 //!   `X-Consul-Token` gets `403` `Permission denied`;
 //! - a wrong method gets `405`.
+//!
 //! It doubles as a webhook receiver: every request is recorded with its time,
 //! and `POST /hook/...` answers with a configurable status.
 

@@ -14,12 +14,6 @@ use mesos_hook_executor::{
 
 use crate::helpers::*;
 
-/// A port nobody listens on right now (the OS picked it as free).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 /// A task running `task-helper <server> PORT [status]` in its sandbox.
 fn server_task(id: &str, server: &str, port: u16) -> v1::TaskInfo {
     let port = port.to_string();
@@ -142,7 +136,8 @@ fn assert_health_update_shape(emu: &AgentEmulator, task_id: &str) {
 async fn http_health_flips_are_reported_once_per_change() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     set_status(&exec, "200");
     let mut task = server_task("t-flip", "http-server", port);
     task.health_check = Some(http_health(port, "/health", None));
@@ -173,7 +168,8 @@ async fn http_health_flips_are_reported_once_per_change() {
 async fn failures_in_the_grace_period_are_ignored_and_consecutive_failures_kill() {
     let emu = emulator(EmulatorOptions { capabilities: vec![capability::Type::TaskKillingState], ..Default::default() }).await;
     let mut exec = Executor::start(&emu, &[]);
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     set_status(&exec, "503");
     let mut task = server_task("t-grace", "http-server", port);
     let mut hc = http_health(port, "/", None);
@@ -215,7 +211,8 @@ async fn failures_in_the_grace_period_are_ignored_and_consecutive_failures_kill(
 async fn delay_and_interval_are_honoured() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     set_status(&exec, "200");
     let mut task = server_task("t-sched", "http-server", port);
     let mut hc = http_health(port, "/", None);
@@ -226,14 +223,19 @@ async fn delay_and_interval_are_honoured() {
     emu.launch(task);
     wait_state(&emu, &exec, "t-sched", TaskState::TaskRunning).await;
     exec.read_pid("server.pid").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let early = lines(&exec, "requests.log").len();
-    if launched.elapsed() < Duration::from_millis(1900) {
-        assert_eq!(early, 0, "a probe before delay_seconds");
-    }
-    eventually(&emu, &exec, "first probe", || !lines(&exec, "requests.log").is_empty()).await;
-    assert!(launched.elapsed() >= Duration::from_secs(2), "the first probe came before delay_seconds");
     eventually(&emu, &exec, "healthy", || health_reports(&emu, "t-sched") == [true]).await;
+    // When the first probe was judged, by the executor's own update
+    // timestamps: no earlier than delay_seconds after TASK_RUNNING.
+    let stamp = |pick: &dyn Fn(&v1::TaskStatus) -> bool| {
+        emu.updates().iter().find(|s| s.task_id.value == "t-sched" && pick(s)).and_then(|s| s.timestamp).expect("a timestamped update")
+    };
+    let running = stamp(&|s| s.state() == TaskState::TaskRunning && s.reason.is_none());
+    let first_probe = stamp(&|s| s.reason() == Reason::TaskHealthCheckStatusUpdated);
+    assert!(
+        first_probe - running >= 2.0 - 0.01,
+        "the first probe came {:.3} s after TASK_RUNNING, before delay_seconds",
+        first_probe - running
+    );
     eventually(&emu, &exec, "four probes", || lines(&exec, "requests.log").len() >= 4).await;
     // The first probe came at least 2 s after `launched`, each next one at
     // least 0.5 s after the previous one: at most 1 + window / 0.5 probes by
@@ -303,7 +305,8 @@ async fn hanging_command_check_is_killed_at_its_timeout_and_counts_as_a_failure(
 async fn https_check_against_a_self_signed_server_follows_redirects() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     // A 302 to a 200 is healthy (curl -L, as Mesos).
     set_status(&exec, "302 /ok");
     let mut task = server_task("t-tls", "https-server", port);
@@ -324,7 +327,8 @@ async fn https_check_against_a_self_signed_server_follows_redirects() {
 async fn checks_against_a_closed_port_fail_cleanly() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
-    let closed = free_port();
+    let reserved = reserve_port();
+    let closed = reserved.port;
     let mut task = helper_task("t-closed", "term-exit", "task.pid");
     let mut hc = tcp_health(closed);
     hc.consecutive_failures = Some(2);
@@ -354,7 +358,8 @@ async fn checks_against_a_closed_port_fail_cleanly() {
 async fn generic_http_check_reports_check_status_when_it_changes() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     set_status(&exec, "200");
     let mut task = server_task("t-check", "http-server", port);
     task.check = Some(fast_check(v1::CheckInfo {
@@ -427,7 +432,8 @@ async fn generic_command_check_reports_exit_codes_and_an_empty_status_on_timeout
 async fn tcp_health_and_tcp_check_against_a_listening_task() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     let mut task = server_task("t-tcp", "tcp-server", port);
     task.health_check = Some(tcp_health(port));
     task.check = Some(fast_check(v1::CheckInfo {
@@ -462,7 +468,8 @@ async fn invalid_health_check_is_logged_and_the_task_runs_without_it() {
     let mut exec = Executor::start(&emu, &[]);
     let mut task = helper_task("t-invalid", "term-exit", "task.pid");
     // Would kill the task at once if it ran: a closed port, first failure kills.
-    let mut hc = tcp_health(free_port());
+    let closed = reserve_port();
+    let mut hc = tcp_health(closed.port);
     hc.consecutive_failures = Some(0);
     hc.grace_period_seconds = Some(0.0);
     hc.interval_seconds = Some(-1.0);
@@ -483,7 +490,8 @@ async fn consul_registration_waits_for_the_first_healthy_result() {
     let consul = crate::fake_consul::FakeConsul::start(None).await;
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[("HOOK_EXECUTOR_HOOKS", "consul"), ("CONSUL_HTTP_ADDR", &consul.addr.to_string())]);
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     set_status(&exec, "503");
     let mut task = server_task("t-consul-healthy", "http-server", port);
     task.health_check = Some(http_health(port, "/health", None));

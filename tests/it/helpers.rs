@@ -327,3 +327,23 @@ pub fn executorctl(args: &[&str], uid: Option<u32>) -> (i32, String, String) {
     let out = cmd.output().expect("run executorctl");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// A loopback TCP port held for a server that the test's task starts later:
+/// a socket bound with `SO_REUSEPORT` but not listening keeps every other
+/// binder out (no bind-then-drop race), accepts no connection itself, and
+/// lets the task's helper (which sets `SO_REUSEPORT` too, as the same user)
+/// bind and listen on the same port. Without a listener, connections to it
+/// are refused: also a "closed port" that nobody can take meanwhile.
+pub struct ReservedPort {
+    _socket: std::os::fd::OwnedFd,
+    pub port: u16,
+}
+
+pub fn reserve_port() -> ReservedPort {
+    use nix::sys::socket::{bind, getsockname, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let socket = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+    setsockopt(&socket, sockopt::ReusePort, &true).expect("SO_REUSEPORT");
+    bind(std::os::fd::AsRawFd::as_raw_fd(&socket), &SockaddrIn::new(127, 0, 0, 1, 0)).expect("bind a loopback port");
+    let addr: SockaddrIn = getsockname(std::os::fd::AsRawFd::as_raw_fd(&socket)).expect("getsockname");
+    ReservedPort { _socket: socket, port: addr.port() }
+}

@@ -490,11 +490,18 @@ async fn stale_socket_is_replaced_and_a_live_one_is_not_stolen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_listener_requires_the_bearer_token() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let addr = format!("127.0.0.1:{port}");
+    // Port 0: the executor binds a free port and logs the address it got.
     let emu = emulator(EmulatorOptions::default()).await;
     let (mut exec, _socket) =
-        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_TCP", &addr), ("HOOK_EXECUTOR_REMOTE_TOKEN", "tcp-s3cret")]).await;
+        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_TCP", "127.0.0.1:0"), ("HOOK_EXECUTOR_REMOTE_TOKEN", "tcp-s3cret")]).await;
+    let addr = poll(SOON, || {
+        let log = exec.log();
+        let line = log.lines().find(|l| l.contains("TCP listener open"))?.to_owned();
+        let at = line.find("address=")? + "address=".len();
+        Some(line[at..].split_whitespace().next()?.trim_matches('"').to_owned())
+    })
+    .await
+    .unwrap_or_else(|| panic!("the TCP listener's address in the log: {}", exec.log()));
     let get = |token: Option<&'static str>| {
         let addr = addr.clone();
         async move {

@@ -79,6 +79,7 @@ async fn start_executor(bin: &std::path::Path) -> (AgentEmulator, tempfile::Temp
 }
 
 struct Run {
+    launch_to_starting_ms: f64,
     launch_to_running_ms: f64,
     kill_to_killed_ms: f64,
     peak_rss_kib: u64,
@@ -99,6 +100,7 @@ async fn one_run(bin: &Path, helper: &Path) -> Run {
     emu.launch(task);
     emu.wait_state("bench-task", TaskState::TaskRunning, Duration::from_secs(10)).await.expect("running");
     let launch_to_running = update_received(&emu, TaskState::TaskRunning).saturating_duration_since(launched);
+    let launch_to_starting = update_received(&emu, TaskState::TaskStarting).saturating_duration_since(launched);
     // Let the task settle, then read the executor's peak RSS while it runs.
     for _ in 0..200 {
         if sandbox.path().join("pid").exists() {
@@ -112,7 +114,12 @@ async fn one_run(bin: &Path, helper: &Path) -> Run {
     emu.wait_state("bench-task", TaskState::TaskKilled, Duration::from_secs(10)).await.expect("killed");
     let kill_to_killed = update_received(&emu, TaskState::TaskKilled).saturating_duration_since(killed);
     let _ = child.wait();
-    Run { launch_to_running_ms: launch_to_running.as_secs_f64() * 1e3, kill_to_killed_ms: kill_to_killed.as_secs_f64() * 1e3, peak_rss_kib }
+    Run {
+        launch_to_starting_ms: launch_to_starting.as_secs_f64() * 1e3,
+        launch_to_running_ms: launch_to_running.as_secs_f64() * 1e3,
+        kill_to_killed_ms: kill_to_killed.as_secs_f64() * 1e3,
+        peak_rss_kib,
+    }
 }
 
 /// utime + stime of `pid`, in clock ticks.
@@ -347,6 +354,7 @@ fn main() {
     let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     let (framing, full) = decode_throughput();
     let remote = runtime.block_on(remote_run(&bin));
+    let l2s = median(runs.iter().map(|r| r.launch_to_starting_ms).collect());
     let l2r = median(runs.iter().map(|r| r.launch_to_running_ms).collect());
     let k2k = median(runs.iter().map(|r| r.kill_to_killed_ms).collect());
     #[allow(clippy::cast_precision_loss)]
@@ -354,7 +362,8 @@ fn main() {
     #[allow(clippy::cast_precision_loss)]
     let size_mib = size as f64 / 1024.0 / 1024.0;
     println!("mesos-hook-executor benchmarks ({RUNS} runs each, medians)");
-    println!("  LAUNCH -> TASK_RUNNING      {l2r:>8.3} ms   (target < 2 ms)");
+    println!("  LAUNCH -> TASK_STARTING     {l2s:>8.3} ms   (the agent sees the launch acknowledged)");
+    println!("  LAUNCH -> TASK_RUNNING      {l2r:>8.3} ms   (target < 0.5 ms)");
     println!("  KILL -> TASK_KILLED         {k2k:>8.3} ms   (target < 5 ms, task exits on SIGTERM)");
     println!("  executor peak RSS (VmHWM)   {rss:>8.2} MiB  (target < 6 MiB)");
     println!("  stripped release binary     {size_mib:>8.2} MiB  (target < 5 MiB)");

@@ -624,7 +624,7 @@ mod tests {
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].starts_with("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD: \"5\" is not a duration"), "{text}");
         assert!(lines[1].starts_with("HOOK_EXECUTOR_LOG_LEVEL: \"a=b=c\" is not a log filter: "), "{text}");
-        assert_eq!(lines[1].matches("error parsing").count(), 1, "{text}");
+        assert_eq!(lines[1].matches("invalid filter directive").count(), 1, "the cause once: {text}");
         assert_eq!(lines[2], "HOOK_EXECUTOR_REMOTE_ALLOWED_UIDS: \"bob\" is not a numeric uid: invalid digit found in string");
     }
 

@@ -190,7 +190,7 @@ variables! {
     LOG_FORMAT: LogFormat = Var::new("HOOK_EXECUTOR_LOG_FORMAT", Kind::Choice(&["text", "json"]), Value("text"), parse::log_format,
         "Log line format on stderr.");
     LOG_LEVEL: String = Var::new("HOOK_EXECUTOR_LOG_LEVEL", Kind::Text, Value("info"), parse::log_filter,
-        "Log filter (`tracing` directive, e.g. `debug` or `mesos_hook_executor=trace`).");
+        "Log filter: a level, or comma-separated `target=level` directives with an optional default level (e.g. `debug`, `mesos_hook_executor=trace,info`).");
     KILL_GRACE_PERIOD: Duration = Var::new("HOOK_EXECUTOR_KILL_GRACE_PERIOD", Kind::Duration, Value("3secs"), parse::duration,
         "SIGTERM→SIGKILL grace when neither the KILL nor the task carries a kill policy.");
     SIGTERM_EXCLUDE_PROCESSES: Vec<String> = Var::new("HOOK_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES", Kind::List, Unset("—"), parse::list,
@@ -510,7 +510,7 @@ mod parse {
     }
 
     pub(super) fn log_filter(value: &str, _: Kind) -> Result<String, ValueError> {
-        match tracing_subscriber::EnvFilter::try_new(value) {
+        match value.parse::<tracing_subscriber::filter::Targets>() {
             Ok(_) => Ok(value.to_owned()),
             Err(source) => Err(ValueError::LogFilter { value: value.to_owned(), source }),
         }

@@ -277,8 +277,7 @@ impl Runtime {
             let fork = tokio::task::spawn_blocking(move || {
                 let user = process::resolve_user(spec.user.as_deref())
                     .map_err(|e| Input::SpawnFailed { message: format!("Cannot launch task: {e}"), reason: Some(Reason::TaskInvalid) })?;
-                let mut command = process::task_command(&spec, user);
-                reaper.spawn_task(&mut command).map_err(|cause| {
+                reaper.spawn_task(&spec, user).map_err(|cause| {
                     let e = process::SpawnError::Exec { command: spec.program.display(), cwd: spec.cwd.display().to_string(), cause };
                     Input::SpawnFailed { message: format!("Cannot launch task: {e}"), reason: None }
                 })

@@ -6,4 +6,5 @@
 
 pub mod launch;
 pub mod process;
+pub(crate) mod spawn;
 pub mod termination;

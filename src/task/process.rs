@@ -151,10 +151,23 @@ impl Reaper {
         Ok((child, rx))
     }
 
-    /// Spawns the task's root process (see [`task_command`]); the receiver
-    /// yields its exit.
-    pub(crate) fn spawn_task(&self, command: &mut Command) -> io::Result<(u32, oneshot::Receiver<ExitOutcome>)> {
-        let (child, rx) = self.register(command, Role::Task)?;
+    /// Spawns the task's root process as `spec` says, switching to `user`;
+    /// the receiver yields its exit. Without a user switch it goes through
+    /// `posix_spawn` where glibc allows ([`super::spawn`]), else it forks
+    /// ([`task_command`]).
+    pub(crate) fn spawn_task(&self, spec: &LaunchSpec, user: Option<UserSwitch>) -> io::Result<(u32, oneshot::Receiver<ExitOutcome>)> {
+        if user.is_none() {
+            // Under the lock, as every spawn: the reaper must not collect the
+            // child before its waiter is registered.
+            let mut state = self.lock();
+            if let Some(spawned) = super::spawn::spawn_session(spec) {
+                let pid = spawned?;
+                let (tx, rx) = oneshot::channel();
+                state.waiters.insert(pid, (Role::Task, tx));
+                return Ok((u32::try_from(pid).unwrap_or_default(), rx));
+            }
+        }
+        let (child, rx) = self.register(&mut task_command(spec, user), Role::Task)?;
         Ok((child.id(), rx))
     }
 

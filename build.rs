@@ -12,8 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let descriptor_path = out_dir.join("mesos_descriptor.bin");
-    let protos = ["proto/mesos/v1/mesos.proto", "proto/mesos/v1/executor/executor.proto"];
-    prost_build::Config::new().file_descriptor_set_path(&descriptor_path).compile_protos(&protos, &["proto"])?;
+    let protos = [
+        "proto/mesos/v1/mesos.proto",
+        "proto/mesos/v1/executor/executor.proto",
+    ];
+    prost_build::Config::new()
+        .file_descriptor_set_path(&descriptor_path)
+        .compile_protos(&protos, &["proto"])?;
 
     let descriptors = std::fs::read(&descriptor_path)?;
     pbjson_build::Builder::new()

@@ -54,27 +54,51 @@ fn release_dir() -> PathBuf {
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// When the emulator received the UPDATE call carrying `state`.
 fn update_received(emu: &AgentEmulator, state: TaskState) -> Instant {
     emu.calls()
         .into_iter()
-        .find(|c| c.call.as_ref().and_then(|c| c.update.as_ref()).is_some_and(|u| u.status.state() == state))
+        .find(|c| {
+            c.call
+                .as_ref()
+                .and_then(|c| c.update.as_ref())
+                .is_some_and(|u| u.status.state() == state)
+        })
         .map(|c| c.at)
         .expect("the update was received")
 }
 
 /// The release executor subscribed to a fresh emulator, in a temporary
 /// sandbox, logging only warnings.
-async fn start_executor(bin: &std::path::Path) -> (AgentEmulator, tempfile::TempDir, std::process::Child) {
-    let emu = AgentEmulator::start(EmulatorOptions::default()).await.expect("emulator");
+async fn start_executor(
+    bin: &std::path::Path,
+) -> (AgentEmulator, tempfile::TempDir, std::process::Child) {
+    let emu = AgentEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
     let sandbox = tempfile::tempdir().expect("sandbox");
-    let mut env: BTreeMap<String, String> = emu.executor_env_in(sandbox.path()).into_iter().collect();
+    let mut env: BTreeMap<String, String> =
+        emu.executor_env_in(sandbox.path()).into_iter().collect();
     env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
-    let child = Command::new(bin).env_clear().envs(&env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn executor");
-    emu.wait_subscribed(1, Duration::from_secs(10)).await.expect("subscribed");
+    let child = Command::new(bin)
+        .env_clear()
+        .envs(&env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn executor");
+    emu.wait_subscribed(1, Duration::from_secs(10))
+        .await
+        .expect("subscribed");
     (emu, sandbox, child)
 }
 
@@ -92,15 +116,27 @@ async fn one_run(bin: &Path, helper: &Path) -> Run {
         Some(v1::CommandInfo {
             value: Some(helper.display().to_string()),
             shell: Some(false),
-            arguments: vec!["task-helper".into(), "term-exit".into(), sandbox.path().join("pid").display().to_string()],
+            arguments: vec![
+                "task-helper".into(),
+                "term-exit".into(),
+                sandbox.path().join("pid").display().to_string(),
+            ],
             ..Default::default()
         }),
     );
     let launched = Instant::now();
     emu.launch(task);
-    emu.wait_state("bench-task", TaskState::TaskRunning, Duration::from_secs(10)).await.expect("running");
-    let launch_to_running = update_received(&emu, TaskState::TaskRunning).saturating_duration_since(launched);
-    let launch_to_starting = update_received(&emu, TaskState::TaskStarting).saturating_duration_since(launched);
+    emu.wait_state(
+        "bench-task",
+        TaskState::TaskRunning,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("running");
+    let launch_to_running =
+        update_received(&emu, TaskState::TaskRunning).saturating_duration_since(launched);
+    let launch_to_starting =
+        update_received(&emu, TaskState::TaskStarting).saturating_duration_since(launched);
     // Let the task settle, then read the executor's peak RSS while it runs.
     for _ in 0..200 {
         if sandbox.path().join("pid").exists() {
@@ -111,8 +147,11 @@ async fn one_run(bin: &Path, helper: &Path) -> Run {
     let peak_rss_kib = vm_hwm_kib(child.id()).unwrap_or(0);
     let killed = Instant::now();
     emu.kill("bench-task", None);
-    emu.wait_state("bench-task", TaskState::TaskKilled, Duration::from_secs(10)).await.expect("killed");
-    let kill_to_killed = update_received(&emu, TaskState::TaskKilled).saturating_duration_since(killed);
+    emu.wait_state("bench-task", TaskState::TaskKilled, Duration::from_secs(10))
+        .await
+        .expect("killed");
+    let kill_to_killed =
+        update_received(&emu, TaskState::TaskKilled).saturating_duration_since(killed);
     let _ = child.wait();
     Run {
         launch_to_starting_ms: launch_to_starting.as_secs_f64() * 1e3,
@@ -141,7 +180,10 @@ async fn wait_lines(path: &std::path::Path, n: usize) -> usize {
         if count >= n {
             return count;
         }
-        assert!(Instant::now() < deadline, "only {count} of {n} probes arrived");
+        assert!(
+            Instant::now() < deadline,
+            "only {count} of {n} probes arrived"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -150,19 +192,31 @@ async fn wait_lines(path: &std::path::Path, n: usize) -> usize {
 async fn http_probe_cpu(bin: &Path, helper: &Path) -> f64 {
     let (emu, sandbox, mut child) = start_executor(bin).await;
     std::fs::write(sandbox.path().join("status"), "200").expect("status file");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
     let mut task = task_info(
         "bench-health",
         Some(v1::CommandInfo {
             value: Some(helper.display().to_string()),
             shell: Some(false),
-            arguments: vec!["task-helper".into(), "http-server".into(), port.to_string(), "status".into()],
+            arguments: vec![
+                "task-helper".into(),
+                "http-server".into(),
+                port.to_string(),
+                "status".into(),
+            ],
             ..Default::default()
         }),
     );
     task.health_check = Some(v1::HealthCheck {
         r#type: Some(v1::health_check::Type::Http as i32),
-        http: Some(v1::health_check::HttpCheckInfo { port: u32::from(port), path: Some("/health".into()), ..Default::default() }),
+        http: Some(v1::health_check::HttpCheckInfo {
+            port: u32::from(port),
+            path: Some("/health".into()),
+            ..Default::default()
+        }),
         delay_seconds: Some(0.0),
         interval_seconds: Some(0.001),
         timeout_seconds: Some(5.0),
@@ -182,11 +236,18 @@ async fn http_probe_cpu(bin: &Path, helper: &Path) -> f64 {
         let now = wait_lines(&log, seen + 1000).await;
         let after = cpu_ticks(child.id()).expect("executor stat");
         #[allow(clippy::cast_precision_loss)]
-        per_thousand.push((after - before) as f64 / ticks_per_sec * 1e3 / ((now - seen) as f64 / 1000.0));
+        per_thousand
+            .push((after - before) as f64 / ticks_per_sec * 1e3 / ((now - seen) as f64 / 1000.0));
         seen = now;
     }
     emu.kill("bench-health", None);
-    emu.wait_state("bench-health", TaskState::TaskKilled, Duration::from_secs(10)).await.expect("killed");
+    emu.wait_state(
+        "bench-health",
+        TaskState::TaskKilled,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("killed");
     let _ = child.wait();
     median(per_thousand)
 }
@@ -196,14 +257,29 @@ fn decode_throughput() -> (f64, f64) {
     let mut codec = RecordIoCodec::default();
     let ack = Event {
         r#type: Some(event::Type::Acknowledged as i32),
-        acknowledged: Some(event::Acknowledged { task_id: v1::TaskId { value: "task-1".into() }, uuid: vec![7; 16] }),
+        acknowledged: Some(event::Acknowledged {
+            task_id: v1::TaskId {
+                value: "task-1".into(),
+            },
+            uuid: vec![7; 16],
+        }),
         ..Default::default()
     }
     .encode_to_vec();
-    let mut task = task_info("task-1", Some(v1::CommandInfo { value: Some("x".repeat(4096)), ..Default::default() }));
+    let mut task = task_info(
+        "task-1",
+        Some(v1::CommandInfo {
+            value: Some("x".repeat(4096)),
+            ..Default::default()
+        }),
+    );
     task.name = "bench".into();
-    let launch =
-        Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task }), ..Default::default() }.encode_to_vec();
+    let launch = Event {
+        r#type: Some(event::Type::Launch as i32),
+        launch: Some(event::Launch { task }),
+        ..Default::default()
+    }
+    .encode_to_vec();
     let mut stream = BytesMut::new();
     while stream.len() < 64 * 1024 * 1024 {
         for _ in 0..9 {
@@ -244,8 +320,13 @@ struct ApiClient {
 
 impl ApiClient {
     async fn connect(socket: &std::path::Path) -> Self {
-        let stream = tokio::net::UnixStream::connect(socket).await.expect("connect to the remote API");
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .expect("connect to the remote API");
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
         tokio::spawn(conn);
         Self { sender }
     }
@@ -262,22 +343,40 @@ impl ApiClient {
             .expect("request");
         let response = self.sender.send_request(request).await.expect("response");
         assert_eq!(response.status(), 200);
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         serde_json::from_slice(&bytes).expect("json")
     }
 
     /// Executes `true` and collects its result.
     async fn round_trip(&mut self) {
-        let started = self.post("/remote/execute", r#"{"command": "true", "shell": false}"#.to_owned()).await;
+        let started = self
+            .post(
+                "/remote/execute",
+                r#"{"command": "true", "shell": false}"#.to_owned(),
+            )
+            .await;
         let pid = started["pid"].as_i64().expect("pid");
-        let result = self.post("/remote/task", format!(r#"{{"pid": {pid}}}"#)).await;
+        let result = self
+            .post("/remote/task", format!(r#"{{"pid": {pid}}}"#))
+            .await;
         assert_eq!(result["exitCode"], 0);
     }
 }
 
 fn vm_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 struct RemoteFigures {
@@ -292,8 +391,20 @@ const REMOTE_TOTAL: usize = 10_000;
 
 async fn remote_run(bin: &std::path::Path) -> RemoteFigures {
     let (emu, sandbox, mut child) = start_executor(bin).await;
-    emu.launch(task_info("bench-remote", Some(v1::CommandInfo { value: Some("exec sleep 600".into()), ..Default::default() })));
-    emu.wait_state("bench-remote", TaskState::TaskRunning, Duration::from_secs(10)).await.expect("running");
+    emu.launch(task_info(
+        "bench-remote",
+        Some(v1::CommandInfo {
+            value: Some("exec sleep 600".into()),
+            ..Default::default()
+        }),
+    ));
+    emu.wait_state(
+        "bench-remote",
+        TaskState::TaskRunning,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("running");
     let socket = sandbox.path().join("executor.sock");
     for _ in 0..500 {
         if socket.exists() {
@@ -323,16 +434,30 @@ async fn remote_run(bin: &std::path::Path) -> RemoteFigures {
     }
     let rss_10k_kib = vm_rss_kib(child.id()).unwrap_or(0);
     emu.kill("bench-remote", None);
-    emu.wait_state("bench-remote", TaskState::TaskKilled, Duration::from_secs(10)).await.expect("killed");
+    emu.wait_state(
+        "bench-remote",
+        TaskState::TaskKilled,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("killed");
     let _ = child.wait();
     // The same count of `true`, spawned and collected (pipes, wait) directly.
     let start = Instant::now();
     for _ in 0..REMOTE_TIMED {
-        let out = Command::new("true").stdin(Stdio::null()).output().expect("spawn true");
+        let out = Command::new("true")
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn true");
         assert!(out.status.success());
     }
     let direct_per_sec = REMOTE_TIMED as f64 / start.elapsed().as_secs_f64();
-    RemoteFigures { api_per_sec, direct_per_sec, rss_1k_kib, rss_10k_kib }
+    RemoteFigures {
+        api_per_sec,
+        direct_per_sec,
+        rss_1k_kib,
+        rss_10k_kib,
+    }
 }
 
 fn main() {
@@ -340,7 +465,11 @@ fn main() {
     let bin = dir.join("mesos-hook-executor");
     let helper = dir.join("examples").join("task-helper");
     assert!(bin.exists(), "build the release binary first: make bench");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut runs = Vec::new();
     let mut probe_cpu = 0.0;
     runtime.block_on(async {
@@ -362,9 +491,13 @@ fn main() {
     #[allow(clippy::cast_precision_loss)]
     let size_mib = size as f64 / 1024.0 / 1024.0;
     println!("mesos-hook-executor benchmarks ({RUNS} runs each, medians)");
-    println!("  LAUNCH -> TASK_STARTING     {l2s:>8.3} ms   (the agent sees the launch acknowledged)");
+    println!(
+        "  LAUNCH -> TASK_STARTING     {l2s:>8.3} ms   (the agent sees the launch acknowledged)"
+    );
     println!("  LAUNCH -> TASK_RUNNING      {l2r:>8.3} ms   (target < 0.5 ms)");
-    println!("  KILL -> TASK_KILLED         {k2k:>8.3} ms   (target < 5 ms, task exits on SIGTERM)");
+    println!(
+        "  KILL -> TASK_KILLED         {k2k:>8.3} ms   (target < 5 ms, task exits on SIGTERM)"
+    );
     println!("  executor peak RSS (VmHWM)   {rss:>8.2} MiB  (target < 6 MiB)");
     println!("  stripped release binary     {size_mib:>8.2} MiB  (target < 5 MiB)");
     println!("  RecordIO framing decode     {framing:>8.0} MB/s (target > 500 MB/s)");
@@ -374,8 +507,13 @@ fn main() {
     println!("  direct spawn+collect        {:>8.0} /s   (`true`, same count, std::process::Command::output)", remote.direct_per_sec);
     println!("  remote / direct ratio       {ratio:>8.2}      (target >= 0.5)");
     #[allow(clippy::cast_precision_loss)]
-    let (rss1, rss10) = (remote.rss_1k_kib as f64 / 1024.0, remote.rss_10k_kib as f64 / 1024.0);
+    let (rss1, rss10) = (
+        remote.rss_1k_kib as f64 / 1024.0,
+        remote.rss_10k_kib as f64 / 1024.0,
+    );
     println!("  executor RSS after 1,000    {rss1:>8.2} MiB");
-    println!("  executor RSS after 10,000   {rss10:>8.2} MiB  (bounded: retained results are capped)");
+    println!(
+        "  executor RSS after 10,000   {rss10:>8.2} MiB  (bounded: retained results are capped)"
+    );
     println!("  executor CPU / 1k HTTP probes {probe_cpu:>6.1} ms   (user+system, 1 ms interval, local server)");
 }

@@ -43,14 +43,21 @@ fn die(message: &str) -> ! {
 }
 
 fn append_line(file: &str, line: &str) {
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(file) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+    {
         let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
 
 fn listen(port: &str) -> TcpListener {
-    let port: u16 = port.parse().unwrap_or_else(|_| die(&format!("bad port {port:?}")));
-    let listener = reuseport_listener(port).unwrap_or_else(|e| die(&format!("cannot listen on port {port}: {e}")));
+    let port: u16 = port
+        .parse()
+        .unwrap_or_else(|_| die(&format!("bad port {port:?}")));
+    let listener = reuseport_listener(port)
+        .unwrap_or_else(|e| die(&format!("cannot listen on port {port}: {e}")));
     write_pid("server.pid");
     listener
 }
@@ -58,11 +65,22 @@ fn listen(port: &str) -> TcpListener {
 /// Listens on 127.0.0.1:`port` with `SO_REUSEPORT`, so that a test may hold
 /// the port reserved (bound, not listening) until this server takes it.
 fn reuseport_listener(port: u16) -> std::io::Result<TcpListener> {
-    use nix::sys::socket::{bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn};
-    let socket = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    use nix::sys::socket::{
+        bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+        SockaddrIn,
+    };
+    let socket = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     setsockopt(&socket, sockopt::ReuseAddr, &true)?;
     setsockopt(&socket, sockopt::ReusePort, &true)?;
-    bind(std::os::fd::AsRawFd::as_raw_fd(&socket), &SockaddrIn::new(127, 0, 0, 1, port))?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&socket),
+        &SockaddrIn::new(127, 0, 0, 1, port),
+    )?;
     listen(&socket, Backlog::new(128).map_err(std::io::Error::from)?)?;
     Ok(TcpListener::from(socket))
 }
@@ -91,11 +109,18 @@ fn respond(stream: &mut impl ReadWrite, status_file: &str) -> std::io::Result<()
     }
     let text = String::from_utf8_lossy(&head);
     let request_line = text.lines().next().unwrap_or_default().to_owned();
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_owned();
     append_line("requests.log", &request_line);
     let (code, location) = answer(status_file, &path);
-    let location = location.map(|l| format!("Location: {l}\r\n")).unwrap_or_default();
-    let response = format!("HTTP/1.1 {code} Test\r\n{location}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let location = location
+        .map(|l| format!("Location: {l}\r\n"))
+        .unwrap_or_default();
+    let response =
+        format!("HTTP/1.1 {code} Test\r\n{location}Content-Length: 0\r\nConnection: close\r\n\r\n");
     stream.write_all(response.as_bytes())?;
     stream.flush()
 }
@@ -104,13 +129,17 @@ trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 fn self_signed_tls() -> Arc<rustls::ServerConfig> {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap_or_else(|e| die(&format!("generating a certificate: {e}")));
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap_or_else(|e| die(&format!("generating a certificate: {e}")));
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(vec![certified.cert.der().clone()], key))
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(vec![certified.cert.der().clone()], key)
+        })
         .unwrap_or_else(|e| die(&format!("TLS setup: {e}")));
     Arc::new(config)
 }
@@ -133,7 +162,11 @@ fn serve_http(port: &str, status_file: &str, tls: Option<Arc<rustls::ServerConfi
     die("listener closed");
 }
 
-fn serve_tls(stream: TcpStream, config: Arc<rustls::ServerConfig>, status_file: &str) -> std::io::Result<()> {
+fn serve_tls(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    status_file: &str,
+) -> std::io::Result<()> {
     let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
     let mut tls = rustls::StreamOwned::new(conn, stream);
     respond(&mut tls, status_file)?;

@@ -63,4 +63,8 @@ mod util;
 pub use executor::{run, Outcome};
 
 /// The release string: crate version and git revision.
-pub const RELEASE: &str = concat!(env!("CARGO_PKG_VERSION"), "-", env!("HOOK_EXECUTOR_GIT_REV"));
+pub const RELEASE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "-",
+    env!("HOOK_EXECUTOR_GIT_REV")
+);

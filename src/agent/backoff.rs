@@ -37,12 +37,20 @@ impl Backoff {
     /// Mesos' SUBSCRIBE reconnect backoff with `max` =
     /// `MESOS_SUBSCRIPTION_BACKOFF_MAX`.
     pub(crate) fn reconnect(max: Duration) -> Self {
-        Self { policy: Policy::Reconnect { max }, retries: 0, fresh: false }
+        Self {
+            policy: Policy::Reconnect { max },
+            retries: 0,
+            fresh: false,
+        }
     }
 
     /// `first`, `2 × first`, `4 × first`, … up to `cap`.
     pub(crate) fn doubling(first: Duration, cap: Duration) -> Self {
-        Self { policy: Policy::Doubling { first, cap }, retries: 0, fresh: false }
+        Self {
+            policy: Policy::Doubling { first, cap },
+            retries: 0,
+            fresh: false,
+        }
     }
 
     /// The delay before the next attempt, after a failure. Zero means "retry
@@ -51,7 +59,9 @@ impl Backoff {
         let delay = match self.policy {
             Policy::Reconnect { .. } if self.fresh => Duration::ZERO,
             Policy::Reconnect { max } => reconnect_delay(max, fastrand::f64()),
-            Policy::Doubling { first, cap } => first.saturating_mul(2u32.saturating_pow(self.retries)).min(cap),
+            Policy::Doubling { first, cap } => first
+                .saturating_mul(2u32.saturating_pow(self.retries))
+                .min(cap),
         };
         self.fresh = false;
         self.retries = self.retries.saturating_add(1);
@@ -68,7 +78,8 @@ impl Backoff {
 /// One reconnect delay: `unit_random` (in `[0, 1]`) of `max`, at least
 /// [`RECONNECT_FLOOR`].
 fn reconnect_delay(max: Duration, unit_random: f64) -> Duration {
-    max.mul_f64(unit_random.clamp(0.0, 1.0)).max(RECONNECT_FLOOR)
+    max.mul_f64(unit_random.clamp(0.0, 1.0))
+        .max(RECONNECT_FLOOR)
 }
 
 #[cfg(test)]
@@ -110,9 +121,16 @@ mod tests {
         let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
         b.reset();
-        assert_eq!(b.next_delay(), 100 * MS, "a success starts over (no immediate retry)");
+        assert_eq!(
+            b.next_delay(),
+            100 * MS,
+            "a success starts over (no immediate retry)"
+        );
         // Far past the cap nothing overflows.
         let mut b = Backoff::doubling(Duration::from_secs(1), Duration::from_secs(60));
-        assert_eq!((0..100).map(|_| b.next_delay()).last(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            (0..100).map(|_| b.next_delay()).last(),
+            Some(Duration::from_secs(60))
+        );
     }
 }

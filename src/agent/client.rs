@@ -109,7 +109,11 @@ enum Dial {
     /// Plain TCP to `host:port`.
     Tcp(String),
     /// TLS over TCP to `host:port`, as `name`.
-    Tls { authority: String, connector: tokio_rustls::TlsConnector, name: rustls::pki_types::ServerName<'static> },
+    Tls {
+        authority: String,
+        connector: tokio_rustls::TlsConnector,
+        name: rustls::pki_types::ServerName<'static>,
+    },
     /// The agent's Unix socket.
     Unix(std::path::PathBuf),
 }
@@ -125,22 +129,42 @@ pub(crate) struct AgentClient {
 
 impl std::fmt::Debug for AgentClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentClient").field("url", &self.endpoint.url()).field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("AgentClient")
+            .field("url", &self.endpoint.url())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
 impl AgentClient {
     /// A client for `endpoint`, sending `token` as a Bearer token when given.
-    pub(crate) fn new(endpoint: AgentEndpoint, token: Option<Secret>, timeout: Duration) -> Result<Self, AgentError> {
+    pub(crate) fn new(
+        endpoint: AgentEndpoint,
+        token: Option<Secret>,
+        timeout: Duration,
+    ) -> Result<Self, AgentError> {
         let dial = match &endpoint.transport {
             AgentTransport::Http { authority } => Dial::Tcp(authority.clone()),
-            AgentTransport::Https { authority, ca_file, verify } => {
+            AgentTransport::Https {
+                authority,
+                ca_file,
+                verify,
+            } => {
                 let (connector, name) = tls_connector(authority, ca_file.as_deref(), *verify)?;
-                Dial::Tls { authority: authority.clone(), connector, name }
+                Dial::Tls {
+                    authority: authority.clone(),
+                    connector,
+                    name,
+                }
             }
             AgentTransport::Unix { path } => Dial::Unix(path.clone()),
         };
-        Ok(Self { endpoint, token, timeout, dial })
+        Ok(Self {
+            endpoint,
+            token,
+            timeout,
+            dial,
+        })
     }
 
     /// The endpoint URL, for logs.
@@ -150,19 +174,39 @@ impl AgentClient {
     }
 
     async fn open(&self) -> Result<Box<dyn Io>, AgentError> {
-        let connect_error = |source: io::Error| AgentError::Connect { url: self.endpoint.url(), source };
+        let connect_error = |source: io::Error| AgentError::Connect {
+            url: self.endpoint.url(),
+            source,
+        };
         let io: Box<dyn Io> = match &self.dial {
             Dial::Tcp(authority) => {
-                let stream = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(connect_error)?;
+                let stream = tokio::net::TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(connect_error)?;
                 tune(&stream);
                 Box::new(stream)
             }
-            Dial::Tls { authority, connector, name } => {
-                let stream = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(connect_error)?;
+            Dial::Tls {
+                authority,
+                connector,
+                name,
+            } => {
+                let stream = tokio::net::TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(connect_error)?;
                 tune(&stream);
-                Box::new(connector.connect(name.clone(), stream).await.map_err(connect_error)?)
+                Box::new(
+                    connector
+                        .connect(name.clone(), stream)
+                        .await
+                        .map_err(connect_error)?,
+                )
             }
-            Dial::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await.map_err(connect_error)?),
+            Dial::Unix(path) => Box::new(
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(connect_error)?,
+            ),
         };
         Ok(io)
     }
@@ -170,8 +214,12 @@ impl AgentClient {
     /// Opens a connection and performs the HTTP/1.1 handshake, within the call
     /// timeout. The connection is driven by a spawned task that ends with it.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, AgentError> {
-        let io = tokio::time::timeout(self.timeout, self.open()).await.map_err(|_| AgentError::Timeout(self.timeout))??;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(AgentError::Transport)?;
+        let io = tokio::time::timeout(self.timeout, self.open())
+            .await
+            .map_err(|_| AgentError::Timeout(self.timeout))??;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(AgentError::Transport)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(cause = %e, "agent connection closed");
@@ -182,7 +230,9 @@ impl AgentClient {
 
     fn request(&self, call: &Call, subscribe: bool) -> Result<Request<Full<Bytes>>, AgentError> {
         let host = match &self.endpoint.transport {
-            AgentTransport::Http { authority } | AgentTransport::Https { authority, .. } => authority.as_str(),
+            AgentTransport::Http { authority } | AgentTransport::Https { authority, .. } => {
+                authority.as_str()
+            }
             AgentTransport::Unix { .. } => "localhost",
         };
         let mut builder = Request::post(self.endpoint.path.as_str())
@@ -195,12 +245,18 @@ impl AgentClient {
         if let Some(token) = &self.token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
         }
-        builder.body(Full::new(Bytes::from(call.encode_to_vec()))).map_err(AgentError::Request)
+        builder
+            .body(Full::new(Bytes::from(call.encode_to_vec())))
+            .map_err(AgentError::Request)
     }
 
     /// Sends SUBSCRIBE on a fresh connection. On `200 OK` returns the event
     /// stream; any other answer is an error carrying status and body.
-    pub(crate) async fn subscribe(&self, call: &Call, max_record_len: usize) -> Result<EventStream, AgentError> {
+    pub(crate) async fn subscribe(
+        &self,
+        call: &Call,
+        max_record_len: usize,
+    ) -> Result<EventStream, AgentError> {
         let mut sender = self.connect().await?;
         let request = self.request(call, true)?;
         let response = tokio::time::timeout(self.timeout, sender.send_request(request))
@@ -212,13 +268,19 @@ impl AgentClient {
             let body = read_error_body(response.into_body(), self.timeout).await;
             return Err(AgentError::Status { status, body });
         }
-        Ok(EventStream { events: events(body_bytes(response.into_body()), max_record_len), _sender: sender })
+        Ok(EventStream {
+            events: events(body_bytes(response.into_body()), max_record_len),
+            _sender: sender,
+        })
     }
 
     /// A persistent connection for non-SUBSCRIBE calls.
     #[must_use]
     pub(crate) fn calls(&self) -> CallConnection {
-        CallConnection { client: self.clone(), sender: None }
+        CallConnection {
+            client: self.clone(),
+            sender: None,
+        }
     }
 }
 
@@ -227,15 +289,22 @@ impl AgentClient {
 fn tune(stream: &tokio::net::TcpStream) {
     use std::os::fd::AsFd;
     let _ = stream.set_nodelay(true);
-    let _ = nix::sys::socket::setsockopt(&stream.as_fd(), nix::sys::socket::sockopt::KeepAlive, &true);
+    let _ =
+        nix::sys::socket::setsockopt(&stream.as_fd(), nix::sys::socket::sockopt::KeepAlive, &true);
 }
 
 async fn read_error_body(body: Incoming, timeout: Duration) -> String {
-    let collected = tokio::time::timeout(timeout, http_body_util::Limited::new(body, MAX_ERROR_BODY * 4).collect()).await;
+    let collected = tokio::time::timeout(
+        timeout,
+        http_body_util::Limited::new(body, MAX_ERROR_BODY * 4).collect(),
+    )
+    .await;
     match collected {
         Ok(Ok(c)) => {
             let bytes = c.to_bytes();
-            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ERROR_BODY)]).trim().to_owned();
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ERROR_BODY)])
+                .trim()
+                .to_owned();
             if text.is_empty() {
                 "(empty body)".to_owned()
             } else {
@@ -258,7 +327,9 @@ impl CallConnection {
     /// Sends one call and expects `202 Accepted`, all within the call timeout.
     pub(crate) async fn send(&mut self, call: &Call) -> Result<(), AgentError> {
         let timeout = self.client.timeout;
-        let result = tokio::time::timeout(timeout, self.send_inner(call)).await.unwrap_or(Err(AgentError::Timeout(timeout)));
+        let result = tokio::time::timeout(timeout, self.send_inner(call))
+            .await
+            .unwrap_or(Err(AgentError::Timeout(timeout)));
         if result.is_err() {
             // Whatever happened, the connection's state is unknown: start afresh.
             self.sender = None;
@@ -274,8 +345,12 @@ impl CallConnection {
         }
         match tokio::time::timeout(self.client.timeout, self.client.connect()).await {
             Ok(Ok(sender)) => self.sender = Some(sender),
-            Ok(Err(e)) => tracing::debug!(cause = %e, "opening the call connection failed; the first call retries"),
-            Err(_) => tracing::debug!("opening the call connection timed out; the first call retries"),
+            Ok(Err(e)) => {
+                tracing::debug!(cause = %e, "opening the call connection failed; the first call retries")
+            }
+            Err(_) => {
+                tracing::debug!("opening the call connection timed out; the first call retries")
+            }
         }
     }
 
@@ -286,7 +361,10 @@ impl CallConnection {
         };
         sender.ready().await.map_err(AgentError::Transport)?;
         let request = self.client.request(call, false)?;
-        let response = sender.send_request(request).await.map_err(AgentError::Transport)?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(AgentError::Transport)?;
         let status = response.status();
         if status == StatusCode::ACCEPTED {
             // Drain the (empty) body so the connection can be reused.
@@ -338,7 +416,10 @@ impl EventCodec {
     fn item(record: Option<Bytes>) -> Option<StreamItem> {
         record.map(|record| match Event::decode(record.as_ref()) {
             Ok(event) => StreamItem::Event(Box::new(event)),
-            Err(error) => StreamItem::Garbage { len: record.len(), error },
+            Err(error) => StreamItem::Garbage {
+                len: record.len(),
+                error,
+            },
         })
     }
 }
@@ -348,11 +429,17 @@ impl Decoder for EventCodec {
     type Error = StreamEnd;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<StreamItem>, StreamEnd> {
-        self.0.decode(src).map(Self::item).map_err(StreamEnd::Framing)
+        self.0
+            .decode(src)
+            .map(Self::item)
+            .map_err(StreamEnd::Framing)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<StreamItem>, StreamEnd> {
-        self.0.decode_eof(src).map(Self::item).map_err(StreamEnd::Framing)
+        self.0
+            .decode_eof(src)
+            .map(Self::item)
+            .map_err(StreamEnd::Framing)
     }
 }
 
@@ -371,12 +458,16 @@ fn events<S>(body: S, max_record_len: usize) -> FramedRead<StreamReader<S, Bytes
 where
     S: Stream<Item = io::Result<Bytes>> + Unpin,
 {
-    FramedRead::new(StreamReader::new(body), EventCodec(RecordIoCodec::new(max_record_len)))
+    FramedRead::new(
+        StreamReader::new(body),
+        EventCodec(RecordIoCodec::new(max_record_len)),
+    )
 }
 
 /// The data chunks of a hyper body, with its errors as `io::Error`s (the
 /// hyper error kept as the cause).
-type BodyBytes = futures_util::stream::MapErr<BodyDataStream<Incoming>, fn(hyper::Error) -> io::Error>;
+type BodyBytes =
+    futures_util::stream::MapErr<BodyDataStream<Incoming>, fn(hyper::Error) -> io::Error>;
 
 fn body_bytes(body: Incoming) -> BodyBytes {
     BodyDataStream::new(body).map_err(io::Error::other as fn(hyper::Error) -> io::Error)
@@ -400,8 +491,15 @@ impl EventStream {
 /// adapter as the live [`EventStream`]: the items before the end, and why it
 /// ended. This is the body of the `recordio_events` fuzz target and of its
 /// corpus test.
-pub fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, max_record_len: usize) -> (Vec<StreamItem>, StreamEnd) {
-    let body = futures_util::stream::iter(chunks.into_iter().map(|chunk| Ok(Bytes::copy_from_slice(chunk))));
+pub fn decode_chunks<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+    max_record_len: usize,
+) -> (Vec<StreamItem>, StreamEnd) {
+    let body = futures_util::stream::iter(
+        chunks
+            .into_iter()
+            .map(|chunk| Ok(Bytes::copy_from_slice(chunk))),
+    );
     let mut events = events(body, max_record_len);
     // Every chunk is ready at once, so polling never returns `Pending`: no
     // runtime is needed and a no-op waker is never woken.
@@ -412,7 +510,12 @@ pub fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, max_record_
             Poll::Ready(Some(Ok(item))) => items.push(item),
             Poll::Ready(Some(Err(end))) => return (items, end),
             Poll::Ready(None) => return (items, StreamEnd::Eof),
-            Poll::Pending => return (items, StreamEnd::Transport(io::Error::other("the chunk source was not ready"))),
+            Poll::Pending => {
+                return (
+                    items,
+                    StreamEnd::Transport(io::Error::other("the chunk source was not ready")),
+                )
+            }
         }
     }
 }
@@ -421,10 +524,24 @@ fn tls_connector(
     authority: &str,
     ca_file: Option<&std::path::Path>,
     verify: bool,
-) -> Result<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>), AgentError> {
-    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|source| AgentError::ServerName { host: host.to_owned(), source })?;
+) -> Result<
+    (
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    ),
+    AgentError,
+> {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|source| {
+        AgentError::ServerName {
+            host: host.to_owned(),
+            source,
+        }
+    })?;
     let trust = match (verify, ca_file) {
         (false, _) => Trust::Insecure,
         (true, Some(path)) => Trust::CaFile(path),
@@ -441,15 +558,23 @@ mod tests {
     fn valid_stream() -> Vec<u8> {
         let mut out = Vec::new();
         let events = [
-            Event { r#type: Some(event::Type::Heartbeat as i32), ..Default::default() },
+            Event {
+                r#type: Some(event::Type::Heartbeat as i32),
+                ..Default::default()
+            },
             Event {
                 r#type: Some(event::Type::Kill as i32),
-                kill: Some(event::Kill { task_id: v1::TaskId { value: "t".into() }, kill_policy: None }),
+                kill: Some(event::Kill {
+                    task_id: v1::TaskId { value: "t".into() },
+                    kill_policy: None,
+                }),
                 ..Default::default()
             },
             Event {
                 r#type: Some(event::Type::Launch as i32),
-                launch: Some(event::Launch { task: crate::emulator::task_info("t", None) }),
+                launch: Some(event::Launch {
+                    task: crate::emulator::task_info("t", None),
+                }),
                 ..Default::default()
             },
         ];
@@ -472,18 +597,47 @@ mod tests {
 
     #[test]
     fn garbage_records_are_items_and_framing_errors_end_the_stream() {
-        let event = Event { r#type: Some(event::Type::Heartbeat as i32), ..Default::default() }.encode_to_vec();
+        let event = Event {
+            r#type: Some(event::Type::Heartbeat as i32),
+            ..Default::default()
+        }
+        .encode_to_vec();
         let mut stream = crate::agent::recordio::frame(&event).to_vec();
         stream.extend_from_slice(&crate::agent::recordio::frame(&[0xff, 0xff, 0xff]));
         stream.extend_from_slice(&crate::agent::recordio::frame(&event));
         stream.extend_from_slice(b"x\n");
         stream.extend_from_slice(&crate::agent::recordio::frame(&event));
         let (items, end) = decode_chunks(stream.chunks(5), 1 << 20);
-        assert!(matches!(items.as_slice(), [StreamItem::Event(_), StreamItem::Garbage { len: 3, .. }, StreamItem::Event(_)]), "{items:?}");
-        assert!(matches!(end, StreamEnd::Framing(RecordIoError::BadHeaderByte { byte: b'x', offset: 0 })), "{end:?}");
+        assert!(
+            matches!(
+                items.as_slice(),
+                [
+                    StreamItem::Event(_),
+                    StreamItem::Garbage { len: 3, .. },
+                    StreamItem::Event(_)
+                ]
+            ),
+            "{items:?}"
+        );
+        assert!(
+            matches!(
+                end,
+                StreamEnd::Framing(RecordIoError::BadHeaderByte {
+                    byte: b'x',
+                    offset: 0
+                })
+            ),
+            "{end:?}"
+        );
         let (items, end) = decode_chunks([&b"5\nabc"[..]], 1 << 20);
         assert!(items.is_empty());
-        assert!(matches!(end, StreamEnd::Framing(RecordIoError::Truncated { buffered: 3 })), "{end:?}");
+        assert!(
+            matches!(
+                end,
+                StreamEnd::Framing(RecordIoError::Truncated { buffered: 3 })
+            ),
+            "{end:?}"
+        );
     }
 
     /// The fuzz target's body over a deterministic corpus: random bytes and

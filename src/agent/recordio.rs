@@ -70,7 +70,10 @@ impl RecordIoCodec {
     /// A codec that refuses records longer than `max_len` bytes.
     #[must_use]
     pub fn new(max_len: usize) -> Self {
-        Self { max_len, pending: None }
+        Self {
+            max_len,
+            pending: None,
+        }
     }
 
     /// Parses the header at the start of `src`, if a whole one is buffered.
@@ -81,15 +84,25 @@ impl RecordIoCodec {
             match byte {
                 b'\n' if offset == 0 => return Err(RecordIoError::EmptyHeader),
                 b'\n' => {
-                    let too_large = saturated || usize::try_from(len).map_or(true, |l| l > self.max_len);
+                    let too_large =
+                        saturated || usize::try_from(len).map_or(true, |l| l > self.max_len);
                     if too_large {
-                        return Err(RecordIoError::TooLarge { len, max: self.max_len });
+                        return Err(RecordIoError::TooLarge {
+                            len,
+                            max: self.max_len,
+                        });
                     }
                     // Checked just above: len fits in usize.
-                    return Ok(Some((offset + 1, usize::try_from(len).unwrap_or(usize::MAX))));
+                    return Ok(Some((
+                        offset + 1,
+                        usize::try_from(len).unwrap_or(usize::MAX),
+                    )));
                 }
                 b'0'..=b'9' if offset < MAX_HEADER_DIGITS => {
-                    match len.checked_mul(10).and_then(|l| l.checked_add(u64::from(byte - b'0'))) {
+                    match len
+                        .checked_mul(10)
+                        .and_then(|l| l.checked_add(u64::from(byte - b'0')))
+                    {
                         Some(l) => len = l,
                         None => {
                             saturated = true;
@@ -107,7 +120,10 @@ impl RecordIoCodec {
         // Reject an oversized length as soon as its digits show it, without
         // waiting for the newline.
         if saturated || usize::try_from(len).map_or(true, |l| l > self.max_len) {
-            return Err(RecordIoError::TooLarge { len, max: self.max_len });
+            return Err(RecordIoError::TooLarge {
+                len,
+                max: self.max_len,
+            });
         }
         Ok(None)
     }
@@ -147,7 +163,9 @@ impl Decoder for RecordIoCodec {
         match self.decode(src)? {
             Some(record) => Ok(Some(record)),
             None if src.is_empty() && self.pending.is_none() => Ok(None),
-            None => Err(RecordIoError::Truncated { buffered: src.len() }),
+            None => Err(RecordIoError::Truncated {
+                buffered: src.len(),
+            }),
         }
     }
 }
@@ -158,7 +176,10 @@ impl<T: AsRef<[u8]>> Encoder<T> for RecordIoCodec {
     fn encode(&mut self, item: T, dst: &mut BytesMut) -> Result<(), RecordIoError> {
         let payload = item.as_ref();
         if payload.len() > self.max_len {
-            return Err(RecordIoError::TooLarge { len: payload.len() as u64, max: self.max_len });
+            return Err(RecordIoError::TooLarge {
+                len: payload.len() as u64,
+                max: self.max_len,
+            });
         }
         let header = payload.len().to_string();
         dst.reserve(header.len() + 1 + payload.len());
@@ -183,7 +204,10 @@ pub fn frame(payload: &[u8]) -> Bytes {
 mod tests {
     use super::*;
 
-    fn decode_all(codec: &mut RecordIoCodec, chunks: &[&[u8]]) -> Result<Vec<Bytes>, RecordIoError> {
+    fn decode_all(
+        codec: &mut RecordIoCodec,
+        chunks: &[&[u8]],
+    ) -> Result<Vec<Bytes>, RecordIoError> {
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         for chunk in chunks {
@@ -202,7 +226,14 @@ mod tests {
     fn several_records_in_one_chunk() {
         let mut codec = RecordIoCodec::default();
         let got = decode_all(&mut codec, &[b"5\nhello3\nabc12\nhello world!"]).expect("decodes");
-        assert_eq!(got, vec![Bytes::from("hello"), Bytes::from("abc"), Bytes::from("hello world!")]);
+        assert_eq!(
+            got,
+            vec![
+                Bytes::from("hello"),
+                Bytes::from("abc"),
+                Bytes::from("hello world!")
+            ]
+        );
     }
 
     #[test]
@@ -225,21 +256,54 @@ mod tests {
     fn oversized_length_is_rejected_before_the_payload_arrives() {
         let mut codec = RecordIoCodec::new(10);
         let mut buf = BytesMut::from(&b"11\n"[..]);
-        assert_eq!(codec.decode(&mut buf), Err(RecordIoError::TooLarge { len: 11, max: 10 }));
+        assert_eq!(
+            codec.decode(&mut buf),
+            Err(RecordIoError::TooLarge { len: 11, max: 10 })
+        );
         let mut codec = RecordIoCodec::new(10);
         let mut buf = BytesMut::from(&b"123"[..]);
-        assert_eq!(codec.decode(&mut buf), Err(RecordIoError::TooLarge { len: 123, max: 10 }));
+        assert_eq!(
+            codec.decode(&mut buf),
+            Err(RecordIoError::TooLarge { len: 123, max: 10 })
+        );
     }
 
     #[test]
     fn garbage_headers_are_errors_not_panics() {
         for (input, want) in [
-            (&b"x\n"[..], RecordIoError::BadHeaderByte { byte: b'x', offset: 0 }),
-            (&b"-1\n"[..], RecordIoError::BadHeaderByte { byte: b'-', offset: 0 }),
-            (&b"1 \n"[..], RecordIoError::BadHeaderByte { byte: b' ', offset: 1 }),
-            (&b"5\r\nhello"[..], RecordIoError::BadHeaderByte { byte: b'\r', offset: 1 }),
+            (
+                &b"x\n"[..],
+                RecordIoError::BadHeaderByte {
+                    byte: b'x',
+                    offset: 0,
+                },
+            ),
+            (
+                &b"-1\n"[..],
+                RecordIoError::BadHeaderByte {
+                    byte: b'-',
+                    offset: 0,
+                },
+            ),
+            (
+                &b"1 \n"[..],
+                RecordIoError::BadHeaderByte {
+                    byte: b' ',
+                    offset: 1,
+                },
+            ),
+            (
+                &b"5\r\nhello"[..],
+                RecordIoError::BadHeaderByte {
+                    byte: b'\r',
+                    offset: 1,
+                },
+            ),
             (&b"\n"[..], RecordIoError::EmptyHeader),
-            (&b"000000000000000000001\n"[..], RecordIoError::HeaderTooLong),
+            (
+                &b"000000000000000000001\n"[..],
+                RecordIoError::HeaderTooLong,
+            ),
         ] {
             let mut codec = RecordIoCodec::default();
             let mut buf = BytesMut::from(input);
@@ -247,15 +311,24 @@ mod tests {
         }
         let mut codec = RecordIoCodec::default();
         let mut buf = BytesMut::from(&b"99999999999999999999\n"[..]);
-        assert!(matches!(codec.decode(&mut buf), Err(RecordIoError::TooLarge { .. })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(RecordIoError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn truncated_stream_is_reported_at_eof() {
         let mut codec = RecordIoCodec::default();
-        assert_eq!(decode_all(&mut codec, &[b"5\nhel"]), Err(RecordIoError::Truncated { buffered: 3 }));
+        assert_eq!(
+            decode_all(&mut codec, &[b"5\nhel"]),
+            Err(RecordIoError::Truncated { buffered: 3 })
+        );
         let mut codec = RecordIoCodec::default();
-        assert_eq!(decode_all(&mut codec, &[b"12"]), Err(RecordIoError::Truncated { buffered: 2 }));
+        assert_eq!(
+            decode_all(&mut codec, &[b"12"]),
+            Err(RecordIoError::Truncated { buffered: 2 })
+        );
     }
 
     #[test]

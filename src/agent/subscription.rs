@@ -59,10 +59,16 @@ pub(crate) async fn subscribe_loop<I: From<Report>>(
     let mut backoff = Backoff::reconnect(backoff_max);
     loop {
         let (reply, request) = oneshot::channel();
-        if inbox.send(Report::SubscribeRequest(reply).into()).await.is_err() {
+        if inbox
+            .send(Report::SubscribeRequest(reply).into())
+            .await
+            .is_err()
+        {
             return;
         }
-        let Ok(Some(call)) = request.await else { return };
+        let Ok(Some(call)) = request.await else {
+            return;
+        };
         match client.subscribe(&call, max_record_len).await {
             Ok(mut stream) => {
                 backoff.reset();
@@ -82,12 +88,20 @@ pub(crate) async fn subscribe_loop<I: From<Report>>(
                         Err(end) => break end.to_string(),
                     }
                 };
-                if inbox.send(Report::Disconnected(reason).into()).await.is_err() {
+                if inbox
+                    .send(Report::Disconnected(reason).into())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
             Err(error) => {
-                if inbox.send(Report::SubscribeFailed(error).into()).await.is_err() {
+                if inbox
+                    .send(Report::SubscribeFailed(error).into())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -116,7 +130,10 @@ pub(crate) async fn send_updates<I: From<Report>>(
     // Open the call connection now, not with the first update: TASK_STARTING
     // then goes out without a TCP and HTTP handshake in front of it.
     conn.open().await;
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + HEARTBEAT_INTERVAL,
+        HEARTBEAT_INTERVAL,
+    );
     let mut backoff = Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         tokio::select! {

@@ -23,7 +23,9 @@ pub fn new_status(task_id: &v1::TaskId, state: TaskState, executor_id: &str) -> 
         state: state as i32,
         uuid: Some(uuid::Uuid::new_v4().into_bytes().to_vec()),
         source: Some(Source::Executor as i32),
-        executor_id: Some(v1::ExecutorId { value: executor_id.to_owned() }),
+        executor_id: Some(v1::ExecutorId {
+            value: executor_id.to_owned(),
+        }),
         timestamp: Some(now_secs()),
         ..Default::default()
     }
@@ -32,19 +34,29 @@ pub fn new_status(task_id: &v1::TaskId, state: TaskState, executor_id: &str) -> 
 /// Seconds since the epoch, as `TaskStatus.timestamp` wants it.
 #[must_use]
 pub fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Adds `key=value` labels to a status.
 pub fn add_labels(status: &mut v1::TaskStatus, labels: impl IntoIterator<Item = (String, String)>) {
     let list = status.labels.get_or_insert_with(v1::Labels::default);
-    list.labels.extend(labels.into_iter().map(|(key, value)| v1::Label { key, value: Some(value) }));
+    list.labels
+        .extend(labels.into_iter().map(|(key, value)| v1::Label {
+            key,
+            value: Some(value),
+        }));
 }
 
 /// The uuid of a status, as text for logs.
 #[must_use]
 pub fn uuid_text(status: &v1::TaskStatus) -> String {
-    status.uuid.as_deref().and_then(|b| uuid::Uuid::from_slice(b).ok()).map_or_else(|| "<none>".to_owned(), |u| u.to_string())
+    status
+        .uuid
+        .as_deref()
+        .and_then(|b| uuid::Uuid::from_slice(b).ok())
+        .map_or_else(|| "<none>".to_owned(), |u| u.to_string())
 }
 
 /// What an ACKNOWLEDGED event referred to.
@@ -80,7 +92,11 @@ impl UpdateLog {
 
     /// Applies an ACKNOWLEDGED event.
     pub fn acknowledge(&mut self, task_id: &v1::TaskId, uuid: &[u8]) -> Acked {
-        let Some(pos) = self.pending.iter().position(|s| s.uuid.as_deref() == Some(uuid) && s.task_id == *task_id) else {
+        let Some(pos) = self
+            .pending
+            .iter()
+            .position(|s| s.uuid.as_deref() == Some(uuid) && s.task_id == *task_id)
+        else {
             return Acked::Unknown;
         };
         let status = self.pending.remove(pos);
@@ -103,7 +119,15 @@ impl UpdateLog {
     /// Pending updates the agent has not even answered 202 yet.
     #[must_use]
     pub fn unaccepted(&self) -> usize {
-        self.pending.iter().filter(|s| !self.accepted.iter().any(|u| Some(u.as_slice()) == s.uuid.as_deref())).count()
+        self.pending
+            .iter()
+            .filter(|s| {
+                !self
+                    .accepted
+                    .iter()
+                    .any(|u| Some(u.as_slice()) == s.uuid.as_deref())
+            })
+            .count()
     }
 
     /// Whether `uuid` is still waiting for its acknowledgement.
@@ -126,19 +150,30 @@ impl UpdateLog {
 
     /// Tasks with no acknowledged update yet.
     pub fn unacknowledged_tasks(&self) -> impl Iterator<Item = &v1::TaskInfo> {
-        self.tasks.iter().filter(|(_, acked)| !acked).map(|(t, _)| t)
+        self.tasks
+            .iter()
+            .filter(|(_, acked)| !acked)
+            .map(|(t, _)| t)
     }
 
     /// The SUBSCRIBE call carrying everything unacknowledged.
     #[must_use]
     pub fn subscribe_call(&self, framework_id: &str, executor_id: &str) -> Call {
         Call {
-            framework_id: v1::FrameworkId { value: framework_id.to_owned() },
-            executor_id: v1::ExecutorId { value: executor_id.to_owned() },
+            framework_id: v1::FrameworkId {
+                value: framework_id.to_owned(),
+            },
+            executor_id: v1::ExecutorId {
+                value: executor_id.to_owned(),
+            },
             r#type: Some(call::Type::Subscribe as i32),
             subscribe: Some(call::Subscribe {
                 unacknowledged_tasks: self.unacknowledged_tasks().cloned().collect(),
-                unacknowledged_updates: self.pending.iter().map(|s| call::Update { status: s.clone() }).collect(),
+                unacknowledged_updates: self
+                    .pending
+                    .iter()
+                    .map(|s| call::Update { status: s.clone() })
+                    .collect(),
             }),
             ..Default::default()
         }
@@ -149,8 +184,12 @@ impl UpdateLog {
 #[must_use]
 pub fn update_call(framework_id: &str, executor_id: &str, status: v1::TaskStatus) -> Call {
     Call {
-        framework_id: v1::FrameworkId { value: framework_id.to_owned() },
-        executor_id: v1::ExecutorId { value: executor_id.to_owned() },
+        framework_id: v1::FrameworkId {
+            value: framework_id.to_owned(),
+        },
+        executor_id: v1::ExecutorId {
+            value: executor_id.to_owned(),
+        },
         r#type: Some(call::Type::Update as i32),
         update: Some(call::Update { status }),
         ..Default::default()
@@ -161,8 +200,12 @@ pub fn update_call(framework_id: &str, executor_id: &str, status: v1::TaskStatus
 #[must_use]
 pub fn heartbeat_call(framework_id: &str, executor_id: &str) -> Call {
     Call {
-        framework_id: v1::FrameworkId { value: framework_id.to_owned() },
-        executor_id: v1::ExecutorId { value: executor_id.to_owned() },
+        framework_id: v1::FrameworkId {
+            value: framework_id.to_owned(),
+        },
+        executor_id: v1::ExecutorId {
+            value: executor_id.to_owned(),
+        },
         r#type: Some(call::Type::Heartbeat as i32),
         ..Default::default()
     }
@@ -184,22 +227,37 @@ mod tests {
         assert_eq!(s.source(), Source::Executor);
         assert_eq!(s.executor_id.as_ref().map(|e| e.value.as_str()), Some("e"));
         assert!(s.timestamp.unwrap_or_default() > 1.6e9);
-        assert_ne!(s.uuid, new_status(&tid("t"), TaskState::TaskStarting, "e").uuid);
+        assert_ne!(
+            s.uuid,
+            new_status(&tid("t"), TaskState::TaskStarting, "e").uuid
+        );
     }
 
     #[test]
     fn ack_removes_exactly_the_matching_uuid() {
         let mut log = UpdateLog::default();
-        log.add_task(v1::TaskInfo { task_id: tid("t"), ..Default::default() });
+        log.add_task(v1::TaskInfo {
+            task_id: tid("t"),
+            ..Default::default()
+        });
         let a = new_status(&tid("t"), TaskState::TaskStarting, "e");
         let b = new_status(&tid("t"), TaskState::TaskRunning, "e");
         log.record(a.clone());
         log.record(b.clone());
         assert_eq!(log.unacknowledged_tasks().count(), 1);
         assert_eq!(log.acknowledge(&tid("t"), &[0; 16]), Acked::Unknown);
-        assert_eq!(log.acknowledge(&tid("other"), a.uuid.as_deref().unwrap_or_default()), Acked::Unknown);
-        assert!(matches!(log.acknowledge(&tid("t"), a.uuid.as_deref().unwrap_or_default()), Acked::Update(_)));
-        assert_eq!(log.acknowledge(&tid("t"), a.uuid.as_deref().unwrap_or_default()), Acked::Unknown);
+        assert_eq!(
+            log.acknowledge(&tid("other"), a.uuid.as_deref().unwrap_or_default()),
+            Acked::Unknown
+        );
+        assert!(matches!(
+            log.acknowledge(&tid("t"), a.uuid.as_deref().unwrap_or_default()),
+            Acked::Update(_)
+        ));
+        assert_eq!(
+            log.acknowledge(&tid("t"), a.uuid.as_deref().unwrap_or_default()),
+            Acked::Unknown
+        );
         assert_eq!(log.pending(), std::slice::from_ref(&b));
         log.mark_accepted(b.uuid.as_deref().unwrap_or_default());
         log.mark_accepted(&[1; 16]);

@@ -17,7 +17,10 @@ use futures_util::StreamExt;
 use mesos_hook_executor::{
     remote::{
         socket::ShortPath,
-        types::{CommandResult, ErrorResponse, ExecuteRequest, ExecuteResponse, ListResponse, OutputLine, RunningResponse, StatusResponse},
+        types::{
+            CommandResult, ErrorResponse, ExecuteRequest, ExecuteResponse, ListResponse,
+            OutputLine, RunningResponse, StatusResponse,
+        },
     },
     RELEASE,
 };
@@ -68,7 +71,12 @@ enum Command {
         #[arg(long)]
         follow: bool,
         /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
         command: Vec<String>,
     },
     /// A command's result (its output on stdout/stderr, then a summary).
@@ -96,7 +104,10 @@ struct Failure {
 
 impl Failure {
     fn new(code: u8, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -112,7 +123,11 @@ struct Target {
 }
 
 fn socket_path(cli: &Cli) -> PathBuf {
-    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     cli.socket
         .clone()
         .or_else(|| cli.sandbox.as_ref().map(|d| d.join("executor.sock")))
@@ -125,15 +140,34 @@ impl Target {
     fn new(cli: &Cli) -> Result<Self, Failure> {
         let builder = reqwest::Client::builder().no_proxy().http1_only();
         if let Some(addr) = &cli.tcp {
-            let token = std::env::var("HOOK_EXECUTOR_REMOTE_TOKEN").ok().filter(|t| !t.is_empty());
-            let client = builder.build().map_err(|e| Failure::new(1, format!("cannot build the HTTP client: {e}")))?;
-            return Ok(Self { client, base: format!("http://{addr}"), shown: addr.clone(), token, _short: None });
+            let token = std::env::var("HOOK_EXECUTOR_REMOTE_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
+            let client = builder
+                .build()
+                .map_err(|e| Failure::new(1, format!("cannot build the HTTP client: {e}")))?;
+            return Ok(Self {
+                client,
+                base: format!("http://{addr}"),
+                shown: addr.clone(),
+                token,
+                _short: None,
+            });
         }
         let path = socket_path(cli);
-        let short = ShortPath::new(&path).map_err(|e| Failure::new(3, format!("cannot reach {}: {e}", path.display())))?;
-        let client =
-            builder.unix_socket(short.path()).build().map_err(|e| Failure::new(1, format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { client, base: "http://localhost".to_owned(), shown: path.display().to_string(), token: None, _short: Some(short) })
+        let short = ShortPath::new(&path)
+            .map_err(|e| Failure::new(3, format!("cannot reach {}: {e}", path.display())))?;
+        let client = builder
+            .unix_socket(short.path())
+            .build()
+            .map_err(|e| Failure::new(1, format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            base: "http://localhost".to_owned(),
+            shown: path.display().to_string(),
+            token: None,
+            _short: Some(short),
+        })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -166,27 +200,52 @@ impl Target {
             }
             source = s.source();
         }
-        Failure::new(3, format!("cannot reach the executor at {}: {e}", self.shown))
+        Failure::new(
+            3,
+            format!("cannot reach the executor at {}: {e}", self.shown),
+        )
     }
 
     /// Sends, and turns an error answer into a [`Failure`].
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(StatusCode, bytes::Bytes), Failure> {
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, bytes::Bytes), Failure> {
         let response = req.send().await.map_err(|e| self.transport(&e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| Failure::new(1, format!("reading the answer: {e}")))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::new(1, format!("reading the answer: {e}")))?;
         if status.is_success() {
             return Ok((status, body));
         }
-        let detail =
-            serde_json::from_slice::<ErrorResponse>(&body).map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
-        let code = if matches!(status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED) { 4 } else { 1 };
-        let prefix = if status == StatusCode::FORBIDDEN { "refused by the executor" } else { "the executor answered" };
-        Err(Failure::new(code, format!("{prefix} {}: {detail}", status.as_u16())))
+        let detail = serde_json::from_slice::<ErrorResponse>(&body)
+            .map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
+        let code = if matches!(status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED) {
+            4
+        } else {
+            1
+        };
+        let prefix = if status == StatusCode::FORBIDDEN {
+            "refused by the executor"
+        } else {
+            "the executor answered"
+        };
+        Err(Failure::new(
+            code,
+            format!("{prefix} {}: {detail}", status.as_u16()),
+        ))
     }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
-    serde_json::from_slice(body).map_err(|e| Failure::new(1, format!("unexpected answer ({e}): {}", String::from_utf8_lossy(body))))
+    serde_json::from_slice(body).map_err(|e| {
+        Failure::new(
+            1,
+            format!("unexpected answer ({e}): {}", String::from_utf8_lossy(body)),
+        )
+    })
 }
 
 fn print_json(body: &[u8]) {
@@ -194,7 +253,11 @@ fn print_json(body: &[u8]) {
 }
 
 fn describe(r: &CommandResult) -> String {
-    let mut s = if r.signaled { format!("killed by signal {}", r.exit_code) } else { format!("exited with code {}", r.exit_code) };
+    let mut s = if r.signaled {
+        format!("killed by signal {}", r.exit_code)
+    } else {
+        format!("exited with code {}", r.exit_code)
+    };
     for (flag, what) in [
         (r.timed_out, "timed out"),
         (r.terminated, "terminated"),
@@ -210,7 +273,11 @@ fn describe(r: &CommandResult) -> String {
 
 /// The exit code a shell would give for this result.
 fn shell_code(r: &CommandResult) -> u8 {
-    let code = if r.signaled { 128 + r.exit_code } else { r.exit_code };
+    let code = if r.signaled {
+        128 + r.exit_code
+    } else {
+        r.exit_code
+    };
     u8::try_from(code & 0xff).unwrap_or(1)
 }
 
@@ -229,7 +296,9 @@ fn print_running(r: &RunningResponse) {
 }
 
 async fn status(t: &Target, json: bool) -> Result<u8, Failure> {
-    let (_, body) = t.send(t.request(reqwest::Method::GET, "/remote/status")).await?;
+    let (_, body) = t
+        .send(t.request(reqwest::Method::GET, "/remote/status"))
+        .await?;
     if json {
         print_json(&body);
         return Ok(0);
@@ -246,11 +315,21 @@ async fn status(t: &Target, json: bool) -> Result<u8, Failure> {
     println!("task_state    {}", opt(s.task_state));
     println!("task_pid      {}", opt(s.task_pid.map(|p| p.to_string())));
     println!("healthy       {}", opt(s.healthy.map(|h| h.to_string())));
-    println!("commands      {} running, {} retained", s.running_commands, s.retained_results);
+    println!(
+        "commands      {} running, {} retained",
+        s.running_commands, s.retained_results
+    );
     Ok(0)
 }
 
-async fn exec(t: &Target, json: bool, timeout: Option<f64>, no_shell: bool, follow: bool, words: Vec<String>) -> Result<u8, Failure> {
+async fn exec(
+    t: &Target,
+    json: bool,
+    timeout: Option<f64>,
+    no_shell: bool,
+    follow: bool,
+    words: Vec<String>,
+) -> Result<u8, Failure> {
     let (command, arguments) = if no_shell {
         let mut words = words.into_iter();
         let command = words.next().unwrap_or_default();
@@ -258,9 +337,19 @@ async fn exec(t: &Target, json: bool, timeout: Option<f64>, no_shell: bool, foll
     } else {
         (words.join(" "), None)
     };
-    let request = ExecuteRequest { command: Some(command), shell: Some(!no_shell), arguments, timeout, ..ExecuteRequest::default() };
-    let payload = serde_json::to_vec(&request).map_err(|e| Failure::new(1, format!("encoding the request: {e}")))?;
-    let post = t.request(reqwest::Method::POST, "/remote/execute").header(reqwest::header::CONTENT_TYPE, "application/json").body(payload);
+    let request = ExecuteRequest {
+        command: Some(command),
+        shell: Some(!no_shell),
+        arguments,
+        timeout,
+        ..ExecuteRequest::default()
+    };
+    let payload = serde_json::to_vec(&request)
+        .map_err(|e| Failure::new(1, format!("encoding the request: {e}")))?;
+    let post = t
+        .request(reqwest::Method::POST, "/remote/execute")
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(payload);
     let (_, body) = t.send(post).await?;
     let started: ExecuteResponse = decode(&body)?;
     for w in &started.warnings {
@@ -283,7 +372,8 @@ async fn exec(t: &Target, json: bool, timeout: Option<f64>, no_shell: bool, foll
 async fn follow_output(t: &Target, json: bool, pid: i32) -> Result<u8, Failure> {
     use std::io::Write;
     let request = t.request(reqwest::Method::GET, &format!("/remote/task/{pid}/output"));
-    let mut events = EventSource::new(request).map_err(|e| Failure::new(1, format!("cannot follow the output: {e}")))?;
+    let mut events = EventSource::new(request)
+        .map_err(|e| Failure::new(1, format!("cannot follow the output: {e}")))?;
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Open) => {}
@@ -304,7 +394,12 @@ async fn follow_output(t: &Target, json: bool, pid: i32) -> Result<u8, Failure> 
                 let result: CommandResult = decode(m.data.as_bytes())?;
                 if json {
                     println!("{{\"event\":\"exit\",\"data\":{}}}", m.data);
-                } else if result.signaled || result.timed_out || result.terminated || result.stdout_truncated || result.stderr_truncated {
+                } else if result.signaled
+                    || result.timed_out
+                    || result.terminated
+                    || result.stdout_truncated
+                    || result.stderr_truncated
+                {
                     let _ = std::io::stdout().flush();
                     eprintln!("[pid {pid}: {}]", describe(&result));
                 }
@@ -316,7 +411,10 @@ async fn follow_output(t: &Target, json: bool, pid: i32) -> Result<u8, Failure> 
                 let body = response.bytes().await.unwrap_or_default();
                 let detail = serde_json::from_slice::<ErrorResponse>(&body)
                     .map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
-                return Err(Failure::new(1, format!("the executor answered {}: {detail}", status.as_u16())));
+                return Err(Failure::new(
+                    1,
+                    format!("the executor answered {}: {detail}", status.as_u16()),
+                ));
             }
             Err(reqwest_eventsource::Error::Transport(e)) => {
                 events.close();
@@ -324,11 +422,17 @@ async fn follow_output(t: &Target, json: bool, pid: i32) -> Result<u8, Failure> 
             }
             Err(e) => {
                 events.close();
-                return Err(Failure::new(1, format!("the output stream ended before the command's exit: {e}")));
+                return Err(Failure::new(
+                    1,
+                    format!("the output stream ended before the command's exit: {e}"),
+                ));
             }
         }
     }
-    Err(Failure::new(1, "the output stream ended before the command's exit"))
+    Err(Failure::new(
+        1,
+        "the output stream ended before the command's exit",
+    ))
 }
 
 async fn result(t: &Target, json: bool, pid: i32, wait: Option<f64>) -> Result<u8, Failure> {
@@ -348,7 +452,9 @@ async fn result(t: &Target, json: bool, pid: i32, wait: Option<f64>) -> Result<u
 }
 
 async fn list(t: &Target, json: bool) -> Result<u8, Failure> {
-    let (_, body) = t.send(t.request(reqwest::Method::GET, "/remote/task")).await?;
+    let (_, body) = t
+        .send(t.request(reqwest::Method::GET, "/remote/task"))
+        .await?;
     if json {
         print_json(&body);
         return Ok(0);
@@ -361,7 +467,12 @@ async fn list(t: &Target, json: bool) -> Result<u8, Failure> {
     println!("{:>8}  STATE", "PID");
     for pid in pids.pids {
         // Listed a moment ago; it may have been dropped since.
-        let Ok((status, body)) = t.send(t.request(reqwest::Method::GET, &format!("/remote/task/{pid}"))).await else { continue };
+        let Ok((status, body)) = t
+            .send(t.request(reqwest::Method::GET, &format!("/remote/task/{pid}")))
+            .await
+        else {
+            continue;
+        };
         if status == StatusCode::ACCEPTED {
             let r: RunningResponse = decode(&body)?;
             println!("{pid:>8}  running  {}", r.command);
@@ -374,7 +485,9 @@ async fn list(t: &Target, json: bool) -> Result<u8, Failure> {
 }
 
 async fn kill(t: &Target, json: bool, pid: i32) -> Result<u8, Failure> {
-    let (_, body) = t.send(t.request(reqwest::Method::DELETE, &format!("/remote/task/{pid}"))).await?;
+    let (_, body) = t
+        .send(t.request(reqwest::Method::DELETE, &format!("/remote/task/{pid}")))
+        .await?;
     if json {
         print_json(&body);
     } else {
@@ -388,7 +501,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     let t = Target::new(&cli)?;
     match cli.command {
         Command::Status => status(&t, cli.json).await,
-        Command::Exec { timeout, no_shell, follow, command } => exec(&t, cli.json, timeout, no_shell, follow, command).await,
+        Command::Exec {
+            timeout,
+            no_shell,
+            follow,
+            command,
+        } => exec(&t, cli.json, timeout, no_shell, follow, command).await,
         Command::Result { pid, wait } => result(&t, cli.json, pid, wait).await,
         Command::List => list(&t, cli.json).await,
         Command::Kill { pid } => kill(&t, cli.json, pid).await,
@@ -397,7 +515,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("executorctl: cannot start the async runtime: {e}");

@@ -33,12 +33,18 @@ fn main() -> ExitCode {
     if !args.is_empty() {
         // The agent passes mesos-executor's flags (--launcher_dir=…), Marathon
         // passes the app command after `exec '<path>'`: neither drives us.
-        tracing::info!(count = args.len(), "ignoring command-line arguments (configuration comes from the environment)");
+        tracing::info!(
+            count = args.len(),
+            "ignoring command-line arguments (configuration comes from the environment)"
+        );
     }
     for name in cfg.unknown_variables() {
         tracing::warn!(variable = %name, "unknown HOOK_EXECUTOR_ variable (typo?); ignored");
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mesos-hook-executor: cannot start the async runtime: {e}");
@@ -46,7 +52,10 @@ fn main() -> ExitCode {
         }
     };
     let span = tracing::info_span!("executor", framework_id = %cfg.framework_id, executor_id = %cfg.executor_id);
-    let outcome = runtime.block_on(tracing::Instrument::instrument(mesos_hook_executor::run(cfg), span));
+    let outcome = runtime.block_on(tracing::Instrument::instrument(
+        mesos_hook_executor::run(cfg),
+        span,
+    ));
     match &outcome {
         Outcome::Completed => tracing::info!("exiting"),
         Outcome::Internal(why) => tracing::error!(cause = %why, "exiting after an internal error"),
@@ -60,12 +69,23 @@ fn main() -> ExitCode {
 /// worth the regex engine it brings into the binary.
 fn init_logging(format: LogFormat, level: &str) {
     use tracing_subscriber::{filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt};
-    let filter: Targets = level.parse().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
+    let filter: Targets = level
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
     let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false).with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
             .init(),
     }
 }

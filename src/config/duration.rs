@@ -22,8 +22,16 @@ pub(crate) struct DurationError {
     source: humantime::DurationError,
 }
 
-const MESOS_UNITS: [(&str, f64); 8] =
-    [("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("secs", 1.0), ("mins", 60.0), ("hrs", 3600.0), ("days", 86_400.0), ("weeks", 604_800.0)];
+const MESOS_UNITS: [(&str, f64); 8] = [
+    ("ns", 1e-9),
+    ("us", 1e-6),
+    ("ms", 1e-3),
+    ("secs", 1.0),
+    ("mins", 60.0),
+    ("hrs", 3600.0),
+    ("days", 86_400.0),
+    ("weeks", 604_800.0),
+];
 
 /// Parses exactly Mesos' `Duration::parse` syntax: a run of digits and dots, then
 /// one unit. No sign, spaces or exponent.
@@ -49,7 +57,10 @@ fn parse_mesos(input: &str) -> Option<Duration> {
 pub(crate) fn parse(input: &str) -> Result<Duration, DurationError> {
     match parse_mesos(input) {
         Some(d) => Ok(d),
-        None => humantime::parse_duration(input).map_err(|source| DurationError { input: input.to_owned(), source }),
+        None => humantime::parse_duration(input).map_err(|source| DurationError {
+            input: input.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -89,12 +100,18 @@ mod tests {
         let d = parse_mesos("1.02083333333333days").expect("fractional days");
         // 1 day 30 min, within the 15 significant digits the agent writes.
         assert!((d.as_secs_f64() - 88_200.0).abs() < 0.001, "{d:?}");
-        assert_eq!(parse("1.02083333333333days"), Ok(d), "humantime alone would reject it");
+        assert_eq!(
+            parse("1.02083333333333days"),
+            Ok(d),
+            "humantime alone would reject it"
+        );
     }
 
     #[test]
     fn rejects_what_mesos_rejects() {
-        for bad in ["5", "5s", " 5secs", "5 secs", "-5secs", "1e3secs", "secs", "1..5secs", ".secs", ""] {
+        for bad in [
+            "5", "5s", " 5secs", "5 secs", "-5secs", "1e3secs", "secs", "1..5secs", ".secs", "",
+        ] {
             assert_eq!(parse_mesos(bad), None, "{bad:?}");
         }
     }
@@ -115,7 +132,10 @@ mod tests {
     #[test]
     fn the_error_names_the_input_and_keeps_humantimes_cause() {
         let err = parse("soon").expect_err("not a duration");
-        assert!(err.to_string().starts_with("\"soon\" is not a duration"), "{err}");
+        assert!(
+            err.to_string().starts_with("\"soon\" is not a duration"),
+            "{err}"
+        );
         assert!(std::error::Error::source(&err).is_some());
     }
 

@@ -276,11 +276,16 @@ pub(crate) struct RemoteSettings {
 impl Config {
     /// Reads the configuration from this process's environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))))
+        Self::from_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     /// Reads the configuration from the given variables (the testable core).
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut vars: BTreeMap<String, String> = vars.into_iter().collect();
         let mut reader = Reader::new(&vars);
         let config = Self::read(&mut reader);
@@ -318,8 +323,11 @@ impl Config {
         let shutdown_grace_period = r.get(&SHUTDOWN_GRACE_PERIOD);
 
         let directory = r.get(&DIRECTORY);
-        let sandbox =
-            r.get(&SANDBOX).or_else(|| directory.clone()).or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| PathBuf::from("."));
+        let sandbox = r
+            .get(&SANDBOX)
+            .or_else(|| directory.clone())
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from("."));
         let auth_token = r.get(&AUTHENTICATION_TOKEN);
         let settings = settings(r);
         Some(Self {
@@ -343,7 +351,11 @@ impl Config {
     /// else `executor.sock` in the sandbox (design §2).
     #[must_use]
     pub(crate) fn remote_socket(&self) -> PathBuf {
-        self.settings.remote.socket.clone().unwrap_or_else(|| self.sandbox.join("executor.sock"))
+        self.settings
+            .remote
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.sandbox.join("executor.sock"))
     }
 
     /// `HOOK_EXECUTOR_*` variables in the environment that we do not know, most
@@ -352,7 +364,12 @@ impl Config {
     #[must_use]
     pub fn unknown_variables(&self) -> Vec<String> {
         let known: Vec<&str> = VARIABLES.iter().map(|v| v.name).collect();
-        self.environment.0.keys().filter(|k| k.starts_with(PREFIX) && !known.contains(&k.as_str())).cloned().collect()
+        self.environment
+            .0
+            .keys()
+            .filter(|k| k.starts_with(PREFIX) && !known.contains(&k.as_str()))
+            .cloned()
+            .collect()
     }
 }
 
@@ -366,11 +383,22 @@ fn agent_endpoint(r: &mut Reader<'_>) -> Option<AgentEndpoint> {
     let upid = r.get(&SLAVE_PID);
     let endpoint = r.get(&AGENT_ENDPOINT);
     let socket = r.get(&DOMAIN_SOCKET);
-    let path = format!("/{}/api/v1/executor", upid.as_ref().map_or("slave(1)", |u| u.id.as_str()));
-    let authority = if r.is_set(&SLAVE_PID) { upid.map(|u| u.authority) } else { endpoint };
+    let path = format!(
+        "/{}/api/v1/executor",
+        upid.as_ref().map_or("slave(1)", |u| u.id.as_str())
+    );
+    let authority = if r.is_set(&SLAVE_PID) {
+        upid.map(|u| u.authority)
+    } else {
+        endpoint
+    };
     let transport = match (socket, authority) {
         (Some(path), _) => AgentTransport::Unix { path },
-        (None, Some(authority)) if ssl => AgentTransport::Https { authority, ca_file, verify },
+        (None, Some(authority)) if ssl => AgentTransport::Https {
+            authority,
+            ca_file,
+            verify,
+        },
         (None, Some(authority)) => AgentTransport::Http { authority },
         (None, None) => {
             // A set but invalid address has been reported already.
@@ -412,28 +440,59 @@ fn hook_settings(r: &mut Reader<'_>) -> HookSettings {
             None => r.problem(&HOOKS_DIR, ValueError::MissingFor("by the `exec` hook")),
             Some(d) => match std::fs::metadata(d) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => r.problem(&HOOKS_DIR, ValueError::NotADirectory { path: d.clone(), source: None }),
-                Err(e) => r.problem(&HOOKS_DIR, ValueError::NotADirectory { path: d.clone(), source: Some(e) }),
+                Ok(_) => r.problem(
+                    &HOOKS_DIR,
+                    ValueError::NotADirectory {
+                        path: d.clone(),
+                        source: None,
+                    },
+                ),
+                Err(e) => r.problem(
+                    &HOOKS_DIR,
+                    ValueError::NotADirectory {
+                        path: d.clone(),
+                        source: Some(e),
+                    },
+                ),
             },
         }
     }
     let webhook_urls = r.get(&WEBHOOK_URLS);
     if enabled("webhook") && !r.is_set(&WEBHOOK_URLS) {
-        r.problem(&WEBHOOK_URLS, ValueError::MissingFor("by the `webhook` hook"));
+        r.problem(
+            &WEBHOOK_URLS,
+            ValueError::MissingFor("by the `webhook` hook"),
+        );
     }
     let consul_url = consul_base_url(Some(&r.get(&CONSUL_HTTP_ADDR)));
     if enabled("consul") {
         match consul_url.parse::<hyper::Uri>() {
             Ok(u) if u.host().is_some() => {}
-            Ok(_) => r.problem(&CONSUL_HTTP_ADDR, ValueError::ConsulAddress { value: consul_url.clone(), source: None }),
-            Err(e) => r.problem(&CONSUL_HTTP_ADDR, ValueError::ConsulAddress { value: consul_url.clone(), source: Some(e) }),
+            Ok(_) => r.problem(
+                &CONSUL_HTTP_ADDR,
+                ValueError::ConsulAddress {
+                    value: consul_url.clone(),
+                    source: None,
+                },
+            ),
+            Err(e) => r.problem(
+                &CONSUL_HTTP_ADDR,
+                ValueError::ConsulAddress {
+                    value: consul_url.clone(),
+                    source: Some(e),
+                },
+            ),
         }
     }
     HookSettings {
         timeout: r.get(&HOOK_TIMEOUT),
         dir,
         allow_privileged: r.get(&POLICY_ALLOW_PRIVILEGED),
-        allowed_host_paths: r.get(&POLICY_ALLOWED_HOST_PATHS).into_iter().map(PathBuf::from).collect(),
+        allowed_host_paths: r
+            .get(&POLICY_ALLOWED_HOST_PATHS)
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
         allowed_users: r.get(&POLICY_ALLOWED_USERS),
         consul_service_label: r.get(&CONSUL_SERVICE_LABEL),
         consul_address: r.get(&CONSUL_ADDRESS),
@@ -490,7 +549,11 @@ mod tests {
     fn with(extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut v = base();
         v.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-        v.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        v.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         v
     }
 
@@ -498,7 +561,10 @@ mod tests {
     fn minimal_agent_environment() {
         let c = Config::from_vars(base()).expect("valid");
         assert_eq!(c.framework_id, "fw-1");
-        assert_eq!(c.agent.url(), "http://10.1.2.3:5051/slave(1)/api/v1/executor");
+        assert_eq!(
+            c.agent.url(),
+            "http://10.1.2.3:5051/slave(1)/api/v1/executor"
+        );
         assert!(!c.checkpoint);
         assert_eq!(c.shutdown_grace_period, Duration::from_secs(5));
         assert_eq!(c.settings.kill_grace_period, Duration::from_secs(3));
@@ -510,7 +576,10 @@ mod tests {
     fn every_problem_is_reported_at_once() {
         let err = Config::from_vars(vec![
             ("MESOS_CHECKPOINT".to_owned(), "1".to_owned()),
-            ("HOOK_EXECUTOR_KILL_GRACE_PERIOD".to_owned(), "soon".to_owned()),
+            (
+                "HOOK_EXECUTOR_KILL_GRACE_PERIOD".to_owned(),
+                "soon".to_owned(),
+            ),
             ("HOOK_EXECUTOR_LOG_FORMAT".to_owned(), "xml".to_owned()),
         ])
         .expect_err("invalid");
@@ -549,33 +618,64 @@ mod tests {
 
     #[test]
     fn endpoint_variants() {
-        let c = Config::from_vars(with(&[("MESOS_SLAVE_PID", ""), ("MESOS_AGENT_ENDPOINT", "127.0.0.1:5051")])).expect("valid");
-        assert_eq!(c.agent.url(), "http://127.0.0.1:5051/slave(1)/api/v1/executor");
-        let c = Config::from_vars(with(&[("MESOS_DOMAIN_SOCKET", "/run/agent.sock")])).expect("valid");
-        assert_eq!(c.agent.url(), "http+unix:///run/agent.sock/slave(1)/api/v1/executor");
+        let c = Config::from_vars(with(&[
+            ("MESOS_SLAVE_PID", ""),
+            ("MESOS_AGENT_ENDPOINT", "127.0.0.1:5051"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            c.agent.url(),
+            "http://127.0.0.1:5051/slave(1)/api/v1/executor"
+        );
+        let c =
+            Config::from_vars(with(&[("MESOS_DOMAIN_SOCKET", "/run/agent.sock")])).expect("valid");
+        assert_eq!(
+            c.agent.url(),
+            "http+unix:///run/agent.sock/slave(1)/api/v1/executor"
+        );
         let c = Config::from_vars(with(&[("LIBPROCESS_SSL_ENABLED", "true")])).expect("valid");
-        assert!(matches!(c.agent.transport, AgentTransport::Https { verify: false, .. }));
+        assert!(matches!(
+            c.agent.transport,
+            AgentTransport::Https { verify: false, .. }
+        ));
         let err = Config::from_vars(with(&[("MESOS_SLAVE_PID", "nonsense")])).expect_err("invalid");
         assert_eq!(err.problems[0].variable, "MESOS_SLAVE_PID");
         // A blank address is no address.
         let err = Config::from_vars(with(&[("MESOS_SLAVE_PID", " ")])).expect_err("no agent");
-        assert!(matches!(err.problems[0].error, ValueError::NoAgent), "{err}");
+        assert!(
+            matches!(err.problems[0].error, ValueError::NoAgent),
+            "{err}"
+        );
     }
 
     #[test]
     fn token_is_redacted_in_debug() {
-        let c = Config::from_vars(with(&[("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", "s3cr3t-jwt")])).expect("valid");
+        let c = Config::from_vars(with(&[(
+            "MESOS_EXECUTOR_AUTHENTICATION_TOKEN",
+            "s3cr3t-jwt",
+        )]))
+        .expect("valid");
         let debug = format!("{c:?}");
         assert!(!debug.contains("s3cr3t-jwt"), "{debug}");
-        assert!(!c.environment.0.contains_key("MESOS_EXECUTOR_AUTHENTICATION_TOKEN"));
+        assert!(!c
+            .environment
+            .0
+            .contains_key("MESOS_EXECUTOR_AUTHENTICATION_TOKEN"));
         assert!(format!("{:?}", c.auth_token).contains("redacted"));
-        assert_eq!(c.auth_token.as_ref().map(Secret::expose), Some("s3cr3t-jwt"));
+        assert_eq!(
+            c.auth_token.as_ref().map(Secret::expose),
+            Some("s3cr3t-jwt")
+        );
     }
 
     #[test]
     fn unknown_hook_executor_variables_are_reported() {
-        let c = Config::from_vars(with(&[("HOOK_EXECUTOR_KILL_GRACE_PERIDO", "5s")])).expect("valid");
-        assert_eq!(c.unknown_variables(), vec!["HOOK_EXECUTOR_KILL_GRACE_PERIDO".to_owned()]);
+        let c =
+            Config::from_vars(with(&[("HOOK_EXECUTOR_KILL_GRACE_PERIDO", "5s")])).expect("valid");
+        assert_eq!(
+            c.unknown_variables(),
+            vec!["HOOK_EXECUTOR_KILL_GRACE_PERIDO".to_owned()]
+        );
     }
 
     #[test]
@@ -588,9 +688,16 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("unknown hook \"exce\""), "{text}");
         assert!(text.contains("\"policy\" is listed twice"), "{text}");
-        assert!(text.contains("HOOK_EXECUTOR_HOOKS_DIR: is missing"), "{text}");
+        assert!(
+            text.contains("HOOK_EXECUTOR_HOOKS_DIR: is missing"),
+            "{text}"
+        );
         assert!(text.contains("\"ftp://x\" is not an http(s) URL"), "{text}");
-        let c = Config::from_vars(with(&[("HOOK_EXECUTOR_HOOKS", "policy, consul"), ("CONSUL_HTTP_TOKEN", "t0k3n")])).expect("valid");
+        let c = Config::from_vars(with(&[
+            ("HOOK_EXECUTOR_HOOKS", "policy, consul"),
+            ("CONSUL_HTTP_TOKEN", "t0k3n"),
+        ]))
+        .expect("valid");
         assert_eq!(c.settings.hooks.chain, vec!["policy", "consul"]);
         assert_eq!(c.settings.hooks.consul_url, "http://127.0.0.1:8500");
         assert!(!format!("{c:?}").contains("t0k3n"));
@@ -622,9 +729,19 @@ mod tests {
         let text = err.to_string();
         let lines: Vec<&str> = text.lines().skip(1).map(str::trim).collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].starts_with("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD: \"5\" is not a duration"), "{text}");
-        assert!(lines[1].starts_with("HOOK_EXECUTOR_LOG_LEVEL: \"a=b=c\" is not a log filter: "), "{text}");
-        assert_eq!(lines[1].matches("invalid filter directive").count(), 1, "the cause once: {text}");
+        assert!(
+            lines[0].starts_with("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD: \"5\" is not a duration"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("HOOK_EXECUTOR_LOG_LEVEL: \"a=b=c\" is not a log filter: "),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1].matches("invalid filter directive").count(),
+            1,
+            "the cause once: {text}"
+        );
         assert_eq!(lines[2], "HOOK_EXECUTOR_REMOTE_ALLOWED_UIDS: \"bob\" is not a numeric uid: invalid digit found in string");
     }
 
@@ -659,7 +776,11 @@ mod remote_tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        v.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        v.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         v
     }
 
@@ -669,7 +790,10 @@ mod remote_tests {
         let r = &c.settings.remote;
         assert!(r.enabled);
         assert_eq!(c.remote_socket(), PathBuf::from("/tmp/sb/executor.sock"));
-        assert_eq!((r.max_running, r.max_retained, r.max_output, r.max_body), (64, 128, 262_144, 65_536));
+        assert_eq!(
+            (r.max_running, r.max_retained, r.max_output, r.max_body),
+            (64, 128, 262_144, 65_536)
+        );
         assert!(r.tcp.is_none() && r.allowed_uids.is_none());
     }
 
@@ -709,7 +833,9 @@ mod remote_tests {
 pub(crate) fn consul_base_url(addr: Option<&str>) -> String {
     match addr.map(str::trim).filter(|a| !a.is_empty()) {
         None => "http://127.0.0.1:8500".to_owned(),
-        Some(a) if a.starts_with("http://") || a.starts_with("https://") => a.trim_end_matches('/').to_owned(),
+        Some(a) if a.starts_with("http://") || a.starts_with("https://") => {
+            a.trim_end_matches('/').to_owned()
+        }
         Some(a) => format!("http://{a}"),
     }
 }
@@ -722,6 +848,9 @@ mod consul_tests {
     fn consul_addr_conventions() {
         assert_eq!(base_url(None), "http://127.0.0.1:8500");
         assert_eq!(base_url(Some("10.0.0.1:8500")), "http://10.0.0.1:8500");
-        assert_eq!(base_url(Some("https://consul.local:8501/")), "https://consul.local:8501");
+        assert_eq!(
+            base_url(Some("https://consul.local:8501/")),
+            "https://consul.local:8501"
+        );
     }
 }

@@ -63,7 +63,10 @@ impl fmt::Display for Kind {
             Self::Switch => f.write_str("true/false (or 1/0)"),
             Self::List => f.write_str("list"),
             Self::Count { min, max } => write!(f, "count, {min} to {max}"),
-            Self::Bytes { min, max: usize::MAX } => write!(f, "bytes, at least {min}"),
+            Self::Bytes {
+                min,
+                max: usize::MAX,
+            } => write!(f, "bytes, at least {min}"),
             Self::Bytes { min, max } => write!(f, "bytes, {min} to {max}"),
             Self::Choice(words) => f.write_str(&words.join("|")),
         }
@@ -133,7 +136,16 @@ impl<T> Var<T> {
         parse: fn(&str, Kind) -> Result<T, ValueError>,
         help: &'static str,
     ) -> Self {
-        Self { spec: Spec { name, also_read_as: None, kind, fallback, help }, parse }
+        Self {
+            spec: Spec {
+                name,
+                also_read_as: None,
+                kind,
+                fallback,
+                help,
+            },
+            parse,
+        }
     }
 
     const fn also_read_as(mut self, name: &'static str) -> Self {
@@ -391,7 +403,12 @@ impl<'a> Reader<'a> {
 
     /// The variable's text, `None` when unset: absent, empty or blank.
     fn text(&self, spec: &Spec) -> Option<&'a str> {
-        let value = |name: &str| self.vars.get(name).map(String::as_str).filter(|v| !v.trim().is_empty());
+        let value = |name: &str| {
+            self.vars
+                .get(name)
+                .map(String::as_str)
+                .filter(|v| !v.trim().is_empty())
+        };
         value(spec.name).or_else(|| spec.also_read_as.and_then(value))
     }
 
@@ -410,9 +427,14 @@ impl<'a> Reader<'a> {
         let parsed = match (self.text(spec), spec.fallback) {
             (Some(text), _) => (var.parse)(text, spec.kind),
             (None, Fallback::Value(default)) => {
-                (var.parse)(default, spec.kind).map_err(|e| ValueError::BadDefault { default, source: Box::new(e) })
+                (var.parse)(default, spec.kind).map_err(|e| ValueError::BadDefault {
+                    default,
+                    source: Box::new(e),
+                })
             }
-            (None, Fallback::Required) if self.vars.contains_key(spec.name) => Err(ValueError::Empty),
+            (None, Fallback::Required) if self.vars.contains_key(spec.name) => {
+                Err(ValueError::Empty)
+            }
             (None, Fallback::Required) => Err(ValueError::Missing),
             (None, Fallback::RequiredWhen(_) | Fallback::Unset(_)) => Ok(T::default()),
         };
@@ -426,7 +448,10 @@ impl<'a> Reader<'a> {
     pub(crate) fn problem<T>(&mut self, var: &Var<T>, error: ValueError) {
         match error {
             ValueError::Items(items) => items.into_iter().for_each(|e| self.problem(var, e)),
-            error => self.problems.push(Problem { variable: var.spec.name, error }),
+            error => self.problems.push(Problem {
+                variable: var.spec.name,
+                error,
+            }),
         }
     }
 
@@ -468,7 +493,13 @@ mod parse {
     }
 
     pub(super) fn nonzero_duration(value: &str, kind: Kind) -> Result<Duration, ValueError> {
-        duration(value, kind).and_then(|d| if d.is_zero() { Err(ValueError::Zero) } else { Ok(d) })
+        duration(value, kind).and_then(|d| {
+            if d.is_zero() {
+                Err(ValueError::Zero)
+            } else {
+                Ok(d)
+            }
+        })
     }
 
     /// `1` or `0` for a [`Kind::Flag`]; also `true` or `false` for a [`Kind::Switch`].
@@ -476,13 +507,24 @@ mod parse {
         match (value.trim(), kind) {
             ("1", _) | ("true", Kind::Switch) => Ok(true),
             ("0", _) | ("false", Kind::Switch) => Ok(false),
-            (other, Kind::Switch) => Err(ValueError::NotOneOf { value: other.to_owned(), expected: "1, 0, true or false".to_owned() }),
-            (other, _) => Err(ValueError::NotOneOf { value: other.to_owned(), expected: "1 or 0".to_owned() }),
+            (other, Kind::Switch) => Err(ValueError::NotOneOf {
+                value: other.to_owned(),
+                expected: "1, 0, true or false".to_owned(),
+            }),
+            (other, _) => Err(ValueError::NotOneOf {
+                value: other.to_owned(),
+                expected: "1 or 0".to_owned(),
+            }),
         }
     }
 
     pub(super) fn list(value: &str, _: Kind) -> Result<Vec<String>, ValueError> {
-        Ok(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        Ok(value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// A whole number within the bounds of a [`Kind::Count`] or [`Kind::Bytes`].
@@ -496,8 +538,19 @@ mod parse {
         let parsed = value.parse::<usize>();
         match parsed {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ if max == usize::MAX => Err(ValueError::TooSmall { value: value.to_owned(), what, min, source: parsed.err() }),
-            _ => Err(ValueError::OutOfRange { value: value.to_owned(), what, min, max, source: parsed.err() }),
+            _ if max == usize::MAX => Err(ValueError::TooSmall {
+                value: value.to_owned(),
+                what,
+                min,
+                source: parsed.err(),
+            }),
+            _ => Err(ValueError::OutOfRange {
+                value: value.to_owned(),
+                what,
+                min,
+                max,
+                source: parsed.err(),
+            }),
         }
     }
 
@@ -505,21 +558,32 @@ mod parse {
         match value.trim() {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(ValueError::NotOneOf { value: other.to_owned(), expected: "`text` or `json`".to_owned() }),
+            other => Err(ValueError::NotOneOf {
+                value: other.to_owned(),
+                expected: "`text` or `json`".to_owned(),
+            }),
         }
     }
 
     pub(super) fn log_filter(value: &str, _: Kind) -> Result<String, ValueError> {
         match value.parse::<tracing_subscriber::filter::Targets>() {
             Ok(_) => Ok(value.to_owned()),
-            Err(source) => Err(ValueError::LogFilter { value: value.to_owned(), source }),
+            Err(source) => Err(ValueError::LogFilter {
+                value: value.to_owned(),
+                source,
+            }),
         }
     }
 
     pub(super) fn upid(value: &str, _: Kind) -> Result<Option<Upid>, ValueError> {
-        let split = value.split_once('@').filter(|(id, address)| !id.is_empty() && valid_authority(address));
+        let split = value
+            .split_once('@')
+            .filter(|(id, address)| !id.is_empty() && valid_authority(address));
         match split {
-            Some((id, authority)) => Ok(Some(Upid { id: id.to_owned(), authority: authority.to_owned() })),
+            Some((id, authority)) => Ok(Some(Upid {
+                id: id.to_owned(),
+                authority: authority.to_owned(),
+            })),
             None => Err(ValueError::Upid(value.to_owned())),
         }
     }
@@ -533,23 +597,38 @@ mod parse {
     }
 
     fn valid_authority(address: &str) -> bool {
-        address.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
     }
 
     pub(super) fn socket_address(value: &str, _: Kind) -> Result<Option<SocketAddr>, ValueError> {
         let value = value.trim();
-        value.parse().map(Some).map_err(|source| ValueError::SocketAddress { value: value.to_owned(), source })
+        value
+            .parse()
+            .map(Some)
+            .map_err(|source| ValueError::SocketAddress {
+                value: value.to_owned(),
+                source,
+            })
     }
 
     pub(super) fn uids(value: &str, kind: Kind) -> Result<Option<Vec<u32>>, ValueError> {
         let (uids, bad): (Vec<_>, Vec<_>) = list(value, kind)?
             .into_iter()
-            .map(|item| item.parse::<u32>().map_err(|source| ValueError::Uid { value: item, source }))
+            .map(|item| {
+                item.parse::<u32>().map_err(|source| ValueError::Uid {
+                    value: item,
+                    source,
+                })
+            })
             .partition(Result::is_ok);
         if bad.is_empty() {
             Ok(Some(uids.into_iter().flatten().collect()))
         } else {
-            Err(ValueError::Items(bad.into_iter().filter_map(Result::err).collect()))
+            Err(ValueError::Items(
+                bad.into_iter().filter_map(Result::err).collect(),
+            ))
         }
     }
 
@@ -558,9 +637,17 @@ mod parse {
         let bad: Vec<ValueError> = urls
             .iter()
             .filter_map(|url| match url.parse::<hyper::Uri>() {
-                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => None,
-                Ok(_) => Some(ValueError::HttpUrl { value: url.clone(), source: None }),
-                Err(e) => Some(ValueError::HttpUrl { value: url.clone(), source: Some(e) }),
+                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+                    None
+                }
+                Ok(_) => Some(ValueError::HttpUrl {
+                    value: url.clone(),
+                    source: None,
+                }),
+                Err(e) => Some(ValueError::HttpUrl {
+                    value: url.clone(),
+                    source: Some(e),
+                }),
             })
             .collect();
         if bad.is_empty() {
@@ -596,7 +683,13 @@ pub fn help_text() -> String {
          Environment variables (an empty value counts as unset):\n",
     );
     for v in VARIABLES {
-        out.push_str(&format!("  {:<40} {:<10} default: {}\n      {}\n", v.name, v.kind.to_string(), v.fallback, v.meaning()));
+        out.push_str(&format!(
+            "  {:<40} {:<10} default: {}\n      {}\n",
+            v.name,
+            v.kind.to_string(),
+            v.fallback,
+            v.meaning()
+        ));
     }
     out.push_str(
         "\nExit codes: 0 clean run (terminal update acknowledged, or SHUTDOWN before any task);\n\
@@ -637,14 +730,24 @@ mod tests {
     fn readme_table_is_generated_from_the_declarations() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
         let readme = std::fs::read_to_string(path).expect("README.md");
-        let start = readme.find(BEGIN).expect("README.md has the BEGIN variables marker") + BEGIN.len();
-        let end = start + readme[start..].find(END).expect("README.md has the END variables marker");
+        let start = readme
+            .find(BEGIN)
+            .expect("README.md has the BEGIN variables marker")
+            + BEGIN.len();
+        let end = start
+            + readme[start..]
+                .find(END)
+                .expect("README.md has the END variables marker");
         let expected = reference_table();
         if readme[start..end] == expected {
             return;
         }
         if std::env::var_os("UPDATE_DOCS").is_some() {
-            std::fs::write(path, format!("{}{expected}{}", &readme[..start], &readme[end..])).expect("README.md written");
+            std::fs::write(
+                path,
+                format!("{}{expected}{}", &readme[..start], &readme[end..]),
+            )
+            .expect("README.md written");
         } else {
             panic!("README.md's configuration table is stale: run `UPDATE_DOCS=1 cargo test --lib config::` and commit the result");
         }
@@ -665,13 +768,19 @@ mod tests {
         for file in files {
             let text = std::fs::read_to_string(&file).expect("readable");
             for (at, _) in text.match_indices(super::super::PREFIX) {
-                let name: String = text[at..].chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect();
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
                 let known = if name.ends_with('_') {
                     VARIABLES.iter().any(|v| v.name.starts_with(&name))
                 } else {
                     VARIABLES.iter().any(|v| v.name == name)
                 };
-                assert!(known, "{file} mentions {name}, which is not a declared variable");
+                assert!(
+                    known,
+                    "{file} mentions {name}, which is not a declared variable"
+                );
             }
         }
     }
@@ -680,18 +789,25 @@ mod tests {
     fn defaults_match_the_constants_they_mirror() {
         let vars = BTreeMap::new();
         let mut r = Reader::new(&vars);
-        assert_eq!(r.get(&MAX_RECORD_SIZE), crate::agent::recordio::DEFAULT_MAX_RECORD_LEN);
+        assert_eq!(
+            r.get(&MAX_RECORD_SIZE),
+            crate::agent::recordio::DEFAULT_MAX_RECORD_LEN
+        );
         assert_eq!(r.get(&ACK_TIMEOUT), Duration::from_secs(60));
         assert!(r.get(&REMOTE_ENABLED));
     }
 
     #[test]
     fn blank_means_unset_and_the_alias_is_read() {
-        let vars: BTreeMap<String, String> =
-            [("HOOK_EXECUTOR_ACK_TIMEOUT", " "), ("MESOS_FRAMEWORK_ID", ""), ("SSL_ENABLED", "true"), ("HOOK_EXECUTOR_REMOTE_ENABLED", "")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
+        let vars: BTreeMap<String, String> = [
+            ("HOOK_EXECUTOR_ACK_TIMEOUT", " "),
+            ("MESOS_FRAMEWORK_ID", ""),
+            ("SSL_ENABLED", "true"),
+            ("HOOK_EXECUTOR_REMOTE_ENABLED", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
         let mut r = Reader::new(&vars);
         assert_eq!(r.get(&ACK_TIMEOUT), Duration::from_secs(60));
         assert!(r.get(&SSL_ENABLED));
@@ -704,13 +820,32 @@ mod tests {
 
     #[test]
     fn flags_switches_and_counts() {
-        assert!(matches!(parse::flag("true", Kind::Flag), Err(ValueError::NotOneOf { .. })));
+        assert!(matches!(
+            parse::flag("true", Kind::Flag),
+            Err(ValueError::NotOneOf { .. })
+        ));
         assert_eq!(parse::flag(" true ", Kind::Switch).ok(), Some(true));
-        let err = parse::count("100", Kind::Bytes { min: 1024, max: usize::MAX }).expect_err("too small");
-        assert_eq!(err.to_string(), "\"100\" is not a byte count of at least 1024");
+        let err = parse::count(
+            "100",
+            Kind::Bytes {
+                min: 1024,
+                max: usize::MAX,
+            },
+        )
+        .expect_err("too small");
+        assert_eq!(
+            err.to_string(),
+            "\"100\" is not a byte count of at least 1024"
+        );
         let err = parse::count("0", Kind::Count { min: 1, max: 4096 }).expect_err("out of range");
-        assert_eq!(err.to_string(), "\"0\" is not a whole number from 1 to 4096");
-        assert!(std::error::Error::source(&parse::count("x", Kind::Count { min: 1, max: 2 }).expect_err("nan")).is_some());
+        assert_eq!(
+            err.to_string(),
+            "\"0\" is not a whole number from 1 to 4096"
+        );
+        assert!(std::error::Error::source(
+            &parse::count("x", Kind::Count { min: 1, max: 2 }).expect_err("nan")
+        )
+        .is_some());
     }
 
     #[test]
@@ -719,6 +854,9 @@ mod tests {
         for v in VARIABLES {
             assert!(help.contains(v.name), "{}", v.name);
         }
-        assert!(help.contains("HOOK_EXECUTOR_KILL_GRACE_PERIOD          duration   default: 3secs"), "{help}");
+        assert!(
+            help.contains("HOOK_EXECUTOR_KILL_GRACE_PERIOD          duration   default: 3secs"),
+            "{help}"
+        );
     }
 }

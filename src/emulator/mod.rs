@@ -40,8 +40,9 @@ use tracing::{debug, info, warn};
 use crate::proto::{
     executor::{call, event, Call, Event},
     v1::{
-        executor_info, framework_info, resource, task_status, value, AgentId, AgentInfo, CommandInfo, ContainerId, ExecutorId,
-        ExecutorInfo, FrameworkId, FrameworkInfo, KillPolicy, Resource, TaskId, TaskInfo, TaskState, TaskStatus,
+        executor_info, framework_info, resource, task_status, value, AgentId, AgentInfo,
+        CommandInfo, ContainerId, ExecutorId, ExecutorInfo, FrameworkId, FrameworkInfo, KillPolicy,
+        Resource, TaskId, TaskInfo, TaskState, TaskStatus,
     },
 };
 
@@ -142,7 +143,10 @@ impl RecordedCall {
     /// The call's type, if it decoded and the type is known.
     #[must_use]
     pub fn call_type(&self) -> Option<call::Type> {
-        self.call.as_ref().and_then(|c| c.r#type).and_then(|t| call::Type::try_from(t).ok())
+        self.call
+            .as_ref()
+            .and_then(|c| c.r#type)
+            .and_then(|t| call::Type::try_from(t).ok())
     }
 }
 
@@ -211,7 +215,9 @@ pub struct AgentEmulator {
 
 impl std::fmt::Debug for AgentEmulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentEmulator").field("addr", &self.inner.addr).finish_non_exhaustive()
+        f.debug_struct("AgentEmulator")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -289,21 +295,37 @@ struct State {
 #[must_use]
 pub fn task_info(task_id: &str, command: Option<CommandInfo>) -> TaskInfo {
     let opts = EmulatorOptions::default();
-    build_task_info(task_id, command, &opts.agent_id, &default_executor_info(&opts))
+    build_task_info(
+        task_id,
+        command,
+        &opts.agent_id,
+        &default_executor_info(&opts),
+    )
 }
 
-fn build_task_info(task_id: &str, command: Option<CommandInfo>, agent_id: &str, executor: &ExecutorInfo) -> TaskInfo {
+fn build_task_info(
+    task_id: &str,
+    command: Option<CommandInfo>,
+    agent_id: &str,
+    executor: &ExecutorInfo,
+) -> TaskInfo {
     let scalar = |name: &str, amount: f64| Resource {
         name: name.to_owned(),
         r#type: value::Type::Scalar as i32,
         scalar: Some(value::Scalar { value: amount }),
-        allocation_info: Some(resource::AllocationInfo { role: Some("*".to_owned()) }),
+        allocation_info: Some(resource::AllocationInfo {
+            role: Some("*".to_owned()),
+        }),
         ..Default::default()
     };
     TaskInfo {
         name: task_id.to_owned(),
-        task_id: TaskId { value: task_id.to_owned() },
-        agent_id: AgentId { value: agent_id.to_owned() },
+        task_id: TaskId {
+            value: task_id.to_owned(),
+        },
+        agent_id: AgentId {
+            value: agent_id.to_owned(),
+        },
         resources: vec![scalar("cpus", 0.1), scalar("mem", 32.0)],
         executor: Some(executor.clone()),
         command,
@@ -313,11 +335,18 @@ fn build_task_info(task_id: &str, command: Option<CommandInfo>, agent_id: &str, 
 
 fn default_executor_info(opts: &EmulatorOptions) -> ExecutorInfo {
     ExecutorInfo {
-        executor_id: ExecutorId { value: opts.executor_id.clone() },
-        framework_id: Some(FrameworkId { value: opts.framework_id.clone() }),
+        executor_id: ExecutorId {
+            value: opts.executor_id.clone(),
+        },
+        framework_id: Some(FrameworkId {
+            value: opts.framework_id.clone(),
+        }),
         name: Some("mesos-hook-executor (emulated agent)".to_owned()),
         r#type: Some(executor_info::Type::Custom as i32),
-        command: Some(CommandInfo { value: Some("mesos-hook-executor".to_owned()), ..Default::default() }),
+        command: Some(CommandInfo {
+            value: Some("mesos-hook-executor".to_owned()),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -337,7 +366,10 @@ fn state_name(state: i32) -> &'static str {
 }
 
 fn event(kind: event::Type) -> Event {
-    Event { r#type: Some(kind as i32), ..Default::default() }
+    Event {
+        r#type: Some(kind as i32),
+        ..Default::default()
+    }
 }
 
 impl AgentEmulator {
@@ -350,10 +382,16 @@ impl AgentEmulator {
             Some(path) => Some(server::bind_unix(path)?),
             None => None,
         };
-        let executor_info = opts.executor_info.clone().unwrap_or_else(|| default_executor_info(&opts));
+        let executor_info = opts
+            .executor_info
+            .clone()
+            .unwrap_or_else(|| default_executor_info(&opts));
         let inner = Arc::new(Inner {
             executor_info,
-            container_id: ContainerId { value: uuid::Uuid::new_v4().to_string(), parent: None },
+            container_id: ContainerId {
+                value: uuid::Uuid::new_v4().to_string(),
+                parent: None,
+            },
             addr,
             state: Mutex::new(State {
                 starting: false,
@@ -404,7 +442,10 @@ impl AgentEmulator {
         let sandbox = sandbox.display().to_string();
         env.push(("MESOS_SANDBOX".into(), sandbox.clone()));
         env.push(("MESOS_DIRECTORY".into(), sandbox));
-        env.push(("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())));
+        env.push((
+            "PATH".into(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        ));
         env
     }
 
@@ -416,7 +457,11 @@ impl AgentEmulator {
         let addr = self.inner.addr;
         let grace = self.inner.executor_info.shutdown_grace_period.map_or_else(
             || opts.shutdown_grace.clone(),
-            |d| crate::config::duration::format_mesos(Duration::from_nanos(u64::try_from(d.nanoseconds).unwrap_or(0))),
+            |d| {
+                crate::config::duration::format_mesos(Duration::from_nanos(
+                    u64::try_from(d.nanoseconds).unwrap_or(0),
+                ))
+            },
         );
         let mut env = vec![
             ("MESOS_FRAMEWORK_ID", opts.framework_id.clone()),
@@ -424,7 +469,10 @@ impl AgentEmulator {
             ("MESOS_SLAVE_ID", opts.agent_id.clone()),
             ("MESOS_SLAVE_PID", format!("slave(1)@{addr}")),
             ("MESOS_AGENT_ENDPOINT", addr.to_string()),
-            ("MESOS_CHECKPOINT", if opts.checkpoint { "1" } else { "0" }.to_owned()),
+            (
+                "MESOS_CHECKPOINT",
+                if opts.checkpoint { "1" } else { "0" }.to_owned(),
+            ),
         ];
         if opts.checkpoint {
             env.push(("MESOS_RECOVERY_TIMEOUT", opts.recovery_timeout.clone()));
@@ -445,7 +493,12 @@ impl AgentEmulator {
     /// A TaskInfo for this emulator (its agent id and ExecutorInfo).
     #[must_use]
     pub fn task_info(&self, task_id: &str, command: Option<CommandInfo>) -> TaskInfo {
-        build_task_info(task_id, command, &self.inner.opts.agent_id, &self.inner.executor_info)
+        build_task_info(
+            task_id,
+            command,
+            &self.inner.opts.agent_id,
+            &self.inner.executor_info,
+        )
     }
 
     // ----- driving events -------------------------------------------------
@@ -474,7 +527,10 @@ impl AgentEmulator {
             }
             ExecutorPhase::Running => {
                 st.tasks.entry(id.clone()).or_default().launched = true;
-                let ev = Event { launch: Some(event::Launch { task }), ..event(event::Type::Launch) };
+                let ev = Event {
+                    launch: Some(event::Launch { task }),
+                    ..event(event::Type::Launch)
+                };
                 self.inner.send_locked(&mut st, &ev);
             }
             ExecutorPhase::Terminating | ExecutorPhase::Gone => {
@@ -501,8 +557,16 @@ impl AgentEmulator {
                 "Killed before delivery to the executor",
             );
         } else if st.phase == ExecutorPhase::Running {
-            let kill = event::Kill { task_id: TaskId { value: task_id.to_owned() }, kill_policy };
-            let ev = Event { kill: Some(kill), ..event(event::Type::Kill) };
+            let kill = event::Kill {
+                task_id: TaskId {
+                    value: task_id.to_owned(),
+                },
+                kill_policy,
+            };
+            let ev = Event {
+                kill: Some(kill),
+                ..event(event::Type::Kill)
+            };
             self.inner.send_locked(&mut st, &ev);
         } else {
             warn!(task = task_id, phase = ?st.phase, "dropping KILL: executor is not running");
@@ -519,7 +583,8 @@ impl AgentEmulator {
             st.phase = ExecutorPhase::Terminating;
         }
         info!("shutting down the executor");
-        self.inner.send_locked(&mut st, &event(event::Type::Shutdown));
+        self.inner
+            .send_locked(&mut st, &event(event::Type::Shutdown));
         drop(st);
         self.inner.changed();
     }
@@ -529,7 +594,12 @@ impl AgentEmulator {
     pub fn message(&self, data: &[u8]) {
         let mut st = self.inner.lock();
         if st.phase == ExecutorPhase::Running && !st.recovering() {
-            let ev = Event { message: Some(event::Message { data: data.to_vec() }), ..event(event::Type::Message) };
+            let ev = Event {
+                message: Some(event::Message {
+                    data: data.to_vec(),
+                }),
+                ..event(event::Type::Message)
+            };
             self.inner.send_locked(&mut st, &ev);
         } else {
             warn!(phase = ?st.phase, "dropping MESSAGE: executor not running or agent recovering");
@@ -550,7 +620,8 @@ impl AgentEmulator {
     /// Writes raw bytes into the current stream as one chunk (malformed frames).
     pub fn send_raw(&self, bytes: &[u8]) {
         let mut st = self.inner.lock();
-        self.inner.send_bytes_locked(&mut st, Bytes::copy_from_slice(bytes), "raw bytes");
+        self.inner
+            .send_bytes_locked(&mut st, Bytes::copy_from_slice(bytes), "raw bytes");
     }
 
     /// Ends the current SUBSCRIBE stream (terminating chunk, i.e. EOF), as the
@@ -572,12 +643,19 @@ impl AgentEmulator {
     /// 400 "Framework cannot be found". See
     /// [`enforce_reregistration`](Self::enforce_reregistration) for what
     /// happens to an executor that misses the window.
-    pub async fn restart(&self, down_for: Duration, reregistration_window: Duration) -> std::io::Result<()> {
+    pub async fn restart(
+        &self,
+        down_for: Duration,
+        reregistration_window: Duration,
+    ) -> std::io::Result<()> {
         info!(?down_for, ?reregistration_window, "agent restarting");
         self.go_down().await;
         {
             let mut st = self.inner.lock();
-            if matches!(st.phase, ExecutorPhase::Running | ExecutorPhase::Registering) {
+            if matches!(
+                st.phase,
+                ExecutorPhase::Running | ExecutorPhase::Registering
+            ) {
                 st.phase = ExecutorPhase::Registering;
             }
             st.framework_known = self.inner.opts.checkpoint;
@@ -619,7 +697,11 @@ impl AgentEmulator {
     /// Listens again on the same port (and Unix socket) with the state as it
     /// was. Binding is retried for a few seconds while the port is held.
     pub async fn come_back(&self) -> std::io::Result<()> {
-        let (tcp, unix) = server::rebind(self.inner.addr.port(), self.inner.opts.unix_socket.as_deref()).await?;
+        let (tcp, unix) = server::rebind(
+            self.inner.addr.port(),
+            self.inner.opts.unix_socket.as_deref(),
+        )
+        .await?;
         self.inner.lock().epoch += 1;
         self.inner.listen(tcp, unix);
         info!(addr = %self.inner.addr, "agent emulator back");
@@ -659,7 +741,10 @@ impl AgentEmulator {
         st.withhold_acks = on;
         if !on {
             for ack in std::mem::take(&mut st.pending_acks) {
-                let ev = Event { acknowledged: Some(ack), ..event(event::Type::Acknowledged) };
+                let ev = Event {
+                    acknowledged: Some(ack),
+                    ..event(event::Type::Acknowledged)
+                };
                 self.inner.send_locked(&mut st, &ev);
             }
         }
@@ -702,7 +787,13 @@ impl AgentEmulator {
     /// the flags and the agent-generated statuses.
     #[must_use]
     pub fn updates(&self) -> Vec<TaskStatus> {
-        self.inner.lock().log.iter().filter(|r| r.origin != StatusOrigin::Agent).map(|r| r.status.clone()).collect()
+        self.inner
+            .lock()
+            .log
+            .iter()
+            .filter(|r| r.origin != StatusOrigin::Agent)
+            .map(|r| r.status.clone())
+            .collect()
     }
 
     /// Everything the status-update path saw, with dedup/drop flags.
@@ -760,13 +851,21 @@ impl AgentEmulator {
     /// Whether a SUBSCRIBE stream is open.
     #[must_use]
     pub fn stream_open(&self) -> bool {
-        self.inner.lock().stream.as_ref().is_some_and(|s| !s.tx.is_closed())
+        self.inner
+            .lock()
+            .stream
+            .as_ref()
+            .is_some_and(|s| !s.tx.is_closed())
     }
 
     /// Calls `f` whenever the emulator's state changes (and at least every
     /// 50 ms) until it returns `Some`, or fails after `timeout` with a summary
     /// of the emulator's state.
-    pub async fn wait_for<T>(&self, timeout: Duration, mut f: impl FnMut(&Self) -> Option<T>) -> Result<T, String> {
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&Self) -> Option<T>,
+    ) -> Result<T, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.inner.notify.notified();
@@ -795,17 +894,31 @@ impl AgentEmulator {
     }
 
     /// Waits until the task effectively reached `state`; returns that status.
-    pub async fn wait_state(&self, task_id: &str, state: TaskState, timeout: Duration) -> Result<TaskStatus, String> {
+    pub async fn wait_state(
+        &self,
+        task_id: &str,
+        state: TaskState,
+        timeout: Duration,
+    ) -> Result<TaskStatus, String> {
         self.wait_for(timeout, |e| {
             e.inner
                 .lock()
                 .log
                 .iter()
-                .find(|r| r.effective() && r.status.task_id.value == task_id && r.status.state == state as i32)
+                .find(|r| {
+                    r.effective()
+                        && r.status.task_id.value == task_id
+                        && r.status.state == state as i32
+                })
                 .map(|r| r.status.clone())
         })
         .await
-        .map_err(|e| format!("waiting for {task_id} to reach {}: {e}", state.as_str_name()))
+        .map_err(|e| {
+            format!(
+                "waiting for {task_id} to reach {}: {e}",
+                state.as_str_name()
+            )
+        })
     }
 
     /// One paragraph describing the state, for timeout messages.
@@ -827,8 +940,12 @@ impl AgentEmulator {
             .tasks
             .keys()
             .map(|id| {
-                let states: Vec<&str> =
-                    st.log.iter().filter(|r| r.effective() && &r.status.task_id.value == id).map(|r| state_name(r.status.state)).collect();
+                let states: Vec<&str> = st
+                    .log
+                    .iter()
+                    .filter(|r| r.effective() && &r.status.task_id.value == id)
+                    .map(|r| state_name(r.status.state))
+                    .collect();
                 format!("{id}: [{}]", states.join(", "))
             })
             .collect();
@@ -888,7 +1005,10 @@ impl Inner {
     /// Writes an event to the current stream; like `Executor::send`, a missing
     /// or closed stream only gets a log line.
     fn send_locked(&self, st: &mut State, ev: &Event) -> bool {
-        let kind = ev.r#type.and_then(|t| event::Type::try_from(t).ok()).map_or("UNKNOWN", |t| t.as_str_name());
+        let kind = ev
+            .r#type
+            .and_then(|t| event::Type::try_from(t).ok())
+            .map_or("UNKNOWN", |t| t.as_str_name());
         let Some(json) = st.stream.as_ref().map(|s| s.json) else {
             warn!(event = kind, "unable to send event: no SUBSCRIBE stream");
             return false;
@@ -918,7 +1038,10 @@ impl Inner {
         if st.withhold_acks {
             st.pending_acks.push(ack);
         } else {
-            let ev = Event { acknowledged: Some(ack), ..event(event::Type::Acknowledged) };
+            let ev = Event {
+                acknowledged: Some(ack),
+                ..event(event::Type::Acknowledged)
+            };
             self.send_locked(st, &ev);
         }
     }
@@ -926,11 +1049,28 @@ impl Inner {
     /// The status-update path (`Slave::statusUpdate` … `___statusUpdate`):
     /// foreign agent → dropped without ACK; duplicate uuid → ACKed again; after
     /// the task's first terminal update → dropped but ACKed. Returns the ACK.
-    fn process_status(&self, st: &mut State, status: TaskStatus, origin: StatusOrigin) -> Option<event::Acknowledged> {
+    fn process_status(
+        &self,
+        st: &mut State,
+        status: TaskStatus,
+        origin: StatusOrigin,
+    ) -> Option<event::Acknowledged> {
         let uuid = status.uuid.clone().unwrap_or_default();
         let task_id = status.task_id.clone();
-        let mut record = StatusRecord { at: Instant::now(), status, origin, duplicate: false, after_terminal: false, foreign_agent: false };
-        if let Some(agent) = record.status.agent_id.as_ref().filter(|a| a.value != self.opts.agent_id) {
+        let mut record = StatusRecord {
+            at: Instant::now(),
+            status,
+            origin,
+            duplicate: false,
+            after_terminal: false,
+            foreign_agent: false,
+        };
+        if let Some(agent) = record
+            .status
+            .agent_id
+            .as_ref()
+            .filter(|a| a.value != self.opts.agent_id)
+        {
             let what = format!(
                 "status update for task {} carries agent_id '{}' (this agent is '{}'): dropped without ACK",
                 task_id.value, agent.value, self.opts.agent_id
@@ -961,26 +1101,49 @@ impl Inner {
     }
 
     /// Records an agent-generated status (`SOURCE_AGENT`, never sent anywhere).
-    fn agent_status(&self, st: &mut State, task_id: &str, state: TaskState, reason: task_status::Reason, message: &str) {
+    fn agent_status(
+        &self,
+        st: &mut State,
+        task_id: &str,
+        state: TaskState,
+        reason: task_status::Reason,
+        message: &str,
+    ) {
         let status = TaskStatus {
-            task_id: TaskId { value: task_id.to_owned() },
+            task_id: TaskId {
+                value: task_id.to_owned(),
+            },
             state: state as i32,
             message: Some(message.to_owned()),
-            agent_id: Some(AgentId { value: self.opts.agent_id.clone() }),
-            executor_id: Some(ExecutorId { value: self.opts.executor_id.clone() }),
+            agent_id: Some(AgentId {
+                value: self.opts.agent_id.clone(),
+            }),
+            executor_id: Some(ExecutorId {
+                value: self.opts.executor_id.clone(),
+            }),
             timestamp: Some(crate::agent::updates::now_secs()),
             source: Some(task_status::Source::Agent as i32),
             reason: Some(reason as i32),
             uuid: Some(uuid::Uuid::new_v4().as_bytes().to_vec()),
             ..Default::default()
         };
-        info!(task = task_id, state = state.as_str_name(), reason = reason.as_str_name(), "agent-generated status");
+        info!(
+            task = task_id,
+            state = state.as_str_name(),
+            reason = reason.as_str_name(),
+            "agent-generated status"
+        );
         self.process_status(st, status, StatusOrigin::Agent);
     }
 
     /// `Slave::subscribe`: returns the receiving side of the new stream and its
     /// id (`None` for the SHUTDOWN-only stream of a terminating executor).
-    fn subscribe(&self, st: &mut State, sub: call::Subscribe, json: bool) -> (mpsc::UnboundedReceiver<Bytes>, Option<u64>) {
+    fn subscribe(
+        &self,
+        st: &mut State,
+        sub: call::Subscribe,
+        json: bool,
+    ) -> (mpsc::UnboundedReceiver<Bytes>, Option<u64>) {
         let (tx, rx) = mpsc::unbounded_channel();
         st.subscriptions.push(sub.clone());
         st.subscribed += 1;
@@ -1004,7 +1167,9 @@ impl Inner {
             let task = status.task_id.value.clone();
             match status.uuid.as_deref() {
                 None => {
-                    st.violations.push(format!("unacknowledged update for task {task} has no uuid (ignored)"));
+                    st.violations.push(format!(
+                        "unacknowledged update for task {task} has no uuid (ignored)"
+                    ));
                     continue;
                 }
                 Some(u) if !valid_uuid(u) => {
@@ -1026,10 +1191,16 @@ impl Inner {
         }
 
         // Step 5: launched tasks still STAGING that the executor did not list.
-        let listed: HashSet<String> = sub.unacknowledged_tasks.iter().map(|t| t.task_id.value.clone()).collect();
+        let listed: HashSet<String> = sub
+            .unacknowledged_tasks
+            .iter()
+            .map(|t| t.task_id.value.clone())
+            .collect();
         for id in &listed {
             if !st.tasks.get(id).is_some_and(|t| t.launched) {
-                st.violations.push(format!("unacknowledged_tasks lists task {id}, which was never launched"));
+                st.violations.push(format!(
+                    "unacknowledged_tasks lists task {id}, which was never launched"
+                ));
             }
         }
         let mut lost: Vec<String> = st
@@ -1039,30 +1210,64 @@ impl Inner {
             .map(|(id, _)| id.clone())
             .collect();
         lost.sort();
-        let partition_aware = self.opts.capabilities.contains(&framework_info::capability::Type::PartitionAware);
+        let partition_aware = self
+            .opts
+            .capabilities
+            .contains(&framework_info::capability::Type::PartitionAware);
         for id in lost {
-            let state = if partition_aware { TaskState::TaskDropped } else { TaskState::TaskLost };
-            self.agent_status(st, &id, state, task_status::Reason::AgentRestarted, "Task launched during agent restart");
+            let state = if partition_aware {
+                TaskState::TaskDropped
+            } else {
+                TaskState::TaskLost
+            };
+            self.agent_status(
+                st,
+                &id,
+                state,
+                task_status::Reason::AgentRestarted,
+                "Task launched during agent restart",
+            );
         }
 
         // Step 7: SUBSCRIBED, queued LAUNCHes, then the ACKs.
         let stream_id = self.next_id();
-        st.stream = Some(StreamSlot { id: stream_id, tx, json });
+        st.stream = Some(StreamSlot {
+            id: stream_id,
+            tx,
+            json,
+        });
         let subscribed = event::Subscribed {
             executor_info: self.executor_info.clone(),
             framework_info: self.framework_info(),
             agent_info: AgentInfo {
                 hostname: "localhost".to_owned(),
-                id: Some(AgentId { value: self.opts.agent_id.clone() }),
+                id: Some(AgentId {
+                    value: self.opts.agent_id.clone(),
+                }),
                 port: Some(i32::from(self.addr.port())),
                 ..Default::default()
             },
             container_id: Some(self.container_id.clone()),
         };
-        self.send_locked(st, &Event { subscribed: Some(subscribed), ..event(event::Type::Subscribed) });
+        self.send_locked(
+            st,
+            &Event {
+                subscribed: Some(subscribed),
+                ..event(event::Type::Subscribed)
+            },
+        );
         for task in std::mem::take(&mut st.queued) {
-            st.tasks.entry(task.task_id.value.clone()).or_default().launched = true;
-            self.send_locked(st, &Event { launch: Some(event::Launch { task }), ..event(event::Type::Launch) });
+            st.tasks
+                .entry(task.task_id.value.clone())
+                .or_default()
+                .launched = true;
+            self.send_locked(
+                st,
+                &Event {
+                    launch: Some(event::Launch { task }),
+                    ..event(event::Type::Launch)
+                },
+            );
         }
         for ack in acks {
             self.emit_ack(st, ack);
@@ -1078,9 +1283,18 @@ impl Inner {
         FrameworkInfo {
             user: std::env::var("USER").unwrap_or_else(|_| "root".to_owned()),
             name: "emulated-framework".to_owned(),
-            id: Some(FrameworkId { value: self.opts.framework_id.clone() }),
+            id: Some(FrameworkId {
+                value: self.opts.framework_id.clone(),
+            }),
             checkpoint: Some(self.opts.checkpoint),
-            capabilities: self.opts.capabilities.iter().map(|c| framework_info::Capability { r#type: Some(*c as i32) }).collect(),
+            capabilities: self
+                .opts
+                .capabilities
+                .iter()
+                .map(|c| framework_info::Capability {
+                    r#type: Some(*c as i32),
+                })
+                .collect(),
             ..Default::default()
         }
     }
@@ -1105,12 +1319,25 @@ impl Inner {
             return;
         }
         if st.phase == ExecutorPhase::Registering && st.framework_known {
-            st.violations.push("executor did not re-subscribe within the re-registration window".to_owned());
-            let mut ids: Vec<String> = st.tasks.iter().filter(|(_, t)| t.launched && !t.terminal).map(|(id, _)| id.clone()).collect();
+            st.violations
+                .push("executor did not re-subscribe within the re-registration window".to_owned());
+            let mut ids: Vec<String> = st
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.launched && !t.terminal)
+                .map(|(id, _)| id.clone())
+                .collect();
             ids.sort();
-            let partition_aware = self.opts.capabilities.contains(&framework_info::capability::Type::PartitionAware);
+            let partition_aware = self
+                .opts
+                .capabilities
+                .contains(&framework_info::capability::Type::PartitionAware);
             for id in ids {
-                let state = if partition_aware { TaskState::TaskGone } else { TaskState::TaskLost };
+                let state = if partition_aware {
+                    TaskState::TaskGone
+                } else {
+                    TaskState::TaskLost
+                };
                 self.agent_status(
                     &mut st,
                     &id,

@@ -59,7 +59,12 @@ pub(super) fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
-        Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is not a socket", path.display()))),
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} is not a socket", path.display()),
+            ))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -68,7 +73,10 @@ pub(super) fn bind_unix(path: &Path) -> io::Result<UnixListener> {
 
 /// Binds again after [`AgentEmulator::go_down`](super::AgentEmulator::go_down),
 /// retrying briefly while the port is still held.
-pub(super) async fn rebind(port: u16, unix: Option<&Path>) -> io::Result<(TcpListener, Option<UnixListener>)> {
+pub(super) async fn rebind(
+    port: u16,
+    unix: Option<&Path>,
+) -> io::Result<(TcpListener, Option<UnixListener>)> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let tcp = loop {
         match bind_tcp(port) {
@@ -86,20 +94,39 @@ pub(super) async fn rebind(port: u16, unix: Option<&Path>) -> io::Result<(TcpLis
 /// What the handler decided; the stream body is built only after the state
 /// lock is released (its `Drop` takes the lock).
 enum Reply {
-    Plain { status: StatusCode, body: String, headers: Vec<(HeaderName, String)>, blame: bool },
-    Stream { json: bool, rx: mpsc::UnboundedReceiver<Bytes>, stream_id: Option<u64> },
+    Plain {
+        status: StatusCode,
+        body: String,
+        headers: Vec<(HeaderName, String)>,
+        blame: bool,
+    },
+    Stream {
+        json: bool,
+        rx: mpsc::UnboundedReceiver<Bytes>,
+        stream_id: Option<u64>,
+    },
     Drop,
 }
 
 impl Reply {
     /// A rejection the executor caused (counted as a violation).
     fn reject(status: StatusCode, body: impl Into<String>) -> Self {
-        Self::Plain { status, body: body.into(), headers: Vec::new(), blame: true }
+        Self::Plain {
+            status,
+            body: body.into(),
+            headers: Vec::new(),
+            blame: true,
+        }
     }
 
     /// An answer that is not the executor's fault.
     fn answer(status: StatusCode, body: impl Into<String>) -> Self {
-        Self::Plain { status, body: body.into(), headers: Vec::new(), blame: false }
+        Self::Plain {
+            status,
+            body: body.into(),
+            headers: Vec::new(),
+            blame: false,
+        }
     }
 }
 
@@ -152,13 +179,18 @@ impl Inner {
             streaming: std::sync::atomic::AtomicBool::new(false),
             flagged: std::sync::atomic::AtomicBool::new(false),
         });
-        let io = TokioIo::new(ObservedIo { io, inner: Arc::clone(self), conn: Arc::clone(&conn) });
+        let io = TokioIo::new(ObservedIo {
+            io,
+            inner: Arc::clone(self),
+            conn: Arc::clone(&conn),
+        });
         let inner = Arc::clone(self);
         // Spawn under the lock so the task cannot deregister before it is registered.
         let mut st = self.lock();
         let handle = tokio::spawn(async move {
             let svc_inner = Arc::clone(&inner);
-            let service = service_fn(move |req| Arc::clone(&svc_inner).handle(req, Arc::clone(&conn)));
+            let service =
+                service_fn(move |req| Arc::clone(&svc_inner).handle(req, Arc::clone(&conn)));
             let mut builder = hyper::server::conn::http1::Builder::new();
             // libprocess never closes idle keep-alive connections.
             builder.header_read_timeout(None);
@@ -170,17 +202,31 @@ impl Inner {
         st.conns.insert(id, handle);
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnShared>) -> io::Result<Response<EmuBody>> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnShared>,
+    ) -> io::Result<Response<EmuBody>> {
         if conn.streaming.load(Ordering::SeqCst) {
-            self.violation(format!("connection {}: a request was dispatched on the open SUBSCRIBE connection (§2.5)", conn.id));
+            self.violation(format!(
+                "connection {}: a request was dispatched on the open SUBSCRIBE connection (§2.5)",
+                conn.id
+            ));
         }
         let (parts, body) = req.into_parts();
-        let bytes = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+        let bytes = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
+            .await
+        {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) => return Err(io::Error::other(format!("reading the request body: {e}"))),
             Err(_) => return Err(io::Error::other("request body timed out")),
         };
-        let header = |name: HeaderName| parts.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let header = |name: HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
         let mut rec = RecordedCall {
             at: Instant::now(),
             connection: conn.id,
@@ -197,18 +243,32 @@ impl Inner {
         let reply = self.decide(&parts, &bytes, &conn, &mut rec);
         rec.at = Instant::now();
         let result = match reply {
-            Reply::Plain { status, body, headers, blame } => {
+            Reply::Plain {
+                status,
+                body,
+                headers,
+                blame,
+            } => {
                 rec.status = status.as_u16();
                 rec.body.clone_from(&body);
                 if blame {
                     let kind = rec.call_type().map_or("-", |t| t.as_str_name());
-                    self.violation(format!("{} {} ({kind}) answered {}: {body}", rec.method, rec.path, rec.status));
+                    self.violation(format!(
+                        "{} {} ({kind}) answered {}: {body}",
+                        rec.method, rec.path, rec.status
+                    ));
                 }
-                let mut response =
-                    Response::new(if body.is_empty() { EmuBody::Full(None) } else { EmuBody::Full(Some(Bytes::from(body))) });
+                let mut response = Response::new(if body.is_empty() {
+                    EmuBody::Full(None)
+                } else {
+                    EmuBody::Full(Some(Bytes::from(body)))
+                });
                 *response.status_mut() = status;
                 if !rec.body.is_empty() {
-                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
                 }
                 for (name, value) in headers {
                     if let Ok(value) = HeaderValue::from_str(&value) {
@@ -217,16 +277,31 @@ impl Inner {
                 }
                 Ok(response)
             }
-            Reply::Stream { json, rx, stream_id } => {
+            Reply::Stream {
+                json,
+                rx,
+                stream_id,
+            } => {
                 rec.status = 200;
                 conn.streaming.store(true, Ordering::SeqCst);
-                let body = EventBody { rx, stream_id, inner: Arc::clone(&self), conn: Arc::clone(&conn) };
+                let body = EventBody {
+                    rx,
+                    stream_id,
+                    inner: Arc::clone(&self),
+                    conn: Arc::clone(&conn),
+                };
                 let mut response = Response::new(EmuBody::Stream(body));
-                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(if json { JSON } else { PROTOBUF }));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(if json { JSON } else { PROTOBUF }),
+                );
                 Ok(response)
             }
             Reply::Drop => {
-                info!(connection = conn.id, "dropping the connection without an answer (injected)");
+                info!(
+                    connection = conn.id,
+                    "dropping the connection without an answer (injected)"
+                );
                 Err(io::Error::other("connection dropped by the emulator"))
             }
         };
@@ -237,7 +312,13 @@ impl Inner {
     }
 
     /// `Http::executor`, preceded by routing and authentication (§2.3 order).
-    fn decide(&self, parts: &Parts, body: &Bytes, conn: &ConnShared, rec: &mut RecordedCall) -> Reply {
+    fn decide(
+        &self,
+        parts: &Parts,
+        body: &Bytes,
+        conn: &ConnShared,
+        rec: &mut RecordedCall,
+    ) -> Reply {
         let mut st = self.lock();
         if st.starting {
             return Reply::answer(StatusCode::NOT_FOUND, "404 Not Found.");
@@ -250,7 +331,10 @@ impl Inner {
             Transport::Unix => return Reply::reject(StatusCode::FORBIDDEN, ""),
         }
         if let Some(token) = &self.opts.auth_token {
-            let given = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+            let given = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
             if given != Some(format!("Bearer {token}").as_bytes()) {
                 let mut challenge = "Bearer realm=\"mesos-agent-executor\"".to_owned();
                 if given.is_some() {
@@ -270,18 +354,33 @@ impl Inner {
         if parts.method != Method::POST {
             return Reply::Plain {
                 status: StatusCode::METHOD_NOT_ALLOWED,
-                body: format!("405 Method Not Allowed. Expecting one of {{ 'POST' }}, but received '{}'.", parts.method),
+                body: format!(
+                    "405 Method Not Allowed. Expecting one of {{ 'POST' }}, but received '{}'.",
+                    parts.method
+                ),
                 headers: vec![(header::ALLOW, "POST".to_owned())],
                 blame: true,
             };
         }
-        let Some(content_type) = parts.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()) else {
-            return Reply::reject(StatusCode::BAD_REQUEST, "Expecting 'Content-Type' to be present");
+        let Some(content_type) = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.as_bytes())
+        else {
+            return Reply::reject(
+                StatusCode::BAD_REQUEST,
+                "Expecting 'Content-Type' to be present",
+            );
         };
         let call = if content_type == PROTOBUF.as_bytes() {
             match decode_protobuf(body) {
                 Some(call) => call,
-                None => return Reply::reject(StatusCode::BAD_REQUEST, "Failed to parse body into Call protobuf"),
+                None => {
+                    return Reply::reject(
+                        StatusCode::BAD_REQUEST,
+                        "Failed to parse body into Call protobuf",
+                    )
+                }
             }
         } else if content_type == JSON.as_bytes() {
             match decode_json(body) {
@@ -289,25 +388,41 @@ impl Inner {
                 Err(e) => return Reply::reject(StatusCode::BAD_REQUEST, e),
             }
         } else {
-            return Reply::reject(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Expecting 'Content-Type' of {JSON} or {PROTOBUF}"));
+            return Reply::reject(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Expecting 'Content-Type' of {JSON} or {PROTOBUF}"),
+            );
         };
         rec.call = Some(call.clone());
         let kind = match validate(&call) {
             Ok(kind) => kind,
-            Err(e) => return Reply::reject(StatusCode::BAD_REQUEST, format!("Failed to validate Executor::Call: {e}")),
+            Err(e) => {
+                return Reply::reject(
+                    StatusCode::BAD_REQUEST,
+                    format!("Failed to validate Executor::Call: {e}"),
+                )
+            }
         };
         let mut json = false;
         match kind {
             call::Type::Subscribe => {
-                let accept = parts.headers.get(header::ACCEPT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                let accept = parts
+                    .headers
+                    .get(header::ACCEPT)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                 if accepts(accept.as_deref(), JSON) {
                     json = true;
                 } else if !accepts(accept.as_deref(), PROTOBUF) {
-                    return Reply::reject(StatusCode::NOT_ACCEPTABLE, format!("Expecting 'Accept' to allow '{PROTOBUF}' or '{JSON}'"));
+                    return Reply::reject(
+                        StatusCode::NOT_ACCEPTABLE,
+                        format!("Expecting 'Accept' to allow '{PROTOBUF}' or '{JSON}'"),
+                    );
                 }
             }
             call::Type::Heartbeat => return Reply::answer(StatusCode::ACCEPTED, ""),
-            _ if st.recovering() => return Reply::answer(StatusCode::SERVICE_UNAVAILABLE, RECOVERING),
+            _ if st.recovering() => {
+                return Reply::answer(StatusCode::SERVICE_UNAVAILABLE, RECOVERING)
+            }
             _ => {}
         }
         if !st.framework_known || call.framework_id.value != self.opts.framework_id {
@@ -322,14 +437,24 @@ impl Inner {
         match kind {
             call::Type::Subscribe => {
                 info!(connection = conn.id, json, "SUBSCRIBE");
-                let (rx, stream_id) = self.subscribe(&mut st, call.subscribe.unwrap_or_default(), json);
-                Reply::Stream { json, rx, stream_id }
+                let (rx, stream_id) =
+                    self.subscribe(&mut st, call.subscribe.unwrap_or_default(), json);
+                Reply::Stream {
+                    json,
+                    rx,
+                    stream_id,
+                }
             }
             call::Type::Update => {
                 if let Some((code, left)) = st.fail_next {
                     st.fail_next = (left > 1).then_some((code, left - 1));
-                    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                    let body = if code == 503 { RECOVERING } else { "Injected failure" };
+                    let status =
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    let body = if code == 503 {
+                        RECOVERING
+                    } else {
+                        "Injected failure"
+                    };
                     return Reply::answer(status, body);
                 }
                 let drop = st.drop_next.map(|(process, left)| {
@@ -338,7 +463,9 @@ impl Inner {
                 });
                 if drop != Some(false) {
                     if let Some(status) = call.update.map(|u| u.status) {
-                        if let Some(ack) = self.process_status(&mut st, status, StatusOrigin::Update) {
+                        if let Some(ack) =
+                            self.process_status(&mut st, status, StatusOrigin::Update)
+                        {
                             self.emit_ack(&mut st, ack);
                         }
                     }
@@ -352,7 +479,9 @@ impl Inner {
                 st.messages.extend(call.message.map(|m| m.data));
                 Reply::answer(StatusCode::ACCEPTED, "")
             }
-            call::Type::Unknown => Reply::reject(StatusCode::NOT_IMPLEMENTED, "501 Not Implemented."),
+            call::Type::Unknown => {
+                Reply::reject(StatusCode::NOT_IMPLEMENTED, "501 Not Implemented.")
+            }
             call::Type::Heartbeat => Reply::answer(StatusCode::ACCEPTED, ""),
         }
     }
@@ -368,38 +497,64 @@ fn decode_protobuf(body: &[u8]) -> Option<Call> {
     }
     let state_known = |s: &crate::proto::v1::TaskStatus| TaskState::try_from(s.state).is_ok();
     let update_ok = call.update.as_ref().is_none_or(|u| state_known(&u.status));
-    let unacked_ok = call.subscribe.as_ref().is_none_or(|s| s.unacknowledged_updates.iter().all(|u| state_known(&u.status)));
+    let unacked_ok = call.subscribe.as_ref().is_none_or(|s| {
+        s.unacknowledged_updates
+            .iter()
+            .all(|u| state_known(&u.status))
+    });
     (update_ok && unacked_ok).then_some(call)
 }
 
 /// `JSON::parse` then `protobuf::parse`. An unknown enum name for the
 /// optional `type` is dropped, as stout does (it then fails validation).
 fn decode_json(body: &[u8]) -> Result<Call, String> {
-    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("Failed to parse body into JSON: {e}"))?;
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("Failed to parse body into JSON: {e}"))?;
     if let Some(object) = value.as_object_mut() {
-        let unknown = object.get("type").and_then(|t| t.as_str()).is_some_and(|t| call::Type::from_str_name(t).is_none());
+        let unknown = object
+            .get("type")
+            .and_then(|t| t.as_str())
+            .is_some_and(|t| call::Type::from_str_name(t).is_none());
         if unknown {
             object.remove("type");
         }
     }
-    serde_json::from_value(value).map_err(|e| format!("Failed to convert JSON into Call protobuf: {e}"))
+    serde_json::from_value(value)
+        .map_err(|e| format!("Failed to convert JSON into Call protobuf: {e}"))
 }
 
 /// `validateExecutorCall` (§4.4); returns the call's type.
 fn validate(call: &Call) -> Result<call::Type, String> {
-    let kind = call.r#type.and_then(|t| call::Type::try_from(t).ok()).ok_or_else(|| "Expecting 'type' to be present".to_owned())?;
+    let kind = call
+        .r#type
+        .and_then(|t| call::Type::try_from(t).ok())
+        .ok_or_else(|| "Expecting 'type' to be present".to_owned())?;
     let (eid, fid) = (&call.executor_id.value, &call.framework_id.value);
     match kind {
-        call::Type::Subscribe if call.subscribe.is_none() => Err("Expecting 'subscribe' to be present".to_owned()),
-        call::Type::Message if call.message.is_none() => Err("Expecting 'message' to be present".to_owned()),
+        call::Type::Subscribe if call.subscribe.is_none() => {
+            Err("Expecting 'subscribe' to be present".to_owned())
+        }
+        call::Type::Message if call.message.is_none() => {
+            Err("Expecting 'message' to be present".to_owned())
+        }
         call::Type::Update => {
-            let status = &call.update.as_ref().ok_or_else(|| "Expecting 'update' to be present".to_owned())?.status;
-            let uuid = status.uuid.as_ref().ok_or_else(|| "Expecting 'uuid' to be present".to_owned())?;
+            let status = &call
+                .update
+                .as_ref()
+                .ok_or_else(|| "Expecting 'update' to be present".to_owned())?
+                .status;
+            let uuid = status
+                .uuid
+                .as_ref()
+                .ok_or_else(|| "Expecting 'uuid' to be present".to_owned())?;
             if !valid_uuid(uuid) {
                 return Err("Not a valid UUID".to_owned());
             }
             if let Some(sid) = status.executor_id.as_ref().filter(|s| &s.value != eid) {
-                return Err(format!("ExecutorID in Call: {eid} does not match ExecutorID in TaskStatus: {}", sid.value));
+                return Err(format!(
+                    "ExecutorID in Call: {eid} does not match ExecutorID in TaskStatus: {}",
+                    sid.value
+                ));
             }
             if status.source() != task_status::Source::Executor {
                 return Err(format!(
@@ -420,12 +575,20 @@ fn validate(call: &Call) -> Result<call::Type, String> {
 
 /// `validateCheckStatusInfo`.
 fn validate_check_status(check: &CheckStatusInfo) -> Result<(), String> {
-    let kind =
-        check.r#type.and_then(|t| check_info::Type::try_from(t).ok()).ok_or_else(|| "CheckStatusInfo must specify 'type'".to_owned())?;
+    let kind = check
+        .r#type
+        .and_then(|t| check_info::Type::try_from(t).ok())
+        .ok_or_else(|| "CheckStatusInfo must specify 'type'".to_owned())?;
     match kind {
-        check_info::Type::Command if check.command.is_none() => Err("Expecting 'command' to be set for COMMAND check's status".to_owned()),
-        check_info::Type::Http if check.http.is_none() => Err("Expecting 'http' to be set for HTTP check's status".to_owned()),
-        check_info::Type::Tcp if check.tcp.is_none() => Err("Expecting 'tcp' to be set for TCP check's status".to_owned()),
+        check_info::Type::Command if check.command.is_none() => {
+            Err("Expecting 'command' to be set for COMMAND check's status".to_owned())
+        }
+        check_info::Type::Http if check.http.is_none() => {
+            Err("Expecting 'http' to be set for HTTP check's status".to_owned())
+        }
+        check_info::Type::Tcp if check.tcp.is_none() => {
+            Err("Expecting 'tcp' to be set for TCP check's status".to_owned())
+        }
         check_info::Type::Unknown => Err("'UNKNOWN' is not a valid check's status type".to_owned()),
         _ => Ok(()),
     }
@@ -445,7 +608,11 @@ pub(super) fn accepts(accept: Option<&str>, media: &str) -> bool {
     let mut best: Option<(u8, f64)> = None;
     for entry in accept.split(',') {
         let mut params = entry.split(';');
-        let range = params.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let range = params
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         let specificity = if range == media {
             3
         } else if range == wildcard {
@@ -559,7 +726,8 @@ mod wire {
                 return false;
             }
         }
-        merged(&f, 5).is_none_or(|m| message_ok(&m, update_ok)) && merged(&f, 6).is_none_or(|m| message_ok(&m, |f| has(f, 2)))
+        merged(&f, 5).is_none_or(|m| message_ok(&m, update_ok))
+            && merged(&f, 6).is_none_or(|m| message_ok(&m, |f| has(f, 2)))
     }
 }
 
@@ -574,7 +742,11 @@ struct ObservedIo<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ObservedIo<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
@@ -594,11 +766,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for ObservedIo<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for ObservedIo<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
@@ -643,7 +823,10 @@ impl Body for EmuBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(stream) => match stream.rx.poll_recv(cx) {

@@ -61,6 +61,10 @@ pub enum Effect {
         spare: bool,
         /// Why, for the log line.
         why: &'static str,
+        /// An update (already in the update log) to hand to the sender only
+        /// once the signal is out: the terminal update follows the sweep of
+        /// the task's leftovers.
+        then: Option<Box<v1::TaskStatus>>,
     },
     /// The run is over.
     Exit(Outcome),

@@ -94,7 +94,7 @@ struct Runtime {
     /// The before-start chain, so a KILL can abort it.
     before_start: Option<JoinHandle<()>>,
     /// Process-tree signalling, in order, off the loop.
-    signaller: mpsc::UnboundedSender<(i32, Signal, bool, &'static str)>,
+    signaller: mpsc::UnboundedSender<SignalJob>,
     /// What the remote API's `/remote/status` shows.
     status: watch::Sender<StatusSnapshot>,
 }
@@ -107,7 +107,11 @@ pub async fn run(cfg: Config) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::Internal(format!("installing the child reaper: {e}")),
     };
-    let client = match AgentClient::new(cfg.agent.clone(), cfg.auth_token.clone(), cfg.settings.call_timeout) {
+    let client = match AgentClient::new(
+        cfg.agent.clone(),
+        cfg.auth_token.clone(),
+        cfg.settings.call_timeout,
+    ) {
         Ok(c) => c,
         Err(e) => return Outcome::Internal(e.to_string()),
     };
@@ -115,16 +119,27 @@ pub async fn run(cfg: Config) -> Outcome {
     if let Err(e) = spawn_signal_listener(inbox_tx.clone()) {
         return Outcome::Internal(format!("installing signal handlers: {e}"));
     }
-    let backoff_max = if cfg.checkpoint { cfg.subscription_backoff_max } else { Duration::from_secs(1) };
+    let backoff_max = if cfg.checkpoint {
+        cfg.subscription_backoff_max
+    } else {
+        Duration::from_secs(1)
+    };
     let (status, status_rx) = watch::channel(StatusSnapshot {
         framework_id: cfg.framework_id.clone(),
         executor_id: cfg.executor_id.clone(),
         ..StatusSnapshot::default()
     });
-    let base_env = Arc::new(launch::inherited_env(&cfg.environment.0, &cfg.settings.env_denylist));
+    let base_env = Arc::new(launch::inherited_env(
+        &cfg.environment.0,
+        &cfg.settings.env_denylist,
+    ));
     let remote = crate::remote::start(&cfg, reaper.clone(), &base_env, status_rx);
-    let subscription =
-        tokio::spawn(subscription::subscribe_loop(client.clone(), inbox_tx.clone(), backoff_max, cfg.settings.max_record_size));
+    let subscription = tokio::spawn(subscription::subscribe_loop(
+        client.clone(),
+        inbox_tx.clone(),
+        backoff_max,
+        cfg.settings.max_record_size,
+    ));
     info!(agent = %client.url(), checkpoint = cfg.checkpoint, release = crate::RELEASE, "starting; subscribing to the agent");
     let hooks = hooks::build_chain(&cfg.settings.hooks, cfg.settings.call_timeout);
     if !hooks.is_empty() {
@@ -132,7 +147,10 @@ pub async fn run(cfg: Config) -> Outcome {
     }
     let mut state = State::new(cfg.clone(), !hooks.is_empty(), Instant::now());
     let mut runtime = Runtime {
-        signaller: spawn_signaller(reaper.clone(), cfg.settings.sigterm_exclude_processes.clone()),
+        signaller: spawn_signaller(
+            reaper.clone(),
+            cfg.settings.sigterm_exclude_processes.clone(),
+        ),
         cfg,
         client,
         reaper,
@@ -164,7 +182,10 @@ pub async fn run(cfg: Config) -> Outcome {
     }
     let swept = process::kill_all_descendants();
     if swept > 0 {
-        warn!(count = swept, "killed leftover descendant processes before exit");
+        warn!(
+            count = swept,
+            "killed leftover descendant processes before exit"
+        );
     }
     outcome
 }
@@ -190,17 +211,46 @@ fn spawn_signal_listener(inbox: mpsc::Sender<Input>) -> std::io::Result<()> {
 /// Signals process trees one after another on a blocking thread: a walk of
 /// `/proc` (SIGSTOP every member until the tree stops growing, signal,
 /// SIGCONT) must neither block the owner nor interleave with another walk.
-fn spawn_signaller(reaper: Reaper, spared: Vec<String>) -> mpsc::UnboundedSender<(i32, Signal, bool, &'static str)> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(i32, Signal, bool, &'static str)>();
+/// One process-tree signal for the signaller, and what follows it.
+struct SignalJob {
+    root: i32,
+    signal: Signal,
+    spare: bool,
+    why: &'static str,
+    /// An update to hand to the (then current) sender after the signal.
+    then: Option<(mpsc::UnboundedSender<v1::TaskStatus>, v1::TaskStatus)>,
+}
+
+fn spawn_signaller(reaper: Reaper, spared: Vec<String>) -> mpsc::UnboundedSender<SignalJob> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<SignalJob>();
     tokio::spawn(async move {
-        while let Some((root, signal, spare, why)) = rx.recv().await {
+        while let Some(SignalJob {
+            root,
+            signal,
+            spare,
+            why,
+            then,
+        }) = rx.recv().await
+        {
             let reaper = reaper.clone();
             let spared = if spare { spared.clone() } else { Vec::new() };
-            let walk = tokio::task::spawn_blocking(move || process::signal_task_tree(root, &reaper.auxiliary_pids(), signal, &spared));
+            let walk = tokio::task::spawn_blocking(move || {
+                process::signal_task_tree(root, &reaper.auxiliary_pids(), signal, &spared)
+            });
             match walk.await {
-                Ok(pids) if pids.is_empty() => tracing::debug!(root, signal = signal.as_str(), why, "no process of the task to signal"),
-                Ok(pids) => info!(root, signal = signal.as_str(), why, processes = ?pids, "signalled the task's process tree"),
+                Ok(pids) if pids.is_empty() => tracing::debug!(
+                    root,
+                    signal = signal.as_str(),
+                    why,
+                    "no process of the task to signal"
+                ),
+                Ok(pids) => {
+                    info!(root, signal = signal.as_str(), why, processes = ?pids, "signalled the task's process tree")
+                }
                 Err(e) => warn!(root, cause = %e, "signalling the task's process tree failed"),
+            }
+            if let Some((queue, status)) = then {
+                let _ = queue.send(status);
             }
         }
     });
@@ -211,7 +261,10 @@ impl Runtime {
     /// Steps `state` with `input` and carries out the effects in order.
     /// Returns the outcome once the run is over.
     fn apply(&mut self, state: &mut State, input: Input) -> Option<Outcome> {
-        state.step(input, Instant::now()).into_iter().find_map(|effect| self.carry_out(effect))
+        state
+            .step(input, Instant::now())
+            .into_iter()
+            .find_map(|effect| self.carry_out(effect))
     }
 
     fn carry_out(&mut self, effect: Effect) -> Option<Outcome> {
@@ -255,12 +308,37 @@ impl Runtime {
             Effect::Spawn(spec) => self.spawn_task(*spec),
             Effect::StartChecks { armed, spec } => {
                 let LaunchSpec { env, cwd, .. } = *spec;
-                let ctx = health::TaskContext { env, cwd, reaper: self.reaper.clone() };
-                self.checkers = health::Checkers::spawn(armed, &ctx, &self.inbox, Input::HealthProbe, Input::CheckProbe);
+                let ctx = health::TaskContext {
+                    env,
+                    cwd,
+                    reaper: self.reaper.clone(),
+                };
+                self.checkers = health::Checkers::spawn(
+                    armed,
+                    &ctx,
+                    &self.inbox,
+                    Input::HealthProbe,
+                    Input::CheckProbe,
+                );
             }
             Effect::StopChecks => self.checkers = health::Checkers::default(),
-            Effect::SignalTree { root, signal, spare, why } => {
-                let _ = self.signaller.send((root, signal, spare, why));
+            Effect::SignalTree {
+                root,
+                signal,
+                spare,
+                why,
+                then,
+            } => {
+                // Without a sender the update travels in the next SUBSCRIBE.
+                let then = then
+                    .and_then(|status| self.sender.as_ref().map(|s| (s.queue.clone(), *status)));
+                let _ = self.signaller.send(SignalJob {
+                    root,
+                    signal,
+                    spare,
+                    why,
+                    then,
+                });
             }
             Effect::Exit(outcome) => return Some(outcome),
         }
@@ -275,11 +353,22 @@ impl Runtime {
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
             let fork = tokio::task::spawn_blocking(move || {
-                let user = process::resolve_user(spec.user.as_deref())
-                    .map_err(|e| Input::SpawnFailed { message: format!("Cannot launch task: {e}"), reason: Some(Reason::TaskInvalid) })?;
+                let user = process::resolve_user(spec.user.as_deref()).map_err(|e| {
+                    Input::SpawnFailed {
+                        message: format!("Cannot launch task: {e}"),
+                        reason: Some(Reason::TaskInvalid),
+                    }
+                })?;
                 reaper.spawn_task(&spec, user).map_err(|cause| {
-                    let e = process::SpawnError::Exec { command: spec.program.display(), cwd: spec.cwd.display().to_string(), cause };
-                    Input::SpawnFailed { message: format!("Cannot launch task: {e}"), reason: None }
+                    let e = process::SpawnError::Exec {
+                        command: spec.program.display(),
+                        cwd: spec.cwd.display().to_string(),
+                        cause,
+                    };
+                    Input::SpawnFailed {
+                        message: format!("Cannot launch task: {e}"),
+                        reason: None,
+                    }
                 })
             });
             let answer = match fork.await {
@@ -292,7 +381,10 @@ impl Runtime {
                     Input::TaskSpawned(i32::try_from(pid).unwrap_or(i32::MAX))
                 }
                 Ok(Err(failed)) => failed,
-                Err(e) => Input::SpawnFailed { message: format!("Cannot launch task: the spawning thread failed: {e}"), reason: None },
+                Err(e) => Input::SpawnFailed {
+                    message: format!("Cannot launch task: the spawning thread failed: {e}"),
+                    reason: None,
+                },
             };
             let _ = inbox.send(answer).await;
         });
@@ -300,13 +392,22 @@ impl Runtime {
 
     /// Runs a chain off the loop; its result comes back as `Input::HookDone`.
     fn spawn_chain(&self, call: effect::HookCall) -> JoinHandle<()> {
-        let effect::HookCall { event, task, agent, budget } = call;
+        let effect::HookCall {
+            event,
+            task,
+            agent,
+            budget,
+        } = call;
         let ctx = HookContext {
             event,
             task,
             framework_id: self.cfg.framework_id.clone(),
             executor_id: self.cfg.executor_id.clone(),
-            agent_id: agent.as_ref().and_then(|a| a.id.as_ref()).map(|i| i.value.clone()).or_else(|| self.cfg.agent_id.clone()),
+            agent_id: agent
+                .as_ref()
+                .and_then(|a| a.id.as_ref())
+                .map(|i| i.value.clone())
+                .or_else(|| self.cfg.agent_id.clone()),
             agent_hostname: agent.map(|a| a.hostname),
             sandbox: self.cfg.sandbox.clone(),
             base_env: self.base_env.clone(),
@@ -334,9 +435,17 @@ impl Runtime {
         let task_state = task_state.map(|s| s.as_str_name());
         let healthy = state.healthy();
         self.status.send_if_modified(|s| {
-            let changed = s.task_id.as_deref() != task_id || s.state.as_deref() != task_state || s.pid != pid || s.healthy != healthy;
+            let changed = s.task_id.as_deref() != task_id
+                || s.state.as_deref() != task_state
+                || s.pid != pid
+                || s.healthy != healthy;
             if changed {
-                (s.task_id, s.state, s.pid, s.healthy) = (task_id.map(str::to_owned), task_state.map(str::to_owned), pid, healthy);
+                (s.task_id, s.state, s.pid, s.healthy) = (
+                    task_id.map(str::to_owned),
+                    task_state.map(str::to_owned),
+                    pid,
+                    healthy,
+                );
             }
             changed
         });

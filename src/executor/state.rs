@@ -87,18 +87,35 @@ pub(super) enum Task {
     /// No task launched yet.
     Idle,
     /// LAUNCH received; before-start hooks run; no process yet.
-    Launching { info: Arc<v1::TaskInfo>, spec: Box<LaunchSpec> },
+    Launching {
+        info: Arc<v1::TaskInfo>,
+        spec: Box<LaunchSpec>,
+    },
     /// The fork is under way (between `Effect::Spawn` and its answer).
-    Spawning { info: Arc<v1::TaskInfo>, spec: Box<LaunchSpec> },
+    Spawning {
+        info: Arc<v1::TaskInfo>,
+        spec: Box<LaunchSpec>,
+    },
     /// The root process runs.
-    Running { info: Arc<v1::TaskInfo>, pid: i32, max_completion: Option<Instant> },
+    Running {
+        info: Arc<v1::TaskInfo>,
+        pid: i32,
+        max_completion: Option<Instant>,
+    },
     /// Being killed; SIGKILL at `deadline`.
     Killing(Box<Kill>),
     /// The root exited by itself; before-terminate hooks run before the
     /// leftovers are killed and the terminal update is sent.
-    Draining { info: Arc<v1::TaskInfo>, pid: i32, outcome: ExitOutcome },
+    Draining {
+        info: Arc<v1::TaskInfo>,
+        pid: i32,
+        outcome: ExitOutcome,
+    },
     /// The terminal update was recorded.
-    Terminal { task_id: v1::TaskId, state: TaskState },
+    Terminal {
+        task_id: v1::TaskId,
+        state: TaskState,
+    },
 }
 
 /// A kill in progress.
@@ -170,12 +187,22 @@ impl State {
         Self {
             cfg,
             hooks_configured,
-            link: Link::Registering { deadline, in_subscribe: Vec::new() },
+            link: Link::Registering {
+                deadline,
+                in_subscribe: Vec::new(),
+            },
             agent: None,
             log: UpdateLog::default(),
             task: Task::Idle,
             // With no hooks there is nothing to run before terminating.
-            ending: Ending { before_terminate: if hooks_configured { Stage::Pending } else { Stage::Done }, ..Ending::default() },
+            ending: Ending {
+                before_terminate: if hooks_configured {
+                    Stage::Pending
+                } else {
+                    Stage::Done
+                },
+                ..Ending::default()
+            },
             killed_unknown: Vec::new(),
             checks: health::Checks::default(),
             effects: Vec::new(),
@@ -186,7 +213,9 @@ impl State {
     /// acknowledgement wait.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let link = match self.link {
-            Link::Registering { deadline, .. } | Link::Reconnecting { deadline, .. } => Some(deadline),
+            Link::Registering { deadline, .. } | Link::Reconnecting { deadline, .. } => {
+                Some(deadline)
+            }
             Link::Subscribed | Link::Gone => None,
         };
         let task = match &self.task {
@@ -198,18 +227,37 @@ impl State {
             },
             _ => None,
         };
-        [link, task, self.ending.ack_deadline].into_iter().flatten().min()
+        [link, task, self.ending.ack_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The task's part of the status snapshot: id, state, root pid.
     pub(crate) fn task_view(&self) -> (Option<&str>, Option<TaskState>, Option<i32>) {
         match &self.task {
             Task::Idle => (None, None, None),
-            Task::Launching { info, .. } | Task::Spawning { info, .. } => (Some(&info.task_id.value), Some(TaskState::TaskStarting), None),
-            Task::Running { info, pid, .. } => (Some(&info.task_id.value), Some(TaskState::TaskRunning), Some(*pid)),
-            Task::Killing(k) => (Some(&k.info.task_id.value), Some(TaskState::TaskKilling), k.exited.is_none().then_some(k.pid)),
+            Task::Launching { info, .. } | Task::Spawning { info, .. } => (
+                Some(&info.task_id.value),
+                Some(TaskState::TaskStarting),
+                None,
+            ),
+            Task::Running { info, pid, .. } => (
+                Some(&info.task_id.value),
+                Some(TaskState::TaskRunning),
+                Some(*pid),
+            ),
+            Task::Killing(k) => (
+                Some(&k.info.task_id.value),
+                Some(TaskState::TaskKilling),
+                k.exited.is_none().then_some(k.pid),
+            ),
             // The root has exited; the terminal update follows the hooks.
-            Task::Draining { info, .. } => (Some(&info.task_id.value), Some(TaskState::TaskRunning), None),
+            Task::Draining { info, .. } => (
+                Some(&info.task_id.value),
+                Some(TaskState::TaskRunning),
+                None,
+            ),
             Task::Terminal { task_id, state } => (Some(&task_id.value), Some(*state), None),
         }
     }
@@ -222,9 +270,10 @@ impl State {
     /// The task's info while it is the executor's.
     pub(super) fn task_info(&self) -> Option<&Arc<v1::TaskInfo>> {
         match &self.task {
-            Task::Launching { info, .. } | Task::Spawning { info, .. } | Task::Running { info, .. } | Task::Draining { info, .. } => {
-                Some(info)
-            }
+            Task::Launching { info, .. }
+            | Task::Spawning { info, .. }
+            | Task::Running { info, .. }
+            | Task::Draining { info, .. } => Some(info),
             Task::Killing(k) => Some(&k.info),
             Task::Idle | Task::Terminal { .. } => None,
         }

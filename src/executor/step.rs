@@ -50,7 +50,9 @@ impl State {
             Input::SubscribeRequest(reply) => self.on_subscribe_request(reply),
             Input::StreamOpened => debug!("SUBSCRIBE accepted; event stream open"),
             Input::SubscribeFailed(error) => match self.link {
-                Link::Registering { .. } | Link::Reconnecting { .. } => warn!(cause = %error, "SUBSCRIBE failed; will retry"),
+                Link::Registering { .. } | Link::Reconnecting { .. } => {
+                    warn!(cause = %error, "SUBSCRIBE failed; will retry")
+                }
                 Link::Subscribed | Link::Gone => debug!(cause = %error, "SUBSCRIBE failed"),
             },
             Input::Agent(event) => self.on_event(*event, now),
@@ -71,9 +73,14 @@ impl State {
         }
     }
 
-    fn on_subscribe_request(&mut self, reply: tokio::sync::oneshot::Sender<Option<crate::proto::executor::Call>>) {
+    fn on_subscribe_request(
+        &mut self,
+        reply: tokio::sync::oneshot::Sender<Option<crate::proto::executor::Call>>,
+    ) {
         let in_flight = match &mut self.link {
-            Link::Registering { in_subscribe, .. } | Link::Reconnecting { in_subscribe, .. } => in_subscribe,
+            Link::Registering { in_subscribe, .. } | Link::Reconnecting { in_subscribe, .. } => {
+                in_subscribe
+            }
             Link::Gone => {
                 self.effects.push(Effect::Subscribe { reply, call: None });
                 return;
@@ -81,20 +88,37 @@ impl State {
             // A stream that ended always reports Disconnected before the
             // loop asks again; answer all the same.
             Link::Subscribed => {
-                let call = self.log.subscribe_call(&self.cfg.framework_id, &self.cfg.executor_id);
-                self.effects.push(Effect::Subscribe { reply, call: Some(call) });
+                let call = self
+                    .log
+                    .subscribe_call(&self.cfg.framework_id, &self.cfg.executor_id);
+                self.effects.push(Effect::Subscribe {
+                    reply,
+                    call: Some(call),
+                });
                 return;
             }
         };
-        let call = self.log.subscribe_call(&self.cfg.framework_id, &self.cfg.executor_id);
+        let call = self
+            .log
+            .subscribe_call(&self.cfg.framework_id, &self.cfg.executor_id);
         let sub = call.subscribe.as_ref();
-        *in_flight = sub.map(|s| s.unacknowledged_updates.iter().filter_map(|u| u.status.uuid.clone()).collect()).unwrap_or_default();
+        *in_flight = sub
+            .map(|s| {
+                s.unacknowledged_updates
+                    .iter()
+                    .filter_map(|u| u.status.uuid.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         debug!(
             unacknowledged_tasks = sub.map_or(0, |s| s.unacknowledged_tasks.len()),
             unacknowledged_updates = in_flight.len(),
             "sending SUBSCRIBE"
         );
-        self.effects.push(Effect::Subscribe { reply, call: Some(call) });
+        self.effects.push(Effect::Subscribe {
+            reply,
+            call: Some(call),
+        });
     }
 
     /// Starts the once-only before-terminate chain when the executor is about
@@ -104,7 +128,9 @@ impl State {
         let ending = self.ending.cause.is_some() || matches!(self.task, Task::Terminal { .. });
         if idle && ending && self.ending.before_terminate == Stage::Pending {
             let budget = match self.ending.cause {
-                Some(EndCause::Shutdown { deadline }) => Some(hooks::terminate_budget(deadline.saturating_duration_since(now))),
+                Some(EndCause::Shutdown { deadline }) => Some(hooks::terminate_budget(
+                    deadline.saturating_duration_since(now),
+                )),
                 _ => None,
             };
             self.run_before_terminate(None, budget);
@@ -119,7 +145,11 @@ impl State {
         }
         match self.ending.cause {
             Some(EndCause::AgentLost) => return Some(Outcome::AgentLost),
-            Some(EndCause::Shutdown { .. } | EndCause::Signal) if matches!(self.task, Task::Idle) => return Some(Outcome::Completed),
+            Some(EndCause::Shutdown { .. } | EndCause::Signal)
+                if matches!(self.task, Task::Idle) =>
+            {
+                return Some(Outcome::Completed)
+            }
             _ => {}
         }
         if !matches!(self.task, Task::Terminal { .. }) {
@@ -136,7 +166,10 @@ impl State {
             // The agent destroys the container at the end of the shutdown
             // grace anyway; leave once our updates are at least accepted.
             Some(EndCause::Shutdown { .. }) if unaccepted == 0 => {
-                warn!(pending = self.log.pending().len(), "shutdown budget over; exiting with updates accepted but not acknowledged");
+                warn!(
+                    pending = self.log.pending().len(),
+                    "shutdown budget over; exiting with updates accepted but not acknowledged"
+                );
                 Some(Outcome::Completed)
             }
             _ => {
@@ -165,11 +198,17 @@ impl State {
             _ => {}
         }
         match &self.task {
-            Task::Running { max_completion: Some(at), info, .. } if *at <= now => {
+            Task::Running {
+                max_completion: Some(at),
+                info,
+                ..
+            } if *at <= now => {
                 warn!(task_id = %info.task_id.value, "max completion time reached; killing the task");
                 self.start_kill(KillCause::MaxCompletionTime, Duration::ZERO, None, now);
             }
-            Task::Killing(k) if k.deadline <= now && k.phase != KillPhase::Escalated => self.escalate(),
+            Task::Killing(k) if k.deadline <= now && k.phase != KillPhase::Escalated => {
+                self.escalate()
+            }
             Task::Killing(k) if matches!(k.phase, KillPhase::Hooks { until } if until <= now) => {
                 warn!("before-terminate hooks still running at the end of their budget; signalling the task anyway");
                 self.send_sigterm();
@@ -179,7 +218,9 @@ impl State {
     }
 
     fn on_event(&mut self, event: Event, now: Instant) {
-        let kind = event.r#type.map_or(Ok(event::Type::Unknown), event::Type::try_from);
+        let kind = event
+            .r#type
+            .map_or(Ok(event::Type::Unknown), event::Type::try_from);
         match kind {
             Ok(event::Type::Subscribed) => match event.subscribed {
                 Some(s) => self.on_subscribed(s),
@@ -190,7 +231,10 @@ impl State {
                 None => error!("LAUNCH event without its payload; ignored"),
             },
             Ok(event::Type::LaunchGroup) => {
-                let tasks = event.launch_group.map(|g| g.task_group.tasks).unwrap_or_default();
+                let tasks = event
+                    .launch_group
+                    .map(|g| g.task_group.tasks)
+                    .unwrap_or_default();
                 for task in tasks {
                     self.log.add_task(task.clone());
                     self.fail_task(
@@ -210,20 +254,27 @@ impl State {
                     Acked::Update(status) => {
                         debug!(task_id = %a.task_id.value, state = status.state().as_str_name(), uuid = %updates::uuid_text(&status), "update acknowledged");
                     }
-                    Acked::Unknown => debug!(task_id = %a.task_id.value, "acknowledgement for an unknown uuid; ignored"),
+                    Acked::Unknown => {
+                        debug!(task_id = %a.task_id.value, "acknowledgement for an unknown uuid; ignored")
+                    }
                 },
                 None => error!("ACKNOWLEDGED event without its payload; ignored"),
             },
             Ok(event::Type::Message) => {
                 let len = event.message.map_or(0, |m| m.data.len());
-                info!(bytes = len, "framework message received (no handler; ignored)");
+                info!(
+                    bytes = len,
+                    "framework message received (no handler; ignored)"
+                );
             }
             Ok(event::Type::Error) => {
                 error!(detail = %event.error.map(|e| e.message).unwrap_or_default(), "agent sent ERROR");
             }
             Ok(event::Type::Shutdown) => self.on_shutdown(now),
             Ok(event::Type::Heartbeat) => debug!("agent heartbeat"),
-            Ok(event::Type::Unknown) | Err(_) => warn!(r#type = ?event.r#type, "ignoring an event of unknown type"),
+            Ok(event::Type::Unknown) | Err(_) => {
+                warn!(r#type = ?event.r#type, "ignoring an event of unknown type")
+            }
         }
     }
 
@@ -234,9 +285,15 @@ impl State {
             agent = %s.agent_info.hostname,
             "subscribed to the agent"
         );
-        self.agent = Some(AgentSession { framework: s.framework_info, executor: s.executor_info, agent: s.agent_info });
+        self.agent = Some(AgentSession {
+            framework: s.framework_info,
+            executor: s.executor_info,
+            agent: s.agent_info,
+        });
         let in_subscribe = match std::mem::replace(&mut self.link, Link::Subscribed) {
-            Link::Registering { in_subscribe, .. } | Link::Reconnecting { in_subscribe, .. } => in_subscribe,
+            Link::Registering { in_subscribe, .. } | Link::Reconnecting { in_subscribe, .. } => {
+                in_subscribe
+            }
             Link::Subscribed | Link::Gone => Vec::new(),
         };
         // Updates recorded after the SUBSCRIBE body was built still need sending.
@@ -244,7 +301,11 @@ impl State {
             .log
             .pending()
             .iter()
-            .filter(|status| !in_subscribe.iter().any(|u| Some(u.as_slice()) == status.uuid.as_deref()))
+            .filter(|status| {
+                !in_subscribe
+                    .iter()
+                    .any(|u| Some(u.as_slice()) == status.uuid.as_deref())
+            })
             .cloned()
             .collect();
         self.effects.push(Effect::StartSender { resend });
@@ -255,7 +316,10 @@ impl State {
         match self.link {
             Link::Subscribed if self.cfg.checkpoint => {
                 warn!(cause = %reason, recovery_timeout = ?self.cfg.recovery_timeout, "disconnected from the agent; reconnecting");
-                self.link = Link::Reconnecting { deadline: deadline_after(now, self.cfg.recovery_timeout), in_subscribe: Vec::new() };
+                self.link = Link::Reconnecting {
+                    deadline: deadline_after(now, self.cfg.recovery_timeout),
+                    in_subscribe: Vec::new(),
+                };
             }
             Link::Subscribed => {
                 error!(cause = %reason, "disconnected from the agent and MESOS_CHECKPOINT is off; killing the task and exiting");
@@ -284,7 +348,10 @@ impl State {
             self.start_kill(KillCause::ExecutorSignal, Duration::ZERO, None, now);
             return;
         }
-        info!(signal = name, "executor signalled; killing the task gracefully");
+        info!(
+            signal = name,
+            "executor signalled; killing the task gracefully"
+        );
         if self.ending.cause.is_none() {
             self.ending.cause = Some(EndCause::Signal);
         }
@@ -301,14 +368,19 @@ impl State {
         let budget = deadline.saturating_duration_since(now);
         let ack_by = deadline - (budget / 10).min(Duration::from_millis(500));
         self.ending.ack_deadline = Some(self.ending.ack_deadline.map_or(ack_by, |d| d.min(ack_by)));
-        let grace = termination::shutdown_grace(self.task_grace(None), self.cfg.shutdown_grace_period);
+        let grace =
+            termination::shutdown_grace(self.task_grace(None), self.cfg.shutdown_grace_period);
         self.start_kill(KillCause::Shutdown, grace, None, now);
     }
 
     /// The task's kill grace with an optional per-KILL override.
     fn task_grace(&self, kill_override: Option<&v1::KillPolicy>) -> Duration {
         let task_policy = self.task_info().and_then(|info| info.kill_policy.as_ref());
-        termination::kill_grace(kill_override, task_policy, self.cfg.settings.kill_grace_period)
+        termination::kill_grace(
+            kill_override,
+            task_policy,
+            self.cfg.settings.kill_grace_period,
+        )
     }
 
     fn on_launch(&mut self, task: v1::TaskInfo, now: Instant) {
@@ -330,14 +402,29 @@ impl State {
             self.fail_task(&task_id, "the executor is shutting down".into(), None, now);
             return;
         }
-        self.send_update(updates::new_status(&task_id, TaskState::TaskStarting, &self.cfg.executor_id));
-        let executor_info = task.executor.as_ref().or(self.agent.as_ref().map(|a| &a.executor));
-        let ctx =
-            LaunchContext { executor_env: &self.cfg.environment.0, denylist: &self.cfg.settings.env_denylist, sandbox: &self.cfg.sandbox };
+        self.send_update(updates::new_status(
+            &task_id,
+            TaskState::TaskStarting,
+            &self.cfg.executor_id,
+        ));
+        let executor_info = task
+            .executor
+            .as_ref()
+            .or(self.agent.as_ref().map(|a| &a.executor));
+        let ctx = LaunchContext {
+            executor_env: &self.cfg.environment.0,
+            denylist: &self.cfg.settings.env_denylist,
+            sandbox: &self.cfg.sandbox,
+        };
         let spec = match launch::launch_spec(&task, executor_info, ctx) {
             Ok(spec) => Box::new(spec),
             Err(e) => {
-                self.fail_task(&task_id, format!("Cannot launch task: {e}"), Some(Reason::TaskInvalid), now);
+                self.fail_task(
+                    &task_id,
+                    format!("Cannot launch task: {e}"),
+                    Some(Reason::TaskInvalid),
+                    now,
+                );
                 return;
             }
         };
@@ -352,7 +439,12 @@ impl State {
     }
 
     /// Asks the loop to start the task's process with the hooks' additions.
-    fn spawn(&mut self, info: Arc<v1::TaskInfo>, mut spec: Box<LaunchSpec>, added_env: Vec<(String, String)>) {
+    fn spawn(
+        &mut self,
+        info: Arc<v1::TaskInfo>,
+        mut spec: Box<LaunchSpec>,
+        added_env: Vec<(String, String)>,
+    ) {
         spec.env.extend(added_env);
         self.effects.push(Effect::Spawn(spec.clone()));
         self.task = Task::Spawning { info, spec };
@@ -362,13 +454,28 @@ impl State {
         if !matches!(self.task, Task::Spawning { .. }) {
             // Killed (and reported) while the fork was under way: the
             // process must not run, and nothing else tracks it.
-            warn!(pid, "the task was killed while it was being started; killing its process");
-            self.effects.push(Effect::SignalTree { root: pid, signal: Signal::SIGKILL, spare: false, why: "untracked process" });
+            warn!(
+                pid,
+                "the task was killed while it was being started; killing its process"
+            );
+            self.effects.push(Effect::SignalTree {
+                root: pid,
+                signal: Signal::SIGKILL,
+                spare: false,
+                why: "untracked process",
+                then: None,
+            });
             return;
         }
-        let Task::Spawning { info, spec } = std::mem::replace(&mut self.task, Task::Idle) else { return };
+        let Task::Spawning { info, spec } = std::mem::replace(&mut self.task, Task::Idle) else {
+            return;
+        };
         info!(task_id = %info.task_id.value, pid, source = ?spec.source, command = %spec.program.display(), "task started");
-        self.send_update(updates::new_status(&info.task_id, TaskState::TaskRunning, &self.cfg.executor_id));
+        self.send_update(updates::new_status(
+            &info.task_id,
+            TaskState::TaskRunning,
+            &self.cfg.executor_id,
+        ));
         let armed = self.checks.arm(&info, now);
         if !armed.is_empty() {
             self.effects.push(Effect::StartChecks { armed, spec });
@@ -379,7 +486,11 @@ impl State {
             .and_then(|d| u64::try_from(d.nanoseconds).ok())
             .filter(|n| *n > 0)
             .map(|n| deadline_after(now, Duration::from_nanos(n)));
-        self.task = Task::Running { info: info.clone(), pid, max_completion };
+        self.task = Task::Running {
+            info: info.clone(),
+            pid,
+            max_completion,
+        };
         if self.hooks_configured {
             self.run_hooks(HookEvent::AfterStart, Some(info), None);
         }
@@ -389,12 +500,20 @@ impl State {
         if !matches!(self.task, Task::Spawning { .. }) {
             return;
         }
-        let Task::Spawning { info, .. } = std::mem::replace(&mut self.task, Task::Idle) else { return };
+        let Task::Spawning { info, .. } = std::mem::replace(&mut self.task, Task::Idle) else {
+            return;
+        };
         self.fail_task(&info.task_id, message, reason, now);
     }
 
     /// Records a terminal TASK_FAILED for a task that never ran.
-    fn fail_task(&mut self, task_id: &v1::TaskId, message: String, reason: Option<Reason>, now: Instant) {
+    fn fail_task(
+        &mut self,
+        task_id: &v1::TaskId,
+        message: String,
+        reason: Option<Reason>,
+        now: Instant,
+    ) {
         error!(task_id = %task_id.value, detail = %message, "task failed before starting");
         self.end_without_process(task_id, TaskState::TaskFailed, message, reason, now);
     }
@@ -402,25 +521,43 @@ impl State {
     /// Sends the terminal update of a task that has no process, and ends the
     /// executor's task with it unless another task is already the executor's
     /// (a refused second LAUNCH).
-    fn end_without_process(&mut self, task_id: &v1::TaskId, state: TaskState, message: String, reason: Option<Reason>, now: Instant) {
+    fn end_without_process(
+        &mut self,
+        task_id: &v1::TaskId,
+        state: TaskState,
+        message: String,
+        reason: Option<Reason>,
+        now: Instant,
+    ) {
         let mut status = updates::new_status(task_id, state, &self.cfg.executor_id);
         status.message = Some(message);
         status.reason = reason.map(|r| r as i32);
         self.send_update(status);
         if matches!(self.task, Task::Idle) {
-            self.task = Task::Terminal { task_id: task_id.clone(), state };
+            self.task = Task::Terminal {
+                task_id: task_id.clone(),
+                state,
+            };
             self.arm_ack_deadline(now);
         }
     }
 
-    fn on_kill(&mut self, task_id: &v1::TaskId, kill_policy: Option<&v1::KillPolicy>, now: Instant) {
+    fn on_kill(
+        &mut self,
+        task_id: &v1::TaskId,
+        kill_policy: Option<&v1::KillPolicy>,
+        now: Instant,
+    ) {
         if let Task::Terminal { task_id: t, state } = &self.task {
             if t == task_id {
                 debug!(task_id = %task_id.value, state = state.as_str_name(), "KILL for a task that already ended; ignored");
                 return;
             }
         }
-        if self.task_info().is_some_and(|info| info.task_id == *task_id) {
+        if self
+            .task_info()
+            .is_some_and(|info| info.task_id == *task_id)
+        {
             let grace = self.task_grace(kill_policy);
             info!(task_id = %task_id.value, ?grace, "KILL received");
             self.start_kill(KillCause::Kill, grace, None, now);
@@ -445,36 +582,69 @@ impl State {
     /// Starts, or shortens, the graceful kill of the task: TASK_KILLING when
     /// the framework wants it, then the before-terminate hooks (inside the
     /// grace budget), then SIGTERM to the tree, and SIGKILL at the deadline.
-    fn start_kill(&mut self, cause: KillCause, grace: Duration, detail: Option<String>, now: Instant) {
+    fn start_kill(
+        &mut self,
+        cause: KillCause,
+        grace: Duration,
+        detail: Option<String>,
+        now: Instant,
+    ) {
         match std::mem::replace(&mut self.task, Task::Idle) {
             Task::Launching { info, .. } | Task::Spawning { info, .. } => {
                 // Nothing runs yet: stop the before-start chain and report.
                 self.effects.push(Effect::CancelBeforeStart);
                 info!(task_id = %info.task_id.value, ?cause, "killed before its process started");
                 let message = detail.unwrap_or_else(|| "Task killed before it started".into());
-                self.end_without_process(&info.task_id, terminal_state_before_start(cause), message, None, now);
+                self.end_without_process(
+                    &info.task_id,
+                    terminal_state_before_start(cause),
+                    message,
+                    None,
+                    now,
+                );
             }
             Task::Running { info, pid, .. } => {
                 // As Mesos pauses its checkers: no check runs or reports while killing.
                 self.stop_checks();
                 if termination::send_killing(self.agent.as_ref().map(|a| &a.framework), cause) {
-                    self.send_update(updates::new_status(&info.task_id, TaskState::TaskKilling, &self.cfg.executor_id));
+                    self.send_update(updates::new_status(
+                        &info.task_id,
+                        TaskState::TaskKilling,
+                        &self.cfg.executor_id,
+                    ));
                 }
                 let deadline = deadline_after(now, grace);
                 let hooks_pending = self.ending.before_terminate == Stage::Pending;
                 let budget = hooks::terminate_budget(grace);
                 let phase = if hooks_pending && !budget.is_zero() {
-                    KillPhase::Hooks { until: deadline_after(now, budget) }
+                    KillPhase::Hooks {
+                        until: deadline_after(now, budget),
+                    }
                 } else {
                     KillPhase::Terminated
                 };
                 info!(task_id = %info.task_id.value, ?cause, ?grace, "killing the task");
-                self.task =
-                    Task::Killing(Box::new(Kill { info: info.clone(), pid, cause, detail, started: now, deadline, phase, exited: None }));
+                self.task = Task::Killing(Box::new(Kill {
+                    info: info.clone(),
+                    pid,
+                    cause,
+                    detail,
+                    started: now,
+                    deadline,
+                    phase,
+                    exited: None,
+                }));
                 if hooks_pending {
                     // With no budget (a zero grace) the hooks still run, but
                     // concurrently with the kill.
-                    self.run_before_terminate(Some(info), Some(if budget.is_zero() { self.cfg.settings.hooks.timeout } else { budget }));
+                    self.run_before_terminate(
+                        Some(info),
+                        Some(if budget.is_zero() {
+                            self.cfg.settings.hooks.timeout
+                        } else {
+                            budget
+                        }),
+                    );
                 }
                 if phase == KillPhase::Terminated {
                     self.send_sigterm();
@@ -493,21 +663,37 @@ impl State {
 
     /// SIGTERM to the task's tree (after the before-terminate hooks).
     fn send_sigterm(&mut self) {
-        let Task::Killing(k) = &mut self.task else { return };
+        let Task::Killing(k) = &mut self.task else {
+            return;
+        };
         if k.phase != KillPhase::Escalated {
             k.phase = KillPhase::Terminated;
         }
         if k.exited.is_none() {
-            self.effects.push(Effect::SignalTree { root: k.pid, signal: Signal::SIGTERM, spare: true, why: "graceful kill" });
+            self.effects.push(Effect::SignalTree {
+                root: k.pid,
+                signal: Signal::SIGTERM,
+                spare: true,
+                why: "graceful kill",
+                then: None,
+            });
         }
     }
 
     /// SIGKILL to the task's tree at the end of the grace period.
     fn escalate(&mut self) {
-        let Task::Killing(k) = &mut self.task else { return };
+        let Task::Killing(k) = &mut self.task else {
+            return;
+        };
         k.phase = KillPhase::Escalated;
         warn!(task_id = %k.info.task_id.value, "grace period over; sending SIGKILL to the task's process tree");
-        self.effects.push(Effect::SignalTree { root: k.pid, signal: Signal::SIGKILL, spare: false, why: "grace period over" });
+        self.effects.push(Effect::SignalTree {
+            root: k.pid,
+            signal: Signal::SIGKILL,
+            spare: false,
+            why: "grace period over",
+            then: None,
+        });
     }
 
     fn on_task_exit(&mut self, outcome: ExitOutcome, now: Instant) {
@@ -545,7 +731,6 @@ impl State {
         detail: Option<String>,
         now: Instant,
     ) {
-        self.effects.push(Effect::SignalTree { root: pid, signal: Signal::SIGKILL, spare: false, why: "leftovers of the task" });
         let terminal = termination::terminal(outcome, cause);
         let message = match detail {
             Some(d) => format!("{d} ({})", terminal.message),
@@ -559,17 +744,39 @@ impl State {
             status.healthy = Some(false);
         }
         updates::add_labels(&mut status, outcome.labels());
-        self.send_update(status);
-        self.task = Task::Terminal { task_id: info.task_id.clone(), state: terminal.state };
+        // Whatever the root left behind is killed first; the terminal update
+        // goes to the agent once that signal is out.
+        let status = self.record_update(status);
+        self.effects.push(Effect::SignalTree {
+            root: pid,
+            signal: Signal::SIGKILL,
+            spare: false,
+            why: "leftovers of the task",
+            then: Some(Box::new(status)),
+        });
+        self.task = Task::Terminal {
+            task_id: info.task_id.clone(),
+            state: terminal.state,
+        };
         self.arm_ack_deadline(now);
         if self.ending.cause == Some(EndCause::AgentLost) {
             warn!("the agent is gone; the terminal update cannot be delivered");
         }
     }
 
-    fn run_hooks(&mut self, event: HookEvent, task: Option<Arc<v1::TaskInfo>>, budget: Option<Duration>) {
+    fn run_hooks(
+        &mut self,
+        event: HookEvent,
+        task: Option<Arc<v1::TaskInfo>>,
+        budget: Option<Duration>,
+    ) {
         let agent = self.agent.as_ref().map(|a| a.agent.clone());
-        self.effects.push(Effect::RunHooks(HookCall { event, task, agent, budget }));
+        self.effects.push(Effect::RunHooks(HookCall {
+            event,
+            task,
+            agent,
+            budget,
+        }));
     }
 
     fn run_before_terminate(&mut self, task: Option<Arc<v1::TaskInfo>>, budget: Option<Duration>) {
@@ -584,19 +791,32 @@ impl State {
                     // Killed while the chain ran: already reported.
                     return;
                 }
-                let Task::Launching { info, spec } = std::mem::replace(&mut self.task, Task::Idle) else { return };
+                let Task::Launching { info, spec } = std::mem::replace(&mut self.task, Task::Idle)
+                else {
+                    return;
+                };
                 match result {
                     ChainResult::Ok { env } => self.spawn(info, spec, env),
                     ChainResult::Failed { hook, reason } => {
-                        let why = matches!(reason, hooks::HookError::Policy(_)).then_some(Reason::TaskUnauthorized);
-                        self.fail_task(&info.task_id, format!("before-start hook `{hook}` refused the launch: {reason}"), why, now);
+                        let why = matches!(reason, hooks::HookError::Policy(_))
+                            .then_some(Reason::TaskUnauthorized);
+                        self.fail_task(
+                            &info.task_id,
+                            format!("before-start hook `{hook}` refused the launch: {reason}"),
+                            why,
+                            now,
+                        );
                     }
                 }
             }
             HookEvent::AfterStart | HookEvent::AfterHealthy => {
-                let Task::Running { info, .. } = &self.task else { return };
+                let Task::Running { info, .. } = &self.task else {
+                    return;
+                };
                 match result {
-                    ChainResult::Ok { .. } if event == HookEvent::AfterStart && !self.checks.has_health_checker() => {
+                    ChainResult::Ok { .. }
+                        if event == HookEvent::AfterStart && !self.checks.has_health_checker() =>
+                    {
                         // Without a health check, "healthy" follows "started".
                         let info = info.clone();
                         self.run_hooks(HookEvent::AfterHealthy, Some(info), None);
@@ -604,7 +824,12 @@ impl State {
                     ChainResult::Ok { .. } => {}
                     ChainResult::Failed { hook, reason } => {
                         let grace = self.task_grace(None);
-                        self.start_kill(KillCause::HookFailure, grace, Some(format!("{event} hook `{hook}` failed: {reason}")), now);
+                        self.start_kill(
+                            KillCause::HookFailure,
+                            grace,
+                            Some(format!("{event} hook `{hook}` failed: {reason}")),
+                            now,
+                        );
                     }
                 }
             }
@@ -615,15 +840,25 @@ impl State {
                 }
                 match std::mem::replace(&mut self.task, Task::Idle) {
                     Task::Killing(k) if k.exited.is_some() => {
-                        let Kill { info, pid, cause, detail, exited, .. } = *k;
+                        let Kill {
+                            info,
+                            pid,
+                            cause,
+                            detail,
+                            exited,
+                            ..
+                        } = *k;
                         if let Some(outcome) = exited {
                             self.finish_terminal(&info, pid, outcome, Some(cause), detail, now);
                         }
                     }
-                    Task::Draining { info, pid, outcome } => self.finish_terminal(&info, pid, outcome, None, None, now),
+                    Task::Draining { info, pid, outcome } => {
+                        self.finish_terminal(&info, pid, outcome, None, None, now)
+                    }
                     other => {
                         self.task = other;
-                        if matches!(&self.task, Task::Killing(k) if matches!(k.phase, KillPhase::Hooks { .. })) {
+                        if matches!(&self.task, Task::Killing(k) if matches!(k.phase, KillPhase::Hooks { .. }))
+                        {
                             self.send_sigterm();
                         }
                     }
@@ -644,11 +879,18 @@ impl State {
     }
 
     /// Records an update in the log and hands it to the sender.
-    fn send_update(&mut self, mut status: v1::TaskStatus) {
+    fn send_update(&mut self, status: v1::TaskStatus) {
+        let status = self.record_update(status);
+        self.effects.push(Effect::SendUpdate(status));
+    }
+
+    /// Records an update in the log (the source of truth for SUBSCRIBE);
+    /// returns the status to send.
+    fn record_update(&mut self, mut status: v1::TaskStatus) -> v1::TaskStatus {
         self.checks.on_status(&mut status);
         debug!(task_id = %status.task_id.value, state = status.state().as_str_name(), uuid = %updates::uuid_text(&status), "status update");
         self.log.record(status.clone());
-        self.effects.push(Effect::SendUpdate(status));
+        status
     }
 
     /// A health check result: report it as Mesos does and, after the allowed
@@ -656,11 +898,16 @@ impl State {
     /// then says `healthy = false`). Results after the kill started are dropped.
     fn on_health_probe(&mut self, observation: &health::Observation, now: Instant) {
         let Task::Running { info, .. } = &self.task else {
-            debug!(?observation, "health check result while the task is not running; dropped");
+            debug!(
+                ?observation,
+                "health check result while the task is not running; dropped"
+            );
             return;
         };
         let info = info.clone();
-        let Some(update) = self.checks.health_update(observation, now) else { return };
+        let Some(update) = self.checks.health_update(observation, now) else {
+            return;
+        };
         info!(task_id = %info.task_id.value, healthy = ?update.status.healthy, "task health changed; sending a health update");
         self.send_update(update.status);
         if update.first_healthy && self.hooks_configured {
@@ -677,7 +924,10 @@ impl State {
     /// A generic check result: an update when its `check_status` changed.
     fn on_check_probe(&mut self, observation: &health::Observation, _now: Instant) {
         if !matches!(self.task, Task::Running { .. }) {
-            debug!(?observation, "check result while the task is not running; dropped");
+            debug!(
+                ?observation,
+                "check result while the task is not running; dropped"
+            );
             return;
         }
         if let Some(status) = self.checks.check_update(observation) {

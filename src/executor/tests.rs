@@ -39,9 +39,16 @@ impl Harness {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
         vars.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let cfg = Config::from_vars(vars).expect("valid configuration");
-        Self { state: State::new(Arc::new(cfg), hooks, Instant::now()), effects: Vec::new() }
+        Self {
+            state: State::new(Arc::new(cfg), hooks, Instant::now()),
+            effects: Vec::new(),
+        }
     }
 
     /// Steps at the current (paused) instant; returns this step's effects.
@@ -65,40 +72,80 @@ impl Harness {
     fn subscribe(&mut self, killing: bool) {
         let (reply, _rx) = tokio::sync::oneshot::channel();
         self.input(Input::SubscribeRequest(reply));
-        let mut framework = v1::FrameworkInfo { name: "fw".into(), ..Default::default() };
-        if killing {
-            framework.capabilities.push(v1::framework_info::Capability { r#type: Some(capability::Type::TaskKillingState as i32) });
-        }
-        let subscribed = event::Subscribed {
-            executor_info: v1::ExecutorInfo { executor_id: v1::ExecutorId { value: "ex-1".into() }, ..Default::default() },
-            framework_info: framework,
-            agent_info: v1::AgentInfo { hostname: "agent-1".into(), ..Default::default() },
+        let mut framework = v1::FrameworkInfo {
+            name: "fw".into(),
             ..Default::default()
         };
-        self.event(Event { r#type: Some(event::Type::Subscribed as i32), subscribed: Some(subscribed), ..Default::default() });
+        if killing {
+            framework.capabilities.push(v1::framework_info::Capability {
+                r#type: Some(capability::Type::TaskKillingState as i32),
+            });
+        }
+        let subscribed = event::Subscribed {
+            executor_info: v1::ExecutorInfo {
+                executor_id: v1::ExecutorId {
+                    value: "ex-1".into(),
+                },
+                ..Default::default()
+            },
+            framework_info: framework,
+            agent_info: v1::AgentInfo {
+                hostname: "agent-1".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        self.event(Event {
+            r#type: Some(event::Type::Subscribed as i32),
+            subscribed: Some(subscribed),
+            ..Default::default()
+        });
     }
 
     /// LAUNCH, the before-start chain (when hooks run) and the fork.
     fn launch(&mut self, task: v1::TaskInfo) {
         let launch = event::Launch { task };
-        let effects = self.event(Event { r#type: Some(event::Type::Launch as i32), launch: Some(launch), ..Default::default() });
+        let effects = self.event(Event {
+            r#type: Some(event::Type::Launch as i32),
+            launch: Some(launch),
+            ..Default::default()
+        });
         let spawned = effects.iter().any(|e| matches!(e, Effect::Spawn(_)));
         if !spawned {
-            let effects = self.input(Input::HookDone { event: HookEvent::BeforeStart, result: ChainResult::Ok { env: Vec::new() } });
-            assert!(effects.iter().any(|e| matches!(e, Effect::Spawn(_))), "the before-start chain allowed the fork");
+            let effects = self.input(Input::HookDone {
+                event: HookEvent::BeforeStart,
+                result: ChainResult::Ok { env: Vec::new() },
+            });
+            assert!(
+                effects.iter().any(|e| matches!(e, Effect::Spawn(_))),
+                "the before-start chain allowed the fork"
+            );
         }
         self.input(Input::TaskSpawned(PID));
     }
 
     fn kill(&mut self, grace: Option<Duration>) -> Vec<&Effect> {
-        let kill_policy = grace
-            .map(|g| v1::KillPolicy { grace_period: Some(v1::DurationInfo { nanoseconds: i64::try_from(g.as_nanos()).expect("small") }) });
-        let kill = event::Kill { task_id: task_id(), kill_policy };
-        self.event(Event { r#type: Some(event::Type::Kill as i32), kill: Some(kill), ..Default::default() })
+        let kill_policy = grace.map(|g| v1::KillPolicy {
+            grace_period: Some(v1::DurationInfo {
+                nanoseconds: i64::try_from(g.as_nanos()).expect("small"),
+            }),
+        });
+        let kill = event::Kill {
+            task_id: task_id(),
+            kill_policy,
+        };
+        self.event(Event {
+            r#type: Some(event::Type::Kill as i32),
+            kill: Some(kill),
+            ..Default::default()
+        })
     }
 
     fn hook_done(&mut self, event: HookEvent) -> Vec<&Effect> {
-        self.input(Input::HookDone { event, result: ChainResult::Ok { env: Vec::new() } })
+        self.input(Input::HookDone {
+            event,
+            result: ChainResult::Ok { env: Vec::new() },
+        })
     }
 
     /// Acknowledges every pending update.
@@ -106,7 +153,10 @@ impl Harness {
         let pending: Vec<v1::TaskStatus> = self.state.log.pending().to_vec();
         let from = self.effects.len();
         for status in pending {
-            let ack = event::Acknowledged { task_id: status.task_id.clone(), uuid: status.uuid.clone().unwrap_or_default() };
+            let ack = event::Acknowledged {
+                task_id: status.task_id.clone(),
+                uuid: status.uuid.clone().unwrap_or_default(),
+            };
             let new = self.state.step(
                 Input::Agent(Box::new(Event {
                     r#type: Some(event::Type::Acknowledged as i32),
@@ -121,11 +171,21 @@ impl Harness {
     }
 
     fn count_hooks(&self, event: HookEvent) -> usize {
-        self.effects.iter().filter(|e| matches!(e, Effect::RunHooks(c) if c.event == event)).count()
+        self.effects
+            .iter()
+            .filter(|e| matches!(e, Effect::RunHooks(c) if c.event == event))
+            .count()
     }
 
     fn states(&self) -> Vec<TaskState> {
-        self.effects.iter().filter_map(|e| if let Effect::SendUpdate(s) = e { Some(s.state()) } else { None }).collect()
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SendUpdate(s) => Some(s.state()),
+                Effect::SignalTree { then: Some(s), .. } => Some(s.state()),
+                _ => None,
+            })
+            .collect()
     }
 
     fn kill_deadline(&self) -> Option<Instant> {
@@ -137,30 +197,59 @@ impl Harness {
 }
 
 fn task_id() -> v1::TaskId {
-    v1::TaskId { value: "task-1".into() }
+    v1::TaskId {
+        value: "task-1".into(),
+    }
 }
 
 fn task(grace: Option<Duration>) -> v1::TaskInfo {
     v1::TaskInfo {
         name: "t".into(),
         task_id: task_id(),
-        command: Some(v1::CommandInfo { value: Some("sleep 100".into()), ..Default::default() }),
-        kill_policy: grace
-            .map(|g| v1::KillPolicy { grace_period: Some(v1::DurationInfo { nanoseconds: i64::try_from(g.as_nanos()).expect("small") }) }),
+        command: Some(v1::CommandInfo {
+            value: Some("sleep 100".into()),
+            ..Default::default()
+        }),
+        kill_policy: grace.map(|g| v1::KillPolicy {
+            grace_period: Some(v1::DurationInfo {
+                nanoseconds: i64::try_from(g.as_nanos()).expect("small"),
+            }),
+        }),
         ..Default::default()
     }
 }
 
 fn signals(effects: &[&Effect]) -> Vec<Signal> {
-    effects.iter().filter_map(|e| if let Effect::SignalTree { signal, .. } = e { Some(*signal) } else { None }).collect()
+    effects
+        .iter()
+        .filter_map(|e| {
+            if let Effect::SignalTree { signal, .. } = e {
+                Some(*signal)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn exit(effects: &[&Effect]) -> Option<Outcome> {
-    effects.iter().find_map(|e| if let Effect::Exit(o) = e { Some(o.clone()) } else { None })
+    effects.iter().find_map(|e| {
+        if let Effect::Exit(o) = e {
+            Some(o.clone())
+        } else {
+            None
+        }
+    })
 }
 
 fn subscribe_call(effects: &[&Effect]) -> Option<crate::proto::executor::Call> {
-    effects.iter().find_map(|e| if let Effect::Subscribe { call, .. } = e { call.clone() } else { None })
+    effects.iter().find_map(|e| {
+        if let Effect::Subscribe { call, .. } = e {
+            call.clone()
+        } else {
+            None
+        }
+    })
 }
 
 fn secs(s: u64) -> Duration {
@@ -171,12 +260,22 @@ fn secs(s: u64) -> Duration {
 async fn launch_without_hooks_forks_in_the_same_step() {
     let mut h = Harness::new(&[], false);
     h.subscribe(false);
-    let effects =
-        h.event(Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task: task(None) }), ..Default::default() });
-    assert!(matches!(effects.as_slice(), [Effect::SendUpdate(s), Effect::Spawn(_)] if s.state() == TaskState::TaskStarting));
+    let effects = h.event(Event {
+        r#type: Some(event::Type::Launch as i32),
+        launch: Some(event::Launch { task: task(None) }),
+        ..Default::default()
+    });
+    assert!(
+        matches!(effects.as_slice(), [Effect::SendUpdate(s), Effect::Spawn(_)] if s.state() == TaskState::TaskStarting)
+    );
     let effects = h.input(Input::TaskSpawned(PID));
-    assert!(matches!(effects.first(), Some(Effect::SendUpdate(s)) if s.state() == TaskState::TaskRunning));
-    assert!(effects.iter().all(|e| !matches!(e, Effect::RunHooks(_))), "no chain round trip without hooks");
+    assert!(
+        matches!(effects.first(), Some(Effect::SendUpdate(s)) if s.state() == TaskState::TaskRunning)
+    );
+    assert!(
+        effects.iter().all(|e| !matches!(e, Effect::RunHooks(_))),
+        "no chain round trip without hooks"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -186,19 +285,39 @@ async fn a_repeated_kill_can_only_shorten_the_grace() {
     h.launch(task(Some(secs(30))));
     let start = Instant::now();
     h.kill(Some(secs(10)));
-    assert_eq!(h.kill_deadline(), Some(start + secs(10)), "the KILL's policy overrides the task's");
+    assert_eq!(
+        h.kill_deadline(),
+        Some(start + secs(10)),
+        "the KILL's policy overrides the task's"
+    );
     tokio::time::advance(secs(2)).await;
     h.kill(Some(secs(20)));
-    assert_eq!(h.kill_deadline(), Some(start + secs(10)), "a longer grace is ignored");
+    assert_eq!(
+        h.kill_deadline(),
+        Some(start + secs(10)),
+        "a longer grace is ignored"
+    );
     h.kill(None);
-    assert_eq!(h.kill_deadline(), Some(start + secs(10)), "the task's 30 s does not lengthen it");
+    assert_eq!(
+        h.kill_deadline(),
+        Some(start + secs(10)),
+        "the task's 30 s does not lengthen it"
+    );
     h.kill(Some(secs(5)));
-    assert_eq!(h.kill_deadline(), Some(start + secs(5)), "measured from the first KILL");
+    assert_eq!(
+        h.kill_deadline(),
+        Some(start + secs(5)),
+        "measured from the first KILL"
+    );
     h.kill(Some(secs(1)));
     assert_eq!(h.kill_deadline(), Some(Instant::now()), "never before now");
     let effects = h.advance(Duration::ZERO).await;
     assert_eq!(signals(&effects), vec![Signal::SIGKILL]);
-    assert_eq!(signals(&h.effects.iter().collect::<Vec<_>>()), vec![Signal::SIGTERM, Signal::SIGKILL], "one SIGTERM, one SIGKILL");
+    assert_eq!(
+        signals(&h.effects.iter().collect::<Vec<_>>()),
+        vec![Signal::SIGTERM, Signal::SIGKILL],
+        "one SIGTERM, one SIGKILL"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -207,20 +326,43 @@ async fn kill_sends_killing_only_with_the_capability_and_escalates_at_the_deadli
     h.subscribe(true);
     h.launch(task(None));
     let effects = h.kill(None);
-    assert!(matches!(effects.first(), Some(Effect::SendUpdate(s)) if s.state() == TaskState::TaskKilling));
+    assert!(
+        matches!(effects.first(), Some(Effect::SendUpdate(s)) if s.state() == TaskState::TaskKilling)
+    );
     assert_eq!(signals(&effects), vec![Signal::SIGTERM]);
-    assert!(h.advance(secs(2)).await.is_empty(), "nothing before the 3 s default grace");
+    assert!(
+        h.advance(secs(2)).await.is_empty(),
+        "nothing before the 3 s default grace"
+    );
     let effects = h.advance(secs(1)).await;
     assert_eq!(signals(&effects), vec![Signal::SIGKILL]);
-    let effects = h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 9, core_dumped: false }));
-    assert_eq!(signals(&effects), vec![Signal::SIGKILL], "leftovers are swept");
-    assert_eq!(h.states(), vec![TaskState::TaskStarting, TaskState::TaskRunning, TaskState::TaskKilling, TaskState::TaskKilled]);
+    let effects = h.input(Input::TaskExited(ExitOutcome::Signaled {
+        signal: 9,
+        core_dumped: false,
+    }));
+    assert_eq!(
+        signals(&effects),
+        vec![Signal::SIGKILL],
+        "leftovers are swept"
+    );
+    assert_eq!(
+        h.states(),
+        vec![
+            TaskState::TaskStarting,
+            TaskState::TaskRunning,
+            TaskState::TaskKilling,
+            TaskState::TaskKilled
+        ]
+    );
 
     let mut h = Harness::new(&[], false);
     h.subscribe(false);
     h.launch(task(None));
     h.kill(None);
-    assert!(!h.states().contains(&TaskState::TaskKilling), "no TASK_KILLING without the capability");
+    assert!(
+        !h.states().contains(&TaskState::TaskKilling),
+        "no TASK_KILLING without the capability"
+    );
 }
 
 /// Runs `end` on a running task with hooks configured and checks that
@@ -231,8 +373,19 @@ async fn before_terminate_once(end: impl FnOnce(&mut Harness)) -> Harness {
     h.launch(task(Some(secs(10))));
     end(&mut h);
     assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
-    let first_term = h.effects.iter().position(|e| matches!(e, Effect::SignalTree { signal: Signal::SIGTERM, .. }));
-    let hooks_at = h.effects.iter().position(|e| matches!(e, Effect::RunHooks(c) if c.event == HookEvent::BeforeTerminate));
+    let first_term = h.effects.iter().position(|e| {
+        matches!(
+            e,
+            Effect::SignalTree {
+                signal: Signal::SIGTERM,
+                ..
+            }
+        )
+    });
+    let hooks_at = h
+        .effects
+        .iter()
+        .position(|e| matches!(e, Effect::RunHooks(c) if c.event == HookEvent::BeforeTerminate));
     assert!(first_term.is_none(), "no SIGTERM while the hooks run");
     assert!(hooks_at.is_some());
     // A second trigger of any kind does not run the chain again.
@@ -240,8 +393,15 @@ async fn before_terminate_once(end: impl FnOnce(&mut Harness)) -> Harness {
     h.input(Input::Signal("SIGTERM"));
     assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
     let effects = h.hook_done(HookEvent::BeforeTerminate);
-    assert_eq!(signals(&effects), vec![Signal::SIGTERM], "SIGTERM follows the hooks");
-    h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+    assert_eq!(
+        signals(&effects),
+        vec![Signal::SIGTERM],
+        "SIGTERM follows the hooks"
+    );
+    h.input(Input::TaskExited(ExitOutcome::Signaled {
+        signal: 15,
+        core_dumped: false,
+    }));
     assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
     h
 }
@@ -258,7 +418,10 @@ async fn before_terminate_runs_once_on_kill() {
 #[tokio::test(start_paused = true)]
 async fn before_terminate_runs_once_on_shutdown() {
     let mut h = before_terminate_once(|h| {
-        h.event(Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() });
+        h.event(Event {
+            r#type: Some(event::Type::Shutdown as i32),
+            ..Default::default()
+        });
     })
     .await;
     assert_eq!(h.states().last(), Some(&TaskState::TaskKilled));
@@ -283,7 +446,11 @@ async fn before_terminate_runs_once_on_agent_loss() {
     .await;
     assert!(h.effects.iter().any(|e| matches!(e, Effect::StopSender)));
     assert_eq!(h.states().last(), Some(&TaskState::TaskKilled));
-    assert_eq!(exit(&h.effects.iter().collect::<Vec<_>>()), Some(Outcome::AgentLost), "no ACK can come: exit at once");
+    assert_eq!(
+        exit(&h.effects.iter().collect::<Vec<_>>()),
+        Some(Outcome::AgentLost),
+        "no ACK can come: exit at once"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -294,9 +461,17 @@ async fn before_terminate_runs_once_when_the_task_exits_by_itself() {
     let effects = h.input(Input::TaskExited(ExitOutcome::Exited(0)));
     assert!(signals(&effects).is_empty());
     assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
-    assert_eq!(h.states().last(), Some(&TaskState::TaskRunning), "the terminal update waits for the hooks");
+    assert_eq!(
+        h.states().last(),
+        Some(&TaskState::TaskRunning),
+        "the terminal update waits for the hooks"
+    );
     let effects = h.hook_done(HookEvent::BeforeTerminate);
-    assert_eq!(signals(&effects), vec![Signal::SIGKILL], "leftovers are swept before the report");
+    assert_eq!(
+        signals(&effects),
+        vec![Signal::SIGKILL],
+        "leftovers are swept before the report"
+    );
     assert_eq!(h.states().last(), Some(&TaskState::TaskFinished));
     h.kill(None);
     assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
@@ -307,8 +482,13 @@ async fn before_terminate_runs_once_when_the_task_exits_by_itself() {
 async fn before_terminate_runs_once_without_a_task() {
     let mut h = Harness::new(&[], true);
     h.subscribe(false);
-    let effects = h.event(Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() });
-    assert!(matches!(effects.as_slice(), [Effect::RunHooks(c)] if c.event == HookEvent::BeforeTerminate && c.task.is_none()));
+    let effects = h.event(Event {
+        r#type: Some(event::Type::Shutdown as i32),
+        ..Default::default()
+    });
+    assert!(
+        matches!(effects.as_slice(), [Effect::RunHooks(c)] if c.event == HookEvent::BeforeTerminate && c.task.is_none())
+    );
     let effects = h.hook_done(HookEvent::BeforeTerminate);
     assert_eq!(exit(&effects), Some(Outcome::Completed));
     assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
@@ -321,9 +501,15 @@ async fn a_task_that_exits_during_the_hooks_is_reported_after_them() {
     h.launch(task(None));
     h.kill(None);
     let effects = h.input(Input::TaskExited(ExitOutcome::Exited(0)));
-    assert!(effects.is_empty(), "nothing is reported while before-terminate runs");
+    assert!(
+        effects.is_empty(),
+        "nothing is reported while before-terminate runs"
+    );
     let effects = h.hook_done(HookEvent::BeforeTerminate);
-    assert!(signals(&effects).iter().all(|s| *s == Signal::SIGKILL), "no SIGTERM to a task that is gone");
+    assert!(
+        signals(&effects).iter().all(|s| *s == Signal::SIGKILL),
+        "no SIGTERM to a task that is gone"
+    );
     assert_eq!(h.states().last(), Some(&TaskState::TaskKilled));
 }
 
@@ -333,7 +519,10 @@ async fn hooks_that_outlive_their_budget_do_not_delay_the_sigterm() {
     h.subscribe(false);
     h.launch(task(Some(secs(10))));
     h.kill(None);
-    assert!(h.advance(secs(8)).await.is_empty(), "budget: all of the grace but one second");
+    assert!(
+        h.advance(secs(8)).await.is_empty(),
+        "budget: all of the grace but one second"
+    );
     let effects = h.advance(secs(1)).await;
     assert_eq!(signals(&effects), vec![Signal::SIGTERM]);
     let effects = h.advance(secs(1)).await;
@@ -352,8 +541,15 @@ async fn a_finished_task_ignores_everything_but_acknowledgements() {
     h.input(Input::TaskExited(ExitOutcome::Exited(0)));
     h.input(Input::HealthProbe(crate::health::Observation::Http(500)));
     h.input(Input::CheckProbe(crate::health::Observation::Exited(1)));
-    h.input(Input::HookDone { event: HookEvent::AfterHealthy, result: ChainResult::Ok { env: Vec::new() } });
-    assert_eq!(h.effects.len(), before, "no update, signal or hook after the terminal update");
+    h.input(Input::HookDone {
+        event: HookEvent::AfterHealthy,
+        result: ChainResult::Ok { env: Vec::new() },
+    });
+    assert_eq!(
+        h.effects.len(),
+        before,
+        "no update, signal or hook after the terminal update"
+    );
     assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed));
 }
 
@@ -364,7 +560,10 @@ async fn no_acknowledgement_in_time_exits_unacknowledged() {
     h.launch(task(None));
     h.input(Input::TaskExited(ExitOutcome::Exited(0)));
     assert!(exit(&h.advance(secs(9)).await).is_none());
-    assert_eq!(exit(&h.advance(secs(1)).await), Some(Outcome::Unacknowledged));
+    assert_eq!(
+        exit(&h.advance(secs(1)).await),
+        Some(Outcome::Unacknowledged)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -373,10 +572,22 @@ async fn on_shutdown_accepted_updates_are_enough_at_the_end_of_the_budget() {
         let mut h = Harness::new(&[], false);
         h.subscribe(false);
         h.launch(task(None));
-        h.event(Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() });
-        h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+        h.event(Event {
+            r#type: Some(event::Type::Shutdown as i32),
+            ..Default::default()
+        });
+        h.input(Input::TaskExited(ExitOutcome::Signaled {
+            signal: 15,
+            core_dumped: false,
+        }));
         if accepted {
-            let uuids: Vec<Vec<u8>> = h.state.log.pending().iter().filter_map(|s| s.uuid.clone()).collect();
+            let uuids: Vec<Vec<u8>> = h
+                .state
+                .log
+                .pending()
+                .iter()
+                .filter_map(|s| s.uuid.clone())
+                .collect();
             for uuid in uuids {
                 h.input(Input::UpdateAccepted(uuid));
             }
@@ -384,7 +595,11 @@ async fn on_shutdown_accepted_updates_are_enough_at_the_end_of_the_budget() {
         // 20 s shutdown grace: wait until 0.5 s before it.
         assert!(exit(&h.advance(secs(19)).await).is_none());
         let outcome = exit(&h.advance(Duration::from_millis(500)).await);
-        let expected = if accepted { Outcome::Completed } else { Outcome::Unacknowledged };
+        let expected = if accepted {
+            Outcome::Completed
+        } else {
+            Outcome::Unacknowledged
+        };
         assert_eq!(outcome, Some(expected));
     }
 }
@@ -392,31 +607,56 @@ async fn on_shutdown_accepted_updates_are_enough_at_the_end_of_the_budget() {
 #[tokio::test(start_paused = true)]
 async fn the_agent_may_come_back_within_the_recovery_timeout() {
     let mut h = Harness::new(
-        &[("MESOS_CHECKPOINT", "1"), ("MESOS_RECOVERY_TIMEOUT", "15mins"), ("MESOS_SUBSCRIPTION_BACKOFF_MAX", "2secs")],
+        &[
+            ("MESOS_CHECKPOINT", "1"),
+            ("MESOS_RECOVERY_TIMEOUT", "15mins"),
+            ("MESOS_SUBSCRIPTION_BACKOFF_MAX", "2secs"),
+        ],
         false,
     );
     h.subscribe(false);
     h.launch(task(None));
     h.input(Input::Disconnected("agent restarting".into()));
-    assert!(signals(&h.advance(Duration::from_secs(14 * 60)).await).is_empty(), "the task keeps running");
+    assert!(
+        signals(&h.advance(Duration::from_secs(14 * 60)).await).is_empty(),
+        "the task keeps running"
+    );
     // An update produced while the agent is away travels in the next SUBSCRIBE.
     h.input(Input::TaskExited(ExitOutcome::Exited(0)));
     let (reply, _rx) = tokio::sync::oneshot::channel();
     let effects = h.input(Input::SubscribeRequest(reply));
     let call = subscribe_call(&effects).expect("a SUBSCRIBE call");
     let carried = call.subscribe.expect("subscribe").unacknowledged_updates;
-    assert_eq!(carried.last().map(|u| u.status.state()), Some(TaskState::TaskFinished));
+    assert_eq!(
+        carried.last().map(|u| u.status.state()),
+        Some(TaskState::TaskFinished)
+    );
     let before = h.effects.len();
     h.subscribe(false);
-    let resent: usize = h.effects[before..].iter().map(|e| if let Effect::StartSender { resend } = e { resend.len() } else { 0 }).sum();
+    let resent: usize = h.effects[before..]
+        .iter()
+        .map(|e| {
+            if let Effect::StartSender { resend } = e {
+                resend.len()
+            } else {
+                0
+            }
+        })
+        .sum();
     assert_eq!(resent, 0, "what the SUBSCRIBE carried is not sent again");
     assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed));
 }
 
 #[tokio::test(start_paused = true)]
 async fn past_the_recovery_timeout_the_task_is_killed_and_the_executor_exits() {
-    let mut h =
-        Harness::new(&[("MESOS_CHECKPOINT", "1"), ("MESOS_RECOVERY_TIMEOUT", "1mins"), ("MESOS_SUBSCRIPTION_BACKOFF_MAX", "2secs")], false);
+    let mut h = Harness::new(
+        &[
+            ("MESOS_CHECKPOINT", "1"),
+            ("MESOS_RECOVERY_TIMEOUT", "1mins"),
+            ("MESOS_SUBSCRIPTION_BACKOFF_MAX", "2secs"),
+        ],
+        false,
+    );
     h.subscribe(false);
     h.launch(task(None));
     h.input(Input::Disconnected("agent gone".into()));
@@ -424,8 +664,14 @@ async fn past_the_recovery_timeout_the_task_is_killed_and_the_executor_exits() {
     assert_eq!(signals(&effects), vec![Signal::SIGTERM]);
     let (reply, _rx) = tokio::sync::oneshot::channel();
     let effects = h.input(Input::SubscribeRequest(reply));
-    assert!(matches!(effects.as_slice(), [Effect::Subscribe { call: None, .. }]), "no more SUBSCRIBE once the agent is given up");
-    let effects = h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+    assert!(
+        matches!(effects.as_slice(), [Effect::Subscribe { call: None, .. }]),
+        "no more SUBSCRIBE once the agent is given up"
+    );
+    let effects = h.input(Input::TaskExited(ExitOutcome::Signaled {
+        signal: 15,
+        core_dumped: false,
+    }));
     assert_eq!(exit(&effects), Some(Outcome::AgentLost));
 }
 
@@ -440,16 +686,36 @@ async fn never_registering_gives_up_at_the_registration_timeout() {
 async fn a_kill_before_the_process_exists_reports_killed_and_never_forks() {
     let mut h = Harness::new(&[], true);
     h.subscribe(false);
-    h.event(Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task: task(None) }), ..Default::default() });
+    h.event(Event {
+        r#type: Some(event::Type::Launch as i32),
+        launch: Some(event::Launch { task: task(None) }),
+        ..Default::default()
+    });
     let effects = h.kill(None);
-    assert!(effects.iter().any(|e| matches!(e, Effect::CancelBeforeStart)));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::CancelBeforeStart)));
     assert!(signals(&effects).is_empty());
-    assert_eq!(h.states(), vec![TaskState::TaskStarting, TaskState::TaskKilled]);
+    assert_eq!(
+        h.states(),
+        vec![TaskState::TaskStarting, TaskState::TaskKilled]
+    );
     let effects = h.hook_done(HookEvent::BeforeStart);
-    assert!(effects.iter().all(|e| !matches!(e, Effect::Spawn(_))), "a late before-start result does not fork");
-    assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1, "before-terminate still runs once, without a process");
+    assert!(
+        effects.iter().all(|e| !matches!(e, Effect::Spawn(_))),
+        "a late before-start result does not fork"
+    );
+    assert_eq!(
+        h.count_hooks(HookEvent::BeforeTerminate),
+        1,
+        "before-terminate still runs once, without a process"
+    );
     h.hook_done(HookEvent::BeforeTerminate);
-    assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed), "the ended task stays ended");
+    assert_eq!(
+        exit(&h.ack_all()),
+        Some(Outcome::Completed),
+        "the ended task stays ended"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -466,10 +732,19 @@ async fn a_second_executor_signal_escalates_at_once() {
     let mut h = Harness::new(&[], false);
     h.subscribe(false);
     h.launch(task(Some(secs(30))));
-    assert_eq!(signals(&h.input(Input::Signal("SIGTERM"))), vec![Signal::SIGTERM]);
-    assert_eq!(signals(&h.advance(Duration::ZERO).await), Vec::<Signal>::new());
+    assert_eq!(
+        signals(&h.input(Input::Signal("SIGTERM"))),
+        vec![Signal::SIGTERM]
+    );
+    assert_eq!(
+        signals(&h.advance(Duration::ZERO).await),
+        Vec::<Signal>::new()
+    );
     h.input(Input::Signal("SIGINT"));
-    assert_eq!(signals(&h.advance(Duration::ZERO).await), vec![Signal::SIGKILL]);
+    assert_eq!(
+        signals(&h.advance(Duration::ZERO).await),
+        vec![Signal::SIGKILL]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -477,10 +752,17 @@ async fn a_failed_before_start_hook_fails_the_task_without_a_process() {
     // A policy refusal is REASON_TASK_UNAUTHORIZED, whatever the hook's name.
     let mut h = Harness::new(&[], true);
     h.subscribe(false);
-    h.event(Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task: task(None) }), ..Default::default() });
+    h.event(Event {
+        r#type: Some(event::Type::Launch as i32),
+        launch: Some(event::Launch { task: task(None) }),
+        ..Default::default()
+    });
     let effects = h.input(Input::HookDone {
         event: HookEvent::BeforeStart,
-        result: ChainResult::Failed { hook: "policy", reason: HookError::Policy(crate::hooks::policy::Violation::Privileged) },
+        result: ChainResult::Failed {
+            hook: "policy",
+            reason: HookError::Policy(crate::hooks::policy::Violation::Privileged),
+        },
     });
     assert!(effects.iter().all(|e| !matches!(e, Effect::Spawn(_))));
     let failed = h.state.log.pending().last().cloned().expect("an update");
@@ -497,14 +779,26 @@ async fn a_failed_after_start_hook_kills_the_task_as_failed() {
         event: HookEvent::AfterStart,
         result: ChainResult::Failed {
             hook: "exec",
-            reason: HookError::ScriptFailed { script: "10-check".into(), outcome: ExitOutcome::Exited(1), stderr: "no".into() },
+            reason: HookError::ScriptFailed {
+                script: "10-check".into(),
+                outcome: ExitOutcome::Exited(1),
+                stderr: "no".into(),
+            },
         },
     });
     h.hook_done(HookEvent::BeforeTerminate);
-    h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+    h.input(Input::TaskExited(ExitOutcome::Signaled {
+        signal: 15,
+        core_dumped: false,
+    }));
     let last = h.state.log.pending().last().cloned().expect("an update");
     assert_eq!(last.state(), TaskState::TaskFailed);
-    assert!(last.message().starts_with("after-start hook `exec` failed: 10-check exited with status 1: no"), "{}", last.message());
+    assert!(
+        last.message()
+            .starts_with("after-start hook `exec` failed: 10-check exited with status 1: no"),
+        "{}",
+        last.message()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -512,15 +806,23 @@ async fn max_completion_time_fails_the_task_without_grace() {
     let mut h = Harness::new(&[], false);
     h.subscribe(false);
     let mut t = task(Some(secs(30)));
-    t.max_completion_time = Some(v1::DurationInfo { nanoseconds: 5_000_000_000 });
+    t.max_completion_time = Some(v1::DurationInfo {
+        nanoseconds: 5_000_000_000,
+    });
     h.launch(t);
     let effects = h.advance(secs(5)).await;
     assert_eq!(signals(&effects), vec![Signal::SIGTERM]);
     assert_eq!(h.kill_deadline(), Some(Instant::now()), "no grace");
-    h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+    h.input(Input::TaskExited(ExitOutcome::Signaled {
+        signal: 15,
+        core_dumped: false,
+    }));
     let last = h.state.log.pending().last().cloned().expect("an update");
     assert_eq!(last.state(), TaskState::TaskFailed);
-    assert_eq!(last.reason(), v1::task_status::Reason::MaxCompletionTimeReached);
+    assert_eq!(
+        last.reason(),
+        v1::task_status::Reason::MaxCompletionTimeReached
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -528,14 +830,22 @@ async fn a_huge_grace_does_not_overflow_the_clock() {
     let mut h = Harness::new(&[], false);
     h.subscribe(false);
     h.launch(task(None));
-    h.kill(Some(Duration::from_nanos(u64::try_from(i64::MAX).expect("fits"))));
-    assert!(h.kill_deadline().is_some_and(|d| d > Instant::now() + secs(86_400)));
+    h.kill(Some(Duration::from_nanos(
+        u64::try_from(i64::MAX).expect("fits"),
+    )));
+    assert!(h
+        .kill_deadline()
+        .is_some_and(|d| d > Instant::now() + secs(86_400)));
 }
 
 fn with_health_check(mut t: v1::TaskInfo, failures: u32) -> v1::TaskInfo {
     t.health_check = Some(v1::HealthCheck {
         r#type: Some(v1::health_check::Type::Http as i32),
-        http: Some(v1::health_check::HttpCheckInfo { port: 8080, path: Some("/health".into()), ..Default::default() }),
+        http: Some(v1::health_check::HttpCheckInfo {
+            port: 8080,
+            path: Some("/health".into()),
+            ..Default::default()
+        }),
         consecutive_failures: Some(failures),
         grace_period_seconds: Some(0.0),
         ..Default::default()
@@ -548,26 +858,52 @@ async fn health_failures_in_a_row_kill_the_task_and_its_end_says_unhealthy() {
     let mut h = Harness::new(&[], true);
     h.subscribe(false);
     h.launch(with_health_check(task(Some(secs(10))), 2));
-    assert!(h.effects.iter().any(|e| matches!(e, Effect::StartChecks { armed, .. } if armed.len() == 1)));
+    assert!(h
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::StartChecks { armed, .. } if armed.len() == 1)));
     // Healthy first: one update, and after-healthy runs (not after after-start).
     h.hook_done(HookEvent::AfterStart);
-    assert_eq!(h.count_hooks(HookEvent::AfterHealthy), 0, "a health checker runs: after-healthy waits for it");
+    assert_eq!(
+        h.count_hooks(HookEvent::AfterHealthy),
+        0,
+        "a health checker runs: after-healthy waits for it"
+    );
     h.input(Input::HealthProbe(crate::health::Observation::Http(200)));
     assert_eq!(h.count_hooks(HookEvent::AfterHealthy), 1);
     assert_eq!(h.state.healthy(), Some(true));
     h.input(Input::HealthProbe(crate::health::Observation::Http(200)));
-    assert_eq!(h.count_hooks(HookEvent::AfterHealthy), 1, "only the first healthy result");
+    assert_eq!(
+        h.count_hooks(HookEvent::AfterHealthy),
+        1,
+        "only the first healthy result"
+    );
     // Two failures in a row: reported, then the graceful kill.
     let effects = h.input(Input::HealthProbe(crate::health::Observation::Http(500)));
-    assert!(signals(&effects).is_empty() && !effects.iter().any(|e| matches!(e, Effect::RunHooks(_))), "one failure is reported only");
+    assert!(
+        signals(&effects).is_empty() && !effects.iter().any(|e| matches!(e, Effect::RunHooks(_))),
+        "one failure is reported only"
+    );
     let effects = h.input(Input::HealthProbe(crate::health::Observation::Http(503)));
-    assert!(effects.iter().any(|e| matches!(e, Effect::StopChecks)), "no probe runs while killing");
-    assert!(effects.iter().any(|e| matches!(e, Effect::RunHooks(c) if c.event == HookEvent::BeforeTerminate)));
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::StopChecks)),
+        "no probe runs while killing"
+    );
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::RunHooks(c) if c.event == HookEvent::BeforeTerminate)));
     let before = h.effects.len();
     h.input(Input::HealthProbe(crate::health::Observation::Http(500)));
-    assert_eq!(h.effects.len(), before, "results after the kill started are dropped");
+    assert_eq!(
+        h.effects.len(),
+        before,
+        "results after the kill started are dropped"
+    );
     h.hook_done(HookEvent::BeforeTerminate);
-    h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 15, core_dumped: false }));
+    h.input(Input::TaskExited(ExitOutcome::Signaled {
+        signal: 15,
+        core_dumped: false,
+    }));
     let last = h.state.log.pending().last().cloned().expect("an update");
     assert_eq!(last.state(), TaskState::TaskKilled);
     assert_eq!(last.healthy, Some(false));
@@ -576,7 +912,10 @@ async fn health_failures_in_a_row_kill_the_task_and_its_end_says_unhealthy() {
         .iter()
         .filter(|e| matches!(e, Effect::SendUpdate(s) if s.reason() == v1::task_status::Reason::TaskHealthCheckStatusUpdated))
         .count();
-    assert_eq!(health_updates, 3, "the first healthy result, then every counted failure (as Mesos)");
+    assert_eq!(
+        health_updates, 3,
+        "the first healthy result, then every counted failure (as Mesos)"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -584,7 +923,12 @@ async fn without_a_health_check_after_healthy_follows_after_start() {
     let mut h = Harness::new(&[], true);
     h.subscribe(false);
     h.launch(task(None));
-    assert!(!h.effects.iter().any(|e| matches!(e, Effect::StartChecks { .. })), "nothing to probe");
+    assert!(
+        !h.effects
+            .iter()
+            .any(|e| matches!(e, Effect::StartChecks { .. })),
+        "nothing to probe"
+    );
     h.hook_done(HookEvent::AfterStart);
     assert_eq!(h.count_hooks(HookEvent::AfterHealthy), 1);
 }
@@ -593,14 +937,31 @@ async fn without_a_health_check_after_healthy_follows_after_start() {
 async fn a_kill_during_the_fork_reports_killed_and_kills_the_late_process() {
     let mut h = Harness::new(&[], false);
     h.subscribe(false);
-    h.event(Event { r#type: Some(event::Type::Launch as i32), launch: Some(event::Launch { task: task(None) }), ..Default::default() });
+    h.event(Event {
+        r#type: Some(event::Type::Launch as i32),
+        launch: Some(event::Launch { task: task(None) }),
+        ..Default::default()
+    });
     let effects = h.kill(None);
     assert!(signals(&effects).is_empty(), "no process to signal yet");
-    assert_eq!(h.states(), vec![TaskState::TaskStarting, TaskState::TaskKilled]);
+    assert_eq!(
+        h.states(),
+        vec![TaskState::TaskStarting, TaskState::TaskKilled]
+    );
     let effects = h.input(Input::TaskSpawned(PID));
-    assert!(matches!(effects.as_slice(), [Effect::SignalTree { root: PID, signal: Signal::SIGKILL, .. }]));
+    assert!(matches!(
+        effects.as_slice(),
+        [Effect::SignalTree {
+            root: PID,
+            signal: Signal::SIGKILL,
+            ..
+        }]
+    ));
     let before = h.effects.len();
-    h.input(Input::TaskExited(ExitOutcome::Signaled { signal: 9, core_dumped: false }));
+    h.input(Input::TaskExited(ExitOutcome::Signaled {
+        signal: 9,
+        core_dumped: false,
+    }));
     assert_eq!(h.effects.len(), before, "its exit reports nothing more");
     assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed));
 }

@@ -173,7 +173,13 @@ impl Checks {
             .and_then(|c| c.r#type)
             .and_then(|t| check_info::Type::try_from(t).ok())
             .filter(|t| *t != check_info::Type::Unknown);
-        Self { task_id: Some(task.task_id.clone()), check_kind, last_status: None, health: None, check: None }
+        Self {
+            task_id: Some(task.task_id.clone()),
+            check_kind,
+            last_status: None,
+            health: None,
+            check: None,
+        }
     }
 
     /// The task's health as last reported (`None` until a health check has).
@@ -214,10 +220,17 @@ impl Checks {
                 Ok(spec) => {
                     info!(task_id, probe = ?spec.probe, schedule = ?spec.schedule, grace = ?spec.grace,
                         consecutive_failures = spec.consecutive_failures, "starting the health check");
-                    self.health = Some((HealthState::new(spec.grace, spec.consecutive_failures), now));
-                    armed.push(Armed { role: CheckRole::Health, probe: spec.probe, schedule: spec.schedule });
+                    self.health =
+                        Some((HealthState::new(spec.grace, spec.consecutive_failures), now));
+                    armed.push(Armed {
+                        role: CheckRole::Health,
+                        probe: spec.probe,
+                        schedule: spec.schedule,
+                    });
                 }
-                Err(e) => error!(task_id, cause = %e, "invalid health check; the task runs without it"),
+                Err(e) => {
+                    error!(task_id, cause = %e, "invalid health check; the task runs without it")
+                }
             }
         }
         if let Some(ci) = &task.check {
@@ -225,7 +238,11 @@ impl Checks {
                 Ok(spec) => {
                     info!(task_id, probe = ?spec.probe, schedule = ?spec.schedule, "starting the check");
                     self.check = Some(CheckState::new(spec.kind));
-                    armed.push(Armed { role: CheckRole::Check, probe: spec.probe, schedule: spec.schedule });
+                    armed.push(Armed {
+                        role: CheckRole::Check,
+                        probe: spec.probe,
+                        schedule: spec.schedule,
+                    });
                 }
                 Err(e) => error!(task_id, cause = %e, "invalid check; the task runs without it"),
             }
@@ -243,14 +260,22 @@ impl Checks {
     }
 
     /// Interprets a health observation; the update to send, if any.
-    pub fn health_update(&mut self, observation: &Observation, now: Instant) -> Option<HealthUpdate> {
+    pub fn health_update(
+        &mut self,
+        observation: &Observation,
+        now: Instant,
+    ) -> Option<HealthUpdate> {
         let (state, started) = self.health.as_mut()?;
         let failure = health_failure(observation);
         let since_start = now.saturating_duration_since(*started);
         let verdict = state.observe(failure.is_none(), since_start);
         match (&failure, verdict.report) {
-            (Some(cause), None) => info!(cause = %cause, "ignoring a health check failure: still in the grace period"),
-            (Some(cause), Some(_)) => warn!(cause = %cause, failures = state.failures(), "health check failed"),
+            (Some(cause), None) => {
+                info!(cause = %cause, "ignoring a health check failure: still in the grace period")
+            }
+            (Some(cause), Some(_)) => {
+                warn!(cause = %cause, failures = state.failures(), "health check failed")
+            }
             (None, Some(_)) => info!("health check passed; task is healthy"),
             (None, None) => debug!("health check passed"),
         }
@@ -259,8 +284,17 @@ impl Checks {
             warn!("a health result before any status was sent; ignored");
             return None;
         };
-        let status = derived_status(last, Reason::TaskHealthCheckStatusUpdated, Some(healthy), None);
-        Some(HealthUpdate { status, kill: verdict.kill, first_healthy: verdict.first_healthy })
+        let status = derived_status(
+            last,
+            Reason::TaskHealthCheckStatusUpdated,
+            Some(healthy),
+            None,
+        );
+        Some(HealthUpdate {
+            status,
+            kill: verdict.kill,
+            first_healthy: verdict.first_healthy,
+        })
     }
 
     /// Interprets a generic check observation; the update to send, if any.
@@ -272,7 +306,12 @@ impl Checks {
         let changed = state.observe(observation)?;
         info!(check_status = ?changed, "check status changed");
         let last = self.last_status.as_ref()?;
-        Some(derived_status(last, Reason::TaskCheckStatusUpdated, None, Some(changed)))
+        Some(derived_status(
+            last,
+            Reason::TaskCheckStatusUpdated,
+            None,
+            Some(changed),
+        ))
     }
 }
 
@@ -285,18 +324,33 @@ mod tests {
     fn fresh_statuses_of_a_checked_task_carry_the_empty_typed_check_status() {
         let task = v1::TaskInfo {
             task_id: v1::TaskId { value: "t".into() },
-            check: Some(v1::CheckInfo { r#type: Some(check_info::Type::Command as i32), ..Default::default() }),
+            check: Some(v1::CheckInfo {
+                r#type: Some(check_info::Type::Command as i32),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let mut checks = Checks::for_task(&task);
         let mut running = updates::new_status(&task.task_id, v1::TaskState::TaskRunning, "e");
         checks.on_status(&mut running);
-        assert_eq!(running.check_status, empty_check_status(check_info::Type::Command));
-        let mut other = updates::new_status(&v1::TaskId { value: "other".into() }, v1::TaskState::TaskFailed, "e");
+        assert_eq!(
+            running.check_status,
+            empty_check_status(check_info::Type::Command)
+        );
+        let mut other = updates::new_status(
+            &v1::TaskId {
+                value: "other".into(),
+            },
+            v1::TaskState::TaskFailed,
+            "e",
+        );
         checks.on_status(&mut other);
         assert_eq!(other.check_status, None);
         // Without checkers nothing is reported.
-        assert_eq!(checks.health_update(&Observation::Exited(0), Instant::now()), None);
+        assert_eq!(
+            checks.health_update(&Observation::Exited(0), Instant::now()),
+            None
+        );
         assert_eq!(checks.check_update(&Observation::Exited(0)), None);
     }
 }

@@ -53,29 +53,63 @@ enum RunnerKind {
 }
 
 impl ProbeRunner {
-    pub(crate) fn new(name: &'static str, probe: Probe, schedule: &Schedule, ctx: &TaskContext) -> Self {
-        let loopback = |ipv6: bool| if ipv6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+    pub(crate) fn new(
+        name: &'static str,
+        probe: Probe,
+        schedule: &Schedule,
+        ctx: &TaskContext,
+    ) -> Self {
+        let loopback = |ipv6: bool| {
+            if ipv6 {
+                IpAddr::V6(Ipv6Addr::LOCALHOST)
+            } else {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            }
+        };
         let kind = match probe {
-            Probe::Http { tls, ipv6, port, path } => {
+            Probe::Http {
+                tls,
+                ipv6,
+                port,
+                path,
+            } => {
                 let scheme = if tls { "https" } else { "http" };
                 let host = if ipv6 { "[::1]" } else { "127.0.0.1" };
-                RunnerKind::Http { url: format!("{scheme}://{host}:{port}{path}") }
+                RunnerKind::Http {
+                    url: format!("{scheme}://{host}:{port}{path}"),
+                }
             }
-            Probe::Tcp { ipv6, port } => RunnerKind::Tcp { addr: SocketAddr::new(loopback(ipv6), port) },
+            Probe::Tcp { ipv6, port } => RunnerKind::Tcp {
+                addr: SocketAddr::new(loopback(ipv6), port),
+            },
             Probe::Command(info) => {
                 let mut env = ctx.env.clone();
                 launch::apply_environment(&mut env, info.environment.as_ref());
-                RunnerKind::Command { program: launch::command_program(&info), env, cwd: ctx.cwd.clone(), reaper: ctx.reaper.clone() }
+                RunnerKind::Command {
+                    program: launch::command_program(&info),
+                    env,
+                    cwd: ctx.cwd.clone(),
+                    reaper: ctx.reaper.clone(),
+                }
             }
         };
-        Self { name, kind, timeout: schedule.timeout }
+        Self {
+            name,
+            kind,
+            timeout: schedule.timeout,
+        }
     }
 
     async fn probe(&self) -> Observation {
         match &self.kind {
             RunnerKind::Http { url } => http_probe(url, self.timeout).await,
             RunnerKind::Tcp { addr } => Observation::Tcp(TcpStream::connect(addr).await.is_ok()),
-            RunnerKind::Command { program, env, cwd, reaper } => command_probe(program, env, cwd, reaper).await,
+            RunnerKind::Command {
+                program,
+                env,
+                cwd,
+                reaper,
+            } => command_probe(program, env, cwd, reaper).await,
         }
     }
 }
@@ -94,9 +128,9 @@ pub(crate) fn spawn_checker<T: Send + 'static>(
         loop {
             let run = runner.probe();
             let observation = match schedule.timeout {
-                Some(limit) => tokio::time::timeout(limit, run)
-                    .await
-                    .unwrap_or_else(|_| Observation::Error(format!("{} timed out after {limit:?}", runner.name))),
+                Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                    Observation::Error(format!("{} timed out after {limit:?}", runner.name))
+                }),
                 None => run.await,
             };
             debug!(check = runner.name, ?observation, "probe done");
@@ -113,11 +147,16 @@ pub(crate) fn spawn_checker<T: Send + 'static>(
 /// followed is an error (curl fails on all three).
 async fn http_probe(url: &str, timeout: Option<Duration>) -> Observation {
     match http::probe(url, timeout).await {
-        Ok(http::ProbeAnswer { unfollowed: Some(location), .. }) => {
-            Observation::Error(format!("GET {url}: cannot follow the redirect to {location:?}"))
-        }
+        Ok(http::ProbeAnswer {
+            unfollowed: Some(location),
+            ..
+        }) => Observation::Error(format!(
+            "GET {url}: cannot follow the redirect to {location:?}"
+        )),
         Ok(answer) => Observation::Http(answer.status),
-        Err(e) if e.is_too_many_redirects() => Observation::Error(format!("GET {url}: maximum ({MAX_REDIRECTS}) redirects followed")),
+        Err(e) if e.is_too_many_redirects() => Observation::Error(format!(
+            "GET {url}: maximum ({MAX_REDIRECTS}) redirects followed"
+        )),
         Err(e) => Observation::Error(e.to_string()),
     }
 }
@@ -125,20 +164,35 @@ async fn http_probe(url: &str, timeout: Option<Duration>) -> Observation {
 /// Runs a COMMAND check: through the reaper (never `Child::wait`), in its own
 /// process group, stdin from `/dev/null`, stdout and stderr to the
 /// executor's stderr, in the task's environment and sandbox.
-async fn command_probe(program: &Program, env: &BTreeMap<String, String>, cwd: &Path, reaper: &Reaper) -> Observation {
+async fn command_probe(
+    program: &Program,
+    env: &BTreeMap<String, String>,
+    cwd: &Path,
+    reaper: &Reaper,
+) -> Observation {
     let mut cmd = crate::task::process::program_command(program);
     cmd.env_clear().envs(env).current_dir(cwd);
-    let stdio = AuxiliaryStdio { stdin: Stdio::null(), stdout: executor_stderr(), stderr: executor_stderr() };
+    let stdio = AuxiliaryStdio {
+        stdin: Stdio::null(),
+        stdout: executor_stderr(),
+        stderr: executor_stderr(),
+    };
     // Dropped on every way out (the check's timeout drops this future): the group goes with it.
     let mut check = match reaper.spawn_auxiliary(cmd, stdio) {
         Ok(check) => check,
-        Err(e) => return Observation::Error(format!("cannot start the check command `{}`: {e}", program.display())),
+        Err(e) => {
+            return Observation::Error(format!(
+                "cannot start the check command `{}`: {e}",
+                program.display()
+            ))
+        }
     };
     match check.wait().await {
         Ok(ExitOutcome::Exited(code)) => Observation::Exited(code),
-        Ok(ExitOutcome::Signaled { signal, .. }) => {
-            Observation::Error(format!("Command terminated with signal {}", termination::signal_description(signal)))
-        }
+        Ok(ExitOutcome::Signaled { signal, .. }) => Observation::Error(format!(
+            "Command terminated with signal {}",
+            termination::signal_description(signal)
+        )),
         Err(_) => Observation::Error("the check command's exit status was lost".to_owned()),
     }
 }
@@ -146,7 +200,10 @@ async fn command_probe(program: &Program, env: &BTreeMap<String, String>, cwd: &
 /// The executor's stderr (the sandbox `stderr` file) for a child's output.
 fn executor_stderr() -> Stdio {
     use std::os::fd::AsFd;
-    std::io::stderr().as_fd().try_clone_to_owned().map_or_else(|_| Stdio::inherit(), Stdio::from)
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| Stdio::inherit(), Stdio::from)
 }
 
 #[cfg(test)]
@@ -164,7 +221,9 @@ mod tests {
     /// `route(path)` = (status, `Location`); returns its port and the number
     /// of connections it accepted.
     async fn server(route: fn(&str) -> (u16, Option<String>)) -> (u16, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
@@ -187,8 +246,11 @@ mod tests {
                         let head: String = String::from_utf8_lossy(&buf[..end]).into_owned();
                         buf.drain(..end);
                         let (code, location) = route(head.split_whitespace().nth(1).unwrap_or("/"));
-                        let location = location.map(|l| format!("Location: {l}\r\n")).unwrap_or_default();
-                        let answer = format!("HTTP/1.1 {code} Test\r\n{location}Content-Length: 0\r\n\r\n");
+                        let location = location
+                            .map(|l| format!("Location: {l}\r\n"))
+                            .unwrap_or_default();
+                        let answer =
+                            format!("HTTP/1.1 {code} Test\r\n{location}Content-Length: 0\r\n\r\n");
                         if stream.write_all(answer.as_bytes()).await.is_err() {
                             return;
                         }
@@ -207,7 +269,10 @@ mod tests {
             "/mail" => (302, Some("mailto:x@y".into())),
             "/ftp" => (301, Some("ftp://127.0.0.1/x".into())),
             "/absolute" => (307, Some("/hop/0".into())),
-            _ => match path.strip_prefix("/hop/").and_then(|n| n.parse::<u32>().ok()) {
+            _ => match path
+                .strip_prefix("/hop/")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
                 Some(0) => (200, None),
                 Some(n) => (302, Some((n - 1).to_string())),
                 None => (500, None),
@@ -225,12 +290,22 @@ mod tests {
             async move { http_probe(&url, LIMIT).await }
         };
         assert_eq!(get("/hop/0").await, Observation::Http(200));
-        assert_eq!(get(&format!("/hop/{MAX_REDIRECTS}")).await, Observation::Http(200), "relative locations resolve");
+        assert_eq!(
+            get(&format!("/hop/{MAX_REDIRECTS}")).await,
+            Observation::Http(200),
+            "relative locations resolve"
+        );
         assert_eq!(get("/absolute").await, Observation::Http(200));
-        let Observation::Error(e) = get(&format!("/hop/{}", MAX_REDIRECTS + 1)).await else { panic!("followed too many") };
+        let Observation::Error(e) = get(&format!("/hop/{}", MAX_REDIRECTS + 1)).await else {
+            panic!("followed too many")
+        };
         assert!(e.contains("maximum (5) redirects followed"), "{e}");
         assert_eq!(get("/missing").await, Observation::Http(404));
-        assert_eq!(get("/no-location").await, Observation::Http(302), "a redirect without Location is an answer");
+        assert_eq!(
+            get("/no-location").await,
+            Observation::Http(302),
+            "a redirect without Location is an answer"
+        );
         for bad in ["/mail", "/ftp"] {
             assert!(matches!(get(bad).await, Observation::Error(_)), "{bad}");
         }
@@ -243,17 +318,31 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(http_probe(&url, LIMIT).await, Observation::Http(200));
         }
-        assert_eq!(connections.load(Ordering::SeqCst), 3, "the server keeps connections alive; the probe must not reuse them");
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            3,
+            "the server keeps connections alive; the probe must not reuse them"
+        );
     }
 
     #[tokio::test]
     async fn refused_and_silent_servers_are_errors() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let Observation::Error(e) = http_probe(&format!("http://127.0.0.1:{closed}/"), LIMIT).await else { panic!("connected") };
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let Observation::Error(e) = http_probe(&format!("http://127.0.0.1:{closed}/"), LIMIT).await
+        else {
+            panic!("connected")
+        };
         assert!(e.to_lowercase().contains("refused"), "{e}");
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}/", silent.local_addr().expect("addr"));
-        let Observation::Error(e) = http_probe(&url, Some(Duration::from_millis(200))).await else { panic!("answered") };
+        let Observation::Error(e) = http_probe(&url, Some(Duration::from_millis(200))).await else {
+            panic!("answered")
+        };
         assert!(e.contains("no answer within 200ms"), "{e}");
     }
 }

@@ -148,7 +148,11 @@ fn seconds(name: &'static str, value: f64) -> Result<Duration, SpecError> {
     if value < 0.0 {
         return Err(SpecError::Negative(name));
     }
-    Duration::try_from_secs_f64(value).map_err(|source| SpecError::Seconds { name, value, source })
+    Duration::try_from_secs_f64(value).map_err(|source| SpecError::Seconds {
+        name,
+        value,
+        source,
+    })
 }
 
 /// `timeout_seconds`: 0 means no timeout.
@@ -168,14 +172,27 @@ fn http_path(path: Option<&str>, what: &'static str) -> Result<String, SpecError
     match path {
         None | Some("") => Ok("/".to_owned()),
         Some(p) if p.starts_with('/') => Ok(p.to_owned()),
-        Some(p) => Err(SpecError::Path { path: p.to_owned(), what }),
+        Some(p) => Err(SpecError::Path {
+            path: p.to_owned(),
+            what,
+        }),
     }
 }
 
-fn command_probe_spec(command: Option<&v1::CommandInfo>, what: &'static str) -> Result<Probe, SpecError> {
-    let command = command.ok_or(SpecError::Missing { field: "command", kind: "COMMAND", what })?;
+fn command_probe_spec(
+    command: Option<&v1::CommandInfo>,
+    what: &'static str,
+) -> Result<Probe, SpecError> {
+    let command = command.ok_or(SpecError::Missing {
+        field: "command",
+        kind: "COMMAND",
+        what,
+    })?;
     if command.value.is_none() {
-        return Err(SpecError::NoCommand { what, shell: command.shell() });
+        return Err(SpecError::NoCommand {
+            what,
+            shell: command.shell(),
+        });
     }
     Ok(Probe::Command(Box::new(command.clone())))
 }
@@ -193,13 +210,22 @@ pub(crate) fn task_port(task: &v1::TaskInfo) -> Option<u16> {
 /// Validates a `HealthCheck` (`validateHealthCheck`) and fills in Mesos'
 /// defaults: delay 15 s, interval 10 s, timeout 20 s, 3 consecutive
 /// failures, grace 10 s.
-pub(crate) fn health_spec(check: &v1::HealthCheck, task_port: Option<u16>) -> Result<HealthSpec, SpecError> {
+pub(crate) fn health_spec(
+    check: &v1::HealthCheck,
+    task_port: Option<u16>,
+) -> Result<HealthSpec, SpecError> {
     const WHAT: &str = "health check";
-    let kind = check.r#type.ok_or(SpecError::NoType { what: "HealthCheck" })?;
+    let kind = check.r#type.ok_or(SpecError::NoType {
+        what: "HealthCheck",
+    })?;
     let probe = match health_check::Type::try_from(kind) {
         Ok(health_check::Type::Command) => command_probe_spec(check.command.as_ref(), WHAT)?,
         Ok(health_check::Type::Http) => {
-            let http = check.http.as_ref().ok_or(SpecError::Missing { field: "http", kind: "HTTP", what: WHAT })?;
+            let http = check.http.as_ref().ok_or(SpecError::Missing {
+                field: "http",
+                kind: "HTTP",
+                what: WHAT,
+            })?;
             let tls = match http.scheme.as_deref() {
                 None | Some("http") => false,
                 Some("https") => true,
@@ -213,10 +239,19 @@ pub(crate) fn health_spec(check: &v1::HealthCheck, task_port: Option<u16>) -> Re
             }
         }
         Ok(health_check::Type::Tcp) => {
-            let tcp = check.tcp.as_ref().ok_or(SpecError::Missing { field: "tcp", kind: "TCP", what: WHAT })?;
-            Probe::Tcp { ipv6: tcp.protocol() == Protocol::IPv6, port: probe_port(tcp.port, task_port)? }
+            let tcp = check.tcp.as_ref().ok_or(SpecError::Missing {
+                field: "tcp",
+                kind: "TCP",
+                what: WHAT,
+            })?;
+            Probe::Tcp {
+                ipv6: tcp.protocol() == Protocol::IPv6,
+                port: probe_port(tcp.port, task_port)?,
+            }
         }
-        Ok(health_check::Type::Unknown) | Err(_) => return Err(SpecError::UnknownType { kind, what: WHAT }),
+        Ok(health_check::Type::Unknown) | Err(_) => {
+            return Err(SpecError::UnknownType { kind, what: WHAT })
+        }
     };
     Ok(HealthSpec {
         probe,
@@ -233,21 +268,49 @@ pub(crate) fn health_spec(check: &v1::HealthCheck, task_port: Option<u16>) -> Re
 /// Validates a `CheckInfo` (`validateCheckInfo`) and fills in Mesos'
 /// defaults: delay 15 s, interval 10 s, timeout 20 s. HTTP is plain `http`
 /// on IPv4 (CheckInfo has neither scheme nor protocol).
-pub(crate) fn check_spec(check: &v1::CheckInfo, task_port: Option<u16>) -> Result<CheckSpec, SpecError> {
+pub(crate) fn check_spec(
+    check: &v1::CheckInfo,
+    task_port: Option<u16>,
+) -> Result<CheckSpec, SpecError> {
     const WHAT: &str = "check";
-    let raw = check.r#type.ok_or(SpecError::NoType { what: "CheckInfo" })?;
+    let raw = check
+        .r#type
+        .ok_or(SpecError::NoType { what: "CheckInfo" })?;
     let kind = check_info::Type::try_from(raw).unwrap_or(check_info::Type::Unknown);
     let probe = match kind {
-        check_info::Type::Command => command_probe_spec(check.command.as_ref().map(|c| &c.command), WHAT)?,
+        check_info::Type::Command => {
+            command_probe_spec(check.command.as_ref().map(|c| &c.command), WHAT)?
+        }
         check_info::Type::Http => {
-            let http = check.http.as_ref().ok_or(SpecError::Missing { field: "http", kind: "HTTP", what: WHAT })?;
-            Probe::Http { tls: false, ipv6: false, port: probe_port(http.port, task_port)?, path: http_path(http.path.as_deref(), WHAT)? }
+            let http = check.http.as_ref().ok_or(SpecError::Missing {
+                field: "http",
+                kind: "HTTP",
+                what: WHAT,
+            })?;
+            Probe::Http {
+                tls: false,
+                ipv6: false,
+                port: probe_port(http.port, task_port)?,
+                path: http_path(http.path.as_deref(), WHAT)?,
+            }
         }
         check_info::Type::Tcp => {
-            let tcp = check.tcp.as_ref().ok_or(SpecError::Missing { field: "tcp", kind: "TCP", what: WHAT })?;
-            Probe::Tcp { ipv6: false, port: probe_port(tcp.port, task_port)? }
+            let tcp = check.tcp.as_ref().ok_or(SpecError::Missing {
+                field: "tcp",
+                kind: "TCP",
+                what: WHAT,
+            })?;
+            Probe::Tcp {
+                ipv6: false,
+                port: probe_port(tcp.port, task_port)?,
+            }
         }
-        check_info::Type::Unknown => return Err(SpecError::UnknownType { kind: raw, what: WHAT }),
+        check_info::Type::Unknown => {
+            return Err(SpecError::UnknownType {
+                kind: raw,
+                what: WHAT,
+            })
+        }
     };
     Ok(CheckSpec {
         kind,
@@ -280,12 +343,27 @@ mod tests {
     #[test]
     fn health_spec_has_mesos_defaults() {
         let spec = health_spec(&http_health(8080, None, None), None).expect("valid");
-        assert_eq!(spec.probe, Probe::Http { tls: false, ipv6: false, port: 8080, path: "/".into() });
+        assert_eq!(
+            spec.probe,
+            Probe::Http {
+                tls: false,
+                ipv6: false,
+                port: 8080,
+                path: "/".into()
+            }
+        );
         assert_eq!(
             spec.schedule,
-            Schedule { delay: Duration::from_secs(15), interval: Duration::from_secs(10), timeout: Some(Duration::from_secs(20)) }
+            Schedule {
+                delay: Duration::from_secs(15),
+                interval: Duration::from_secs(10),
+                timeout: Some(Duration::from_secs(20))
+            }
         );
-        assert_eq!((spec.grace, spec.consecutive_failures), (Duration::from_secs(10), 3));
+        assert_eq!(
+            (spec.grace, spec.consecutive_failures),
+            (Duration::from_secs(10), 3)
+        );
         let mut hc = http_health(443, Some("/health?x=1"), Some("https"));
         hc.timeout_seconds = Some(0.0);
         hc.interval_seconds = Some(0.25);
@@ -293,8 +371,19 @@ mod tests {
             h.protocol = Some(Protocol::IPv6 as i32);
         }
         let spec = health_spec(&hc, None).expect("valid");
-        assert_eq!(spec.probe, Probe::Http { tls: true, ipv6: true, port: 443, path: "/health?x=1".into() });
-        assert_eq!((spec.schedule.timeout, spec.schedule.interval), (None, Duration::from_millis(250)));
+        assert_eq!(
+            spec.probe,
+            Probe::Http {
+                tls: true,
+                ipv6: true,
+                port: 443,
+                path: "/health?x=1".into()
+            }
+        );
+        assert_eq!(
+            (spec.schedule.timeout, spec.schedule.interval),
+            (None, Duration::from_millis(250))
+        );
     }
 
     #[test]
@@ -305,7 +394,11 @@ mod tests {
         assert!(refuse(http_health(80, None, Some("ftp"))).contains("Unsupported"));
         assert!(refuse(http_health(70000, None, None)).contains("out of range"));
         assert!(refuse(http_health(0, None, None)).contains("no port"));
-        assert!(refuse(v1::HealthCheck { r#type: Some(health_check::Type::Http as i32), ..Default::default() }).contains("'http'"));
+        assert!(refuse(v1::HealthCheck {
+            r#type: Some(health_check::Type::Http as i32),
+            ..Default::default()
+        })
+        .contains("'http'"));
         for field in 0..4 {
             let mut hc = http_health(80, None, None);
             match field {
@@ -318,11 +411,18 @@ mod tests {
         }
         let cmd = v1::HealthCheck {
             r#type: Some(health_check::Type::Command as i32),
-            command: Some(v1::CommandInfo { shell: Some(false), ..Default::default() }),
+            command: Some(v1::CommandInfo {
+                shell: Some(false),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert!(refuse(cmd).contains("'executable path'"));
-        assert!(refuse(v1::HealthCheck { r#type: Some(0), ..Default::default() }).contains("not a valid"));
+        assert!(refuse(v1::HealthCheck {
+            r#type: Some(0),
+            ..Default::default()
+        })
+        .contains("not a valid"));
     }
 
     #[test]
@@ -331,7 +431,12 @@ mod tests {
             resources: vec![v1::Resource {
                 name: "ports".into(),
                 r#type: v1::value::Type::Ranges as i32,
-                ranges: Some(v1::value::Ranges { range: vec![v1::value::Range { begin: 31000, end: 31001 }] }),
+                ranges: Some(v1::value::Ranges {
+                    range: vec![v1::value::Range {
+                        begin: 31000,
+                        end: 31001,
+                    }],
+                }),
                 ..Default::default()
             }],
             ..Default::default()
@@ -339,26 +444,64 @@ mod tests {
         assert_eq!(task_port(&task), Some(31000));
         let hc = v1::HealthCheck {
             r#type: Some(health_check::Type::Tcp as i32),
-            tcp: Some(health_check::TcpCheckInfo { port: 0, ..Default::default() }),
+            tcp: Some(health_check::TcpCheckInfo {
+                port: 0,
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        assert_eq!(health_spec(&hc, task_port(&task)).map(|s| s.probe), Ok(Probe::Tcp { ipv6: false, port: 31000 }));
+        assert_eq!(
+            health_spec(&hc, task_port(&task)).map(|s| s.probe),
+            Ok(Probe::Tcp {
+                ipv6: false,
+                port: 31000
+            })
+        );
     }
 
     #[test]
     fn check_spec_validates_and_defaults() {
-        let ci =
-            v1::CheckInfo { r#type: Some(check_info::Type::Tcp as i32), tcp: Some(check_info::Tcp { port: 9000 }), ..Default::default() };
+        let ci = v1::CheckInfo {
+            r#type: Some(check_info::Type::Tcp as i32),
+            tcp: Some(check_info::Tcp { port: 9000 }),
+            ..Default::default()
+        };
         let spec = check_spec(&ci, None).expect("valid");
-        assert_eq!((spec.kind, spec.probe), (check_info::Type::Tcp, Probe::Tcp { ipv6: false, port: 9000 }));
+        assert_eq!(
+            (spec.kind, spec.probe),
+            (
+                check_info::Type::Tcp,
+                Probe::Tcp {
+                    ipv6: false,
+                    port: 9000
+                }
+            )
+        );
         assert_eq!(spec.schedule.delay, Duration::from_secs(15));
-        assert!(check_spec(&v1::CheckInfo { r#type: Some(check_info::Type::Command as i32), ..Default::default() }, None).is_err());
+        assert!(check_spec(
+            &v1::CheckInfo {
+                r#type: Some(check_info::Type::Command as i32),
+                ..Default::default()
+            },
+            None
+        )
+        .is_err());
         let bad_path = v1::CheckInfo {
             r#type: Some(check_info::Type::Http as i32),
-            http: Some(check_info::Http { port: 80, path: Some("x".into()) }),
+            http: Some(check_info::Http {
+                port: 80,
+                path: Some("x".into()),
+            }),
             ..Default::default()
         };
         assert!(check_spec(&bad_path, None).is_err());
-        assert!(check_spec(&v1::CheckInfo { timeout_seconds: Some(-1.0), ..ci }, None).is_err());
+        assert!(check_spec(
+            &v1::CheckInfo {
+                timeout_seconds: Some(-1.0),
+                ..ci
+            },
+            None
+        )
+        .is_err());
     }
 }

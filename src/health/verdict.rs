@@ -44,7 +44,10 @@ pub(crate) fn health_failure(observation: &Observation) -> Option<String> {
 /// a check before (and outside) a result; `None` for the UNKNOWN type.
 #[must_use]
 pub(crate) fn empty_check_status(kind: check_info::Type) -> Option<v1::CheckStatusInfo> {
-    let mut status = v1::CheckStatusInfo { r#type: Some(kind as i32), ..Default::default() };
+    let mut status = v1::CheckStatusInfo {
+        r#type: Some(kind as i32),
+        ..Default::default()
+    };
     match kind {
         check_info::Type::Command => status.command = Some(check_status_info::Command::default()),
         check_info::Type::Http => status.http = Some(check_status_info::Http::default()),
@@ -57,16 +60,27 @@ pub(crate) fn empty_check_status(kind: check_info::Type) -> Option<v1::CheckStat
 /// The `CheckStatusInfo` for an observation of a check of type `kind`: the
 /// result when there is one, the empty typed message on an error.
 #[must_use]
-pub(crate) fn check_status(kind: check_info::Type, observation: &Observation) -> Option<v1::CheckStatusInfo> {
+pub(crate) fn check_status(
+    kind: check_info::Type,
+    observation: &Observation,
+) -> Option<v1::CheckStatusInfo> {
     let mut status = empty_check_status(kind)?;
     match (kind, observation) {
         (check_info::Type::Command, Observation::Exited(code)) => {
-            status.command = Some(check_status_info::Command { exit_code: Some(*code) })
+            status.command = Some(check_status_info::Command {
+                exit_code: Some(*code),
+            })
         }
         (check_info::Type::Http, Observation::Http(code)) => {
-            status.http = Some(check_status_info::Http { status_code: Some(u32::from(*code)) })
+            status.http = Some(check_status_info::Http {
+                status_code: Some(u32::from(*code)),
+            })
         }
-        (check_info::Type::Tcp, Observation::Tcp(ok)) => status.tcp = Some(check_status_info::Tcp { succeeded: Some(*ok) }),
+        (check_info::Type::Tcp, Observation::Tcp(ok)) => {
+            status.tcp = Some(check_status_info::Tcp {
+                succeeded: Some(*ok),
+            })
+        }
         _ => {}
     }
     Some(status)
@@ -98,7 +112,12 @@ impl HealthState {
     /// the first success; `max_failures` consecutive failures kill.
     #[must_use]
     pub(crate) fn new(grace: Duration, max_failures: u32) -> Self {
-        Self { grace, max_failures, failures: 0, initializing: true }
+        Self {
+            grace,
+            max_failures,
+            failures: 0,
+            initializing: true,
+        }
     }
 
     /// Consecutive failures counted so far.
@@ -114,13 +133,21 @@ impl HealthState {
             let first_healthy = self.initializing;
             self.initializing = false;
             self.failures = 0;
-            return Verdict { report: report.then_some(true), kill: false, first_healthy };
+            return Verdict {
+                report: report.then_some(true),
+                kill: false,
+                first_healthy,
+            };
         }
         if self.initializing && !self.grace.is_zero() && since_start <= self.grace {
             return Verdict::default();
         }
         self.failures = self.failures.saturating_add(1);
-        Verdict { report: Some(false), kill: self.failures >= self.max_failures, first_healthy: false }
+        Verdict {
+            report: Some(false),
+            kill: self.failures >= self.max_failures,
+            first_healthy: false,
+        }
     }
 }
 
@@ -135,7 +162,10 @@ impl CheckState {
     /// Starts from the empty typed status, as Mesos does.
     #[must_use]
     pub(crate) fn new(kind: check_info::Type) -> Self {
-        Self { kind, previous: empty_check_status(kind) }
+        Self {
+            kind,
+            previous: empty_check_status(kind),
+        }
     }
 
     /// The status to report for `observation`, if it differs from the last one.
@@ -181,10 +211,31 @@ mod tests {
     #[test]
     fn first_success_and_first_success_after_failures_are_reported() {
         let mut h = HealthState::new(Duration::ZERO, 3);
-        assert_eq!(h.observe(true, S), Verdict { report: Some(true), kill: false, first_healthy: true });
+        assert_eq!(
+            h.observe(true, S),
+            Verdict {
+                report: Some(true),
+                kill: false,
+                first_healthy: true
+            }
+        );
         assert_eq!(h.observe(true, S), Verdict::default());
-        assert_eq!(h.observe(false, S), Verdict { report: Some(false), kill: false, first_healthy: false });
-        assert_eq!(h.observe(true, S), Verdict { report: Some(true), kill: false, first_healthy: false });
+        assert_eq!(
+            h.observe(false, S),
+            Verdict {
+                report: Some(false),
+                kill: false,
+                first_healthy: false
+            }
+        );
+        assert_eq!(
+            h.observe(true, S),
+            Verdict {
+                report: Some(true),
+                kill: false,
+                first_healthy: false
+            }
+        );
         assert_eq!(h.observe(true, S), Verdict::default());
     }
 
@@ -193,7 +244,10 @@ mod tests {
         let mut h = HealthState::new(Duration::ZERO, 3);
         let v: Vec<Verdict> = (0..4).map(|_| h.observe(false, S)).collect();
         assert!(v.iter().all(|v| v.report == Some(false)));
-        assert_eq!(v.iter().map(|v| v.kill).collect::<Vec<_>>(), vec![false, false, true, true]);
+        assert_eq!(
+            v.iter().map(|v| v.kill).collect::<Vec<_>>(),
+            vec![false, false, true, true]
+        );
         // A success resets the count.
         let mut h = HealthState::new(Duration::ZERO, 2);
         assert!(!h.observe(false, S).kill);
@@ -205,7 +259,14 @@ mod tests {
     #[test]
     fn zero_consecutive_failures_kills_on_the_first() {
         let mut h = HealthState::new(Duration::ZERO, 0);
-        assert_eq!(h.observe(false, S), Verdict { report: Some(false), kill: true, first_healthy: false });
+        assert_eq!(
+            h.observe(false, S),
+            Verdict {
+                report: Some(false),
+                kill: true,
+                first_healthy: false
+            }
+        );
     }
 
     #[test]
@@ -213,9 +274,20 @@ mod tests {
         let grace = Duration::from_secs(10);
         let mut h = HealthState::new(grace, 1);
         assert_eq!(h.observe(false, Duration::from_secs(1)), Verdict::default());
-        assert_eq!(h.observe(false, grace), Verdict::default(), "the grace bound is inclusive");
+        assert_eq!(
+            h.observe(false, grace),
+            Verdict::default(),
+            "the grace bound is inclusive"
+        );
         assert_eq!(h.failures(), 0);
-        assert_eq!(h.observe(false, grace + Duration::from_millis(1)), Verdict { report: Some(false), kill: true, first_healthy: false });
+        assert_eq!(
+            h.observe(false, grace + Duration::from_millis(1)),
+            Verdict {
+                report: Some(false),
+                kill: true,
+                first_healthy: false
+            }
+        );
         // After a success the grace no longer applies, even inside it.
         let mut h = HealthState::new(grace, 3);
         assert!(h.observe(true, Duration::from_secs(1)).first_healthy);
@@ -228,7 +300,10 @@ mod tests {
     #[test]
     fn health_interpretation_matches_mesos() {
         assert_eq!(health_failure(&Observation::Exited(0)), None);
-        assert_eq!(health_failure(&Observation::Exited(1)).as_deref(), Some("Command exited with status 1"));
+        assert_eq!(
+            health_failure(&Observation::Exited(1)).as_deref(),
+            Some("Command exited with status 1")
+        );
         for ok in [200, 204, 302, 399] {
             assert_eq!(health_failure(&Observation::Http(ok)), None, "{ok}");
         }
@@ -237,7 +312,10 @@ mod tests {
         }
         assert_eq!(health_failure(&Observation::Tcp(true)), None);
         assert!(health_failure(&Observation::Tcp(false)).is_some());
-        assert_eq!(health_failure(&Observation::Error("timed out".into())).as_deref(), Some("timed out"));
+        assert_eq!(
+            health_failure(&Observation::Error("timed out".into())).as_deref(),
+            Some("timed out")
+        );
     }
 
     #[test]
@@ -250,27 +328,63 @@ mod tests {
         assert_eq!(ok.http.and_then(|h| h.status_code), Some(200));
         assert_eq!(c.observe(&Observation::Http(200)), None);
         assert!(c.observe(&Observation::Http(503)).is_some());
-        let empty = c.observe(&Observation::Error("timed out".into())).expect("back to empty");
+        let empty = c
+            .observe(&Observation::Error("timed out".into()))
+            .expect("back to empty");
         assert_eq!(Some(empty), empty_check_status(check_info::Type::Http));
         let mut t = CheckState::new(check_info::Type::Tcp);
-        assert_eq!(t.observe(&Observation::Tcp(false)).and_then(|s| s.tcp).and_then(|t| t.succeeded), Some(false));
+        assert_eq!(
+            t.observe(&Observation::Tcp(false))
+                .and_then(|s| s.tcp)
+                .and_then(|t| t.succeeded),
+            Some(false)
+        );
         let mut k = CheckState::new(check_info::Type::Command);
-        assert_eq!(k.observe(&Observation::Exited(3)).and_then(|s| s.command).and_then(|c| c.exit_code), Some(3));
+        assert_eq!(
+            k.observe(&Observation::Exited(3))
+                .and_then(|s| s.command)
+                .and_then(|c| c.exit_code),
+            Some(3)
+        );
         assert_eq!(empty_check_status(check_info::Type::Unknown), None);
     }
 
     #[test]
     fn derived_status_copies_the_last_one() {
-        let mut last = updates::new_status(&v1::TaskId { value: "t".into() }, v1::TaskState::TaskRunning, "e");
+        let mut last = updates::new_status(
+            &v1::TaskId { value: "t".into() },
+            v1::TaskState::TaskRunning,
+            "e",
+        );
         last.message = Some("m".into());
         last.check_status = empty_check_status(check_info::Type::Tcp);
-        let s = derived_status(&last, Reason::TaskHealthCheckStatusUpdated, Some(false), None);
-        assert_eq!((s.state(), s.message.as_deref(), s.healthy), (v1::TaskState::TaskRunning, Some("m"), Some(false)));
+        let s = derived_status(
+            &last,
+            Reason::TaskHealthCheckStatusUpdated,
+            Some(false),
+            None,
+        );
+        assert_eq!(
+            (s.state(), s.message.as_deref(), s.healthy),
+            (v1::TaskState::TaskRunning, Some("m"), Some(false))
+        );
         assert_eq!(s.reason, Some(Reason::TaskHealthCheckStatusUpdated as i32));
         assert_eq!(s.check_status, last.check_status);
         assert_ne!(s.uuid, last.uuid);
-        let c = derived_status(&s, Reason::TaskCheckStatusUpdated, None, check_status(check_info::Type::Tcp, &Observation::Tcp(true)));
-        assert_eq!(c.healthy, Some(false), "health is kept from the last status");
-        assert_eq!(c.check_status.and_then(|s| s.tcp).and_then(|t| t.succeeded), Some(true));
+        let c = derived_status(
+            &s,
+            Reason::TaskCheckStatusUpdated,
+            None,
+            check_status(check_info::Type::Tcp, &Observation::Tcp(true)),
+        );
+        assert_eq!(
+            c.healthy,
+            Some(false),
+            "health is kept from the last status"
+        );
+        assert_eq!(
+            c.check_status.and_then(|s| s.tcp).and_then(|t| t.succeeded),
+            Some(true)
+        );
     }
 }

@@ -56,7 +56,15 @@ impl ConsulHook {
         deregister_wait: Duration,
         call_timeout: Duration,
     ) -> Self {
-        Self { base_url, token, service_label, address, deregister_wait, call_timeout, registered: Mutex::new(Vec::new()) }
+        Self {
+            base_url,
+            token,
+            service_label,
+            address,
+            deregister_wait,
+            call_timeout,
+            registered: Mutex::new(Vec::new()),
+        }
     }
 
     async fn put(&self, path: &str, body: Option<Value>) -> Result<(), HookError> {
@@ -66,18 +74,29 @@ impl ConsulHook {
             headers.push(("X-Consul-Token", token.expose()));
         }
         let body = body.map(|b| b.to_string().into_bytes());
-        let response =
-            http::send(Method::PUT, &url, &headers, body, self.call_timeout).await.map_err(|e| HookError::new(format!("consul: {e}")))?;
+        let response = http::send(Method::PUT, &url, &headers, body, self.call_timeout)
+            .await
+            .map_err(|e| HookError::new(format!("consul: {e}")))?;
         if response.is_success() {
             Ok(())
         } else {
-            Err(HookError::new(format!("consul: PUT {path} answered {}: {}", response.status, response.body.trim())))
+            Err(HookError::new(format!(
+                "consul: PUT {path} answered {}: {}",
+                response.status,
+                response.body.trim()
+            )))
         }
     }
 
     async fn register(&self, ctx: &HookContext) -> Result<(), HookError> {
-        let Some(task) = ctx.task.as_deref() else { return Ok(()) };
-        let address = self.address.clone().or_else(|| ctx.agent_hostname.clone()).unwrap_or_else(|| "127.0.0.1".to_owned());
+        let Some(task) = ctx.task.as_deref() else {
+            return Ok(());
+        };
+        let address = self
+            .address
+            .clone()
+            .or_else(|| ctx.agent_hostname.clone())
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
         let definitions = service_definitions(task, &self.service_label, &address);
         if definitions.is_empty() {
             tracing::info!(label = %self.service_label, "task has no service label or no port; not registering with Consul");
@@ -85,7 +104,8 @@ impl ConsulHook {
         }
         for definition in definitions {
             let id = definition["ID"].as_str().unwrap_or_default().to_owned();
-            self.put("/v1/agent/service/register", Some(definition)).await?;
+            self.put("/v1/agent/service/register", Some(definition))
+                .await?;
             tracing::info!(service_id = %id, "registered with Consul");
             if let Ok(mut registered) = self.registered.lock() {
                 registered.push(id);
@@ -95,13 +115,20 @@ impl ConsulHook {
     }
 
     async fn deregister(&self) -> Result<(), HookError> {
-        let ids = self.registered.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+        let ids = self
+            .registered
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
         if ids.is_empty() {
             return Ok(());
         }
         let mut first_error = None;
         for id in &ids {
-            match self.put(&format!("/v1/agent/service/deregister/{id}"), None).await {
+            match self
+                .put(&format!("/v1/agent/service/deregister/{id}"), None)
+                .await
+            {
                 Ok(()) => tracing::info!(service_id = %id, "deregistered from Consul"),
                 Err(e) => {
                     tracing::warn!(service_id = %id, reason = %e, "Consul deregistration failed");
@@ -131,13 +158,21 @@ impl Hook for ConsulHook {
     fn after_healthy<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
         Box::pin(self.register(ctx))
     }
-    fn before_terminate<'a>(&'a self, _ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
+    fn before_terminate<'a>(
+        &'a self,
+        _ctx: &'a HookContext,
+    ) -> HookFuture<'a, Result<(), HookError>> {
         Box::pin(self.deregister())
     }
 }
 
 fn label<'a>(task: &'a v1::TaskInfo, key: &str) -> Option<&'a str> {
-    task.labels.as_ref()?.labels.iter().find(|l| l.key == key).map(|l| l.value.as_deref().unwrap_or_default())
+    task.labels
+        .as_ref()?
+        .labels
+        .iter()
+        .find(|l| l.key == key)
+        .map(|l| l.value.as_deref().unwrap_or_default())
 }
 
 /// The task's ports: named discovery ports, else the first port resource.
@@ -146,30 +181,60 @@ fn ports(task: &v1::TaskInfo) -> Vec<(Option<String>, u32)> {
         .discovery
         .as_ref()
         .and_then(|d| d.ports.as_ref())
-        .map(|p| p.ports.iter().filter(|p| p.name.as_deref().is_some_and(|n| !n.is_empty())).map(|p| (p.name.clone(), p.number)).collect())
+        .map(|p| {
+            p.ports
+                .iter()
+                .filter(|p| p.name.as_deref().is_some_and(|n| !n.is_empty()))
+                .map(|p| (p.name.clone(), p.number))
+                .collect()
+        })
         .unwrap_or_default();
     if !named.is_empty() {
         return named;
     }
-    let first_discovery = task.discovery.as_ref().and_then(|d| d.ports.as_ref()).and_then(|p| p.ports.first()).map(|p| p.number);
+    let first_discovery = task
+        .discovery
+        .as_ref()
+        .and_then(|d| d.ports.as_ref())
+        .and_then(|p| p.ports.first())
+        .map(|p| p.number);
     let first_resource = task
         .resources
         .iter()
         .filter(|r| r.name == "ports")
         .find_map(|r| r.ranges.as_ref()?.range.first().map(|r| r.begin))
         .and_then(|p| u32::try_from(p).ok());
-    first_discovery.or(first_resource).map(|p| vec![(None, p)]).unwrap_or_default()
+    first_discovery
+        .or(first_resource)
+        .map(|p| vec![(None, p)])
+        .unwrap_or_default()
 }
 
 /// Consul service definitions for `task` (pure; unit-tested).
 #[must_use]
-pub(crate) fn service_definitions(task: &v1::TaskInfo, service_label: &str, address: &str) -> Vec<Value> {
-    let Some(name) = label(task, service_label) else { return Vec::new() };
-    let name = if name.is_empty() { task.name.replace(['/', '.'], "-") } else { name.to_owned() };
+pub(crate) fn service_definitions(
+    task: &v1::TaskInfo,
+    service_label: &str,
+    address: &str,
+) -> Vec<Value> {
+    let Some(name) = label(task, service_label) else {
+        return Vec::new();
+    };
+    let name = if name.is_empty() {
+        task.name.replace(['/', '.'], "-")
+    } else {
+        name.to_owned()
+    };
     let mut tags: Vec<String> = task
         .labels
         .as_ref()
-        .map(|l| l.labels.iter().filter(|l| l.value.as_deref() == Some("tag")).map(|l| l.key.clone()).collect())
+        .map(|l| {
+            l.labels
+                .iter()
+                .filter(|l| l.value.as_deref() == Some("tag"))
+                .map(|l| l.key.clone())
+                .collect()
+        })
         .unwrap_or_default();
     tags.push("mesos-hook-executor".to_owned());
     ports(task)
@@ -191,7 +256,11 @@ pub(crate) fn service_definitions(task: &v1::TaskInfo, service_label: &str, addr
                 "Port": port,
                 "Meta": { "mesos_task_id": task.task_id.value },
             });
-            if let Some(check) = task.health_check.as_ref().and_then(|h| mirror_check(h, address, port)) {
+            if let Some(check) = task
+                .health_check
+                .as_ref()
+                .and_then(|h| mirror_check(h, address, port))
+            {
                 definition["Check"] = check;
             }
             definition
@@ -217,7 +286,9 @@ fn mirror_check(hc: &v1::HealthCheck, address: &str, port: u32) -> Option<Value>
         Type::Tcp => {
             let tcp = hc.tcp.as_ref()?;
             let port = if tcp.port == 0 { port } else { tcp.port };
-            Some(json!({ "TCP": format!("{address}:{port}"), "Interval": interval, "Timeout": timeout, "Status": "passing" }))
+            Some(
+                json!({ "TCP": format!("{address}:{port}"), "Interval": interval, "Timeout": timeout, "Status": "passing" }),
+            )
         }
         Type::Command | Type::Unknown => None,
     }
@@ -231,21 +302,39 @@ mod tests {
     fn task(labels: &[(&str, &str)], named_ports: &[(&str, u32)]) -> v1::TaskInfo {
         v1::TaskInfo {
             name: "web".into(),
-            task_id: v1::TaskId { value: "web.1".into() },
-            labels: Some(Labels { labels: labels.iter().map(|(k, v)| Label { key: (*k).into(), value: Some((*v).into()) }).collect() }),
+            task_id: v1::TaskId {
+                value: "web.1".into(),
+            },
+            labels: Some(Labels {
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| Label {
+                        key: (*k).into(),
+                        value: Some((*v).into()),
+                    })
+                    .collect(),
+            }),
             discovery: Some(DiscoveryInfo {
                 visibility: discovery_info::Visibility::Framework as i32,
                 ports: Some(Ports {
                     ports: named_ports
                         .iter()
-                        .map(|(n, p)| Port { number: *p, name: (!n.is_empty()).then(|| (*n).to_owned()), ..Default::default() })
+                        .map(|(n, p)| Port {
+                            number: *p,
+                            name: (!n.is_empty()).then(|| (*n).to_owned()),
+                            ..Default::default()
+                        })
                         .collect(),
                 }),
                 ..Default::default()
             }),
             health_check: Some(v1::HealthCheck {
                 r#type: Some(v1::health_check::Type::Http as i32),
-                http: Some(v1::health_check::HttpCheckInfo { port: 0, path: Some("/health".into()), ..Default::default() }),
+                http: Some(v1::health_check::HttpCheckInfo {
+                    port: 0,
+                    path: Some("/health".into()),
+                    ..Default::default()
+                }),
                 interval_seconds: Some(5.0),
                 ..Default::default()
             }),
@@ -256,7 +345,14 @@ mod tests {
     #[test]
     fn registers_only_labelled_tasks_with_tags_port_and_check() {
         assert!(service_definitions(&task(&[], &[("", 31000)]), "consul", "host").is_empty());
-        let defs = service_definitions(&task(&[("consul", "web-svc"), ("blue", "tag"), ("team", "x")], &[("", 31000)]), "consul", "host1");
+        let defs = service_definitions(
+            &task(
+                &[("consul", "web-svc"), ("blue", "tag"), ("team", "x")],
+                &[("", 31000)],
+            ),
+            "consul",
+            "host1",
+        );
         assert_eq!(defs.len(), 1);
         let d = &defs[0];
         assert_eq!(d["ID"], "web.1");
@@ -270,7 +366,11 @@ mod tests {
 
     #[test]
     fn each_named_port_is_its_own_registration() {
-        let defs = service_definitions(&task(&[("consul", "")], &[("http", 31000), ("admin", 31001)]), "consul", "h");
+        let defs = service_definitions(
+            &task(&[("consul", "")], &[("http", 31000), ("admin", 31001)]),
+            "consul",
+            "h",
+        );
         assert_eq!(defs.len(), 2);
         assert_eq!(defs[0]["ID"], "web.1_http");
         assert_eq!(defs[1]["ID"], "web.1_admin");

@@ -90,7 +90,10 @@ impl Hook for ExecHook {
     fn name(&self) -> &'static str {
         "exec"
     }
-    fn before_start<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<Vec<(String, String)>, HookError>> {
+    fn before_start<'a>(
+        &'a self,
+        ctx: &'a HookContext,
+    ) -> HookFuture<'a, Result<Vec<(String, String)>, HookError>> {
         Box::pin(self.run_event(ctx))
     }
     fn after_start<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
@@ -99,16 +102,26 @@ impl Hook for ExecHook {
     fn after_healthy<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
         Box::pin(async move { self.run_event(ctx).await.map(|_| ()) })
     }
-    fn before_terminate<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
+    fn before_terminate<'a>(
+        &'a self,
+        ctx: &'a HookContext,
+    ) -> HookFuture<'a, Result<(), HookError>> {
         Box::pin(async move { self.run_event(ctx).await.map(|_| ()) })
     }
 }
 
 fn script_name(script: &Path) -> String {
-    script.file_name().map_or_else(|| script.display().to_string(), |n| n.to_string_lossy().into_owned())
+    script.file_name().map_or_else(
+        || script.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
-async fn run_script(script: &Path, ctx: &HookContext, added: &[(String, String)]) -> Result<String, HookError> {
+async fn run_script(
+    script: &Path,
+    ctx: &HookContext,
+    added: &[(String, String)],
+) -> Result<String, HookError> {
     let name = script_name(script);
     let mut cmd = Command::new(script);
     cmd.env_clear()
@@ -123,8 +136,13 @@ async fn run_script(script: &Path, ctx: &HookContext, added: &[(String, String)]
         .current_dir(&ctx.sandbox);
     // Kills the script's whole group when dropped: on timeout the chain drops
     // this future, and nothing of the script may survive.
-    let mut child =
-        ctx.reaper.spawn_auxiliary(cmd, AuxiliaryStdio::piped()).map_err(|cause| HookError::ScriptStart { script: name.clone(), cause })?;
+    let mut child = ctx
+        .reaper
+        .spawn_auxiliary(cmd, AuxiliaryStdio::piped())
+        .map_err(|cause| HookError::ScriptStart {
+            script: name.clone(),
+            cause,
+        })?;
     let mut stdin = child.stdin.take();
     let document = ctx.document().to_string();
     // A script may ignore its stdin and exit before reading it: a broken pipe
@@ -138,7 +156,10 @@ async fn run_script(script: &Path, ctx: &HookContext, added: &[(String, String)]
     let read_out = read_capped(child.stdout.take(), MAX_STDOUT, false);
     let read_err = read_capped(child.stderr.take(), MAX_STDERR, true);
     let ((), out, err) = tokio::join!(feed, read_out, read_err);
-    let outcome = child.wait().await.map_err(|cause| HookError::ScriptLost { script: name.clone(), cause })?;
+    let outcome = child.wait().await.map_err(|cause| HookError::ScriptLost {
+        script: name.clone(),
+        cause,
+    })?;
     drop(child);
     match outcome {
         ExitOutcome::Exited(0) => {
@@ -149,7 +170,11 @@ async fn run_script(script: &Path, ctx: &HookContext, added: &[(String, String)]
             }
             Ok(String::from_utf8_lossy(&out).into_owned())
         }
-        outcome => Err(HookError::ScriptFailed { script: name, outcome, stderr: stderr_tail(&err) }),
+        outcome => Err(HookError::ScriptFailed {
+            script: name,
+            outcome,
+            stderr: stderr_tail(&err),
+        }),
     }
 }
 
@@ -160,15 +185,23 @@ fn stderr_tail(err: &[u8]) -> String {
         return "(no stderr output)".to_owned();
     }
     let start = text.len().saturating_sub(STDERR_TAIL);
-    let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
     text[start..].replace('\n', " | ")
 }
 
 /// Reads a pipe to its end, keeping at most `cap` bytes: the first ones, or
 /// with `keep_tail` the last ones. The rest is still drained, so the writer
 /// never blocks on a full pipe.
-async fn read_capped<R: tokio::io::AsyncRead + Unpin>(reader: Option<R>, cap: usize, keep_tail: bool) -> Vec<u8> {
-    let Some(mut reader) = reader else { return Vec::new() };
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    reader: Option<R>,
+    cap: usize,
+    keep_tail: bool,
+) -> Vec<u8> {
+    let Some(mut reader) = reader else {
+        return Vec::new();
+    };
     let mut kept = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -191,7 +224,10 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(reader: Option<R>, cap: us
 
 /// Parses a before-start script's stdout: `KEY=VALUE` lines, blank lines and
 /// `#` comments. Anything else is an error naming the script and the line.
-pub(crate) fn parse_env_lines(stdout: &str, script: &Path) -> Result<Vec<(String, String)>, HookError> {
+pub(crate) fn parse_env_lines(
+    stdout: &str,
+    script: &Path,
+) -> Result<Vec<(String, String)>, HookError> {
     let mut out = Vec::new();
     for (number, line) in stdout.lines().enumerate() {
         let trimmed = line.trim();
@@ -215,7 +251,10 @@ pub(crate) fn parse_env_lines(stdout: &str, script: &Path) -> Result<Vec<(String
 
 fn valid_name(key: &str) -> bool {
     let mut chars = key.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -227,9 +266,15 @@ mod tests {
         let p = Path::new("/hooks/before-start.d/10-env");
         assert_eq!(
             parse_env_lines("A=1\n\n# comment\nB_2=x=y\nEMPTY=\n", p).expect("valid"),
-            vec![("A".to_owned(), "1".to_owned()), ("B_2".to_owned(), "x=y".to_owned()), ("EMPTY".to_owned(), String::new())]
+            vec![
+                ("A".to_owned(), "1".to_owned()),
+                ("B_2".to_owned(), "x=y".to_owned()),
+                ("EMPTY".to_owned(), String::new())
+            ]
         );
-        let err = parse_env_lines("A=1\nnot a variable\n", p).expect_err("invalid").to_string();
+        let err = parse_env_lines("A=1\nnot a variable\n", p)
+            .expect_err("invalid")
+            .to_string();
         assert!(err.contains("10-env printed an invalid line 2"), "{err}");
         assert!(parse_env_lines("1A=x", p).is_err());
         assert!(parse_env_lines("A B=x", p).is_err());

@@ -20,7 +20,9 @@ pub(crate) mod exec;
 pub(crate) mod policy;
 pub(crate) mod webhook;
 
-use std::{collections::BTreeMap, fmt, future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap, fmt, future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration,
+};
 
 use crate::{
     proto::v1,
@@ -138,7 +140,10 @@ impl HookError {
 fn describe(outcome: ExitOutcome) -> String {
     match outcome {
         ExitOutcome::Exited(code) => format!("exited with status {code}"),
-        ExitOutcome::Signaled { signal, .. } => format!("was killed by {}", crate::task::termination::signal_name(signal)),
+        ExitOutcome::Signaled { signal, .. } => format!(
+            "was killed by {}",
+            crate::task::termination::signal_name(signal)
+        ),
     }
 }
 
@@ -234,7 +239,10 @@ pub(crate) trait Hook: Send + Sync {
     }
 
     /// Before the task starts; may add environment variables or veto.
-    fn before_start<'a>(&'a self, _ctx: &'a HookContext) -> HookFuture<'a, Result<Vec<(String, String)>, HookError>> {
+    fn before_start<'a>(
+        &'a self,
+        _ctx: &'a HookContext,
+    ) -> HookFuture<'a, Result<Vec<(String, String)>, HookError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 
@@ -249,7 +257,10 @@ pub(crate) trait Hook: Send + Sync {
     }
 
     /// Before the task is signalled.
-    fn before_terminate<'a>(&'a self, _ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
+    fn before_terminate<'a>(
+        &'a self,
+        _ctx: &'a HookContext,
+    ) -> HookFuture<'a, Result<(), HookError>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -263,7 +274,10 @@ pub(crate) struct HookChain {
 
 impl fmt::Debug for HookChain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HookChain").field("hooks", &self.names()).field("timeout", &self.timeout).finish()
+        f.debug_struct("HookChain")
+            .field("hooks", &self.names())
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -317,7 +331,10 @@ impl HookChain {
                 continue;
             }
             tracing::error!(hook = name, %event, reason = %outcome, "hook failed");
-            return ChainResult::Failed { hook: name, reason: outcome };
+            return ChainResult::Failed {
+                hook: name,
+                reason: outcome,
+            };
         }
         match failure {
             Some((hook, reason)) => ChainResult::Failed { hook, reason },
@@ -344,7 +361,10 @@ pub(crate) fn terminate_budget(grace: Duration) -> Duration {
 
 /// Builds the configured chain (names were validated with the configuration).
 #[must_use]
-pub(crate) fn build_chain(settings: &crate::config::HookSettings, call_timeout: Duration) -> HookChain {
+pub(crate) fn build_chain(
+    settings: &crate::config::HookSettings,
+    call_timeout: Duration,
+) -> HookChain {
     let hooks = settings
         .chain
         .iter()
@@ -355,7 +375,10 @@ pub(crate) fn build_chain(settings: &crate::config::HookSettings, call_timeout: 
                     allowed_host_paths: settings.allowed_host_paths.clone(),
                     allowed_users: settings.allowed_users.clone(),
                 })),
-                "exec" => settings.dir.clone().map(|dir| Arc::new(exec::ExecHook::new(dir)) as Arc<dyn Hook>),
+                "exec" => settings
+                    .dir
+                    .clone()
+                    .map(|dir| Arc::new(exec::ExecHook::new(dir)) as Arc<dyn Hook>),
                 "consul" => Some(Arc::new(consul::ConsulHook::new(
                     settings.consul_url.clone(),
                     settings.consul_token.clone(),
@@ -392,9 +415,15 @@ mod tests {
         fn name(&self) -> &'static str {
             self.name
         }
-        fn before_start<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<Vec<(String, String)>, HookError>> {
+        fn before_start<'a>(
+            &'a self,
+            ctx: &'a HookContext,
+        ) -> HookFuture<'a, Result<Vec<(String, String)>, HookError>> {
             Box::pin(async move {
-                self.seen.lock().map(|mut s| s.push(ctx.added_env.clone())).ok();
+                self.seen
+                    .lock()
+                    .map(|mut s| s.push(ctx.added_env.clone()))
+                    .ok();
                 tokio::time::sleep(self.sleep).await;
                 if self.fail {
                     Err(HookError::new("no"))
@@ -403,7 +432,10 @@ mod tests {
                 }
             })
         }
-        fn before_terminate<'a>(&'a self, _ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
+        fn before_terminate<'a>(
+            &'a self,
+            _ctx: &'a HookContext,
+        ) -> HookFuture<'a, Result<(), HookError>> {
             Box::pin(async move {
                 self.seen.lock().map(|mut s| s.push(Vec::new())).ok();
                 tokio::time::sleep(self.sleep).await;
@@ -416,10 +448,18 @@ mod tests {
         }
     }
 
-    fn scripted(name: &'static str, env: &[(&str, &str)], fail: bool, sleep_ms: u64) -> Arc<Scripted> {
+    fn scripted(
+        name: &'static str,
+        env: &[(&str, &str)],
+        fail: bool,
+        sleep_ms: u64,
+    ) -> Arc<Scripted> {
         Arc::new(Scripted {
             name,
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             fail,
             sleep: Duration::from_millis(sleep_ms),
             seen: std::sync::Mutex::new(Vec::new()),
@@ -447,8 +487,13 @@ mod tests {
         let b = scripted("b", &[("B", "2")], false, 0);
         let chain = HookChain::new(vec![a.clone(), b.clone()], Duration::from_secs(1));
         let result = chain.run(ctx(HookEvent::BeforeStart).await, None).await;
-        assert!(matches!(result, ChainResult::Ok { env } if env == [("A".to_owned(), "1".to_owned()), ("B".to_owned(), "2".to_owned())]));
-        assert_eq!(b.seen.lock().map(|s| s[0].clone()).unwrap_or_default(), vec![("A".to_owned(), "1".to_owned())]);
+        assert!(
+            matches!(result, ChainResult::Ok { env } if env == [("A".to_owned(), "1".to_owned()), ("B".to_owned(), "2".to_owned())])
+        );
+        assert_eq!(
+            b.seen.lock().map(|s| s[0].clone()).unwrap_or_default(),
+            vec![("A".to_owned(), "1".to_owned())]
+        );
     }
 
     #[tokio::test]
@@ -457,8 +502,14 @@ mod tests {
         let b = scripted("b", &[], false, 0);
         let chain = HookChain::new(vec![a, b.clone()], Duration::from_secs(1));
         let result = chain.run(ctx(HookEvent::BeforeStart).await, None).await;
-        assert!(matches!(result, ChainResult::Failed { hook: "a", reason: HookError::Service(ref r) } if r == "no"), "{result:?}");
-        assert!(b.seen.lock().map(|s| s.is_empty()).unwrap_or(false), "b must not run after a vetoed");
+        assert!(
+            matches!(result, ChainResult::Failed { hook: "a", reason: HookError::Service(ref r) } if r == "no"),
+            "{result:?}"
+        );
+        assert!(
+            b.seen.lock().map(|s| s.is_empty()).unwrap_or(false),
+            "b must not run after a vetoed"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -477,13 +528,29 @@ mod tests {
         let a = scripted("a", &[], true, 0);
         let b = scripted("b", &[], false, 60_000);
         let c = scripted("c", &[], false, 0);
-        let chain = HookChain::new(vec![a.clone(), b.clone(), c.clone()], Duration::from_secs(30));
+        let chain = HookChain::new(
+            vec![a.clone(), b.clone(), c.clone()],
+            Duration::from_secs(30),
+        );
         let start = tokio::time::Instant::now();
-        let result = chain.run(ctx(HookEvent::BeforeTerminate).await, Some(Duration::from_secs(5))).await;
+        let result = chain
+            .run(
+                ctx(HookEvent::BeforeTerminate).await,
+                Some(Duration::from_secs(5)),
+            )
+            .await;
         assert!(start.elapsed() <= Duration::from_secs(5));
-        assert!(matches!(result, ChainResult::Failed { hook: "a", reason: HookError::Service(ref r) } if r == "no"), "{result:?}");
+        assert!(
+            matches!(result, ChainResult::Failed { hook: "a", reason: HookError::Service(ref r) } if r == "no"),
+            "{result:?}"
+        );
         for h in [a, b, c] {
-            assert_eq!(h.seen.lock().map(|s| s.len()).unwrap_or(0), 1, "{} ran once", h.name);
+            assert_eq!(
+                h.seen.lock().map(|s| s.len()).unwrap_or(0),
+                1,
+                "{} ran once",
+                h.name
+            );
         }
     }
 
@@ -493,29 +560,60 @@ mod tests {
         let webhook_like = scripted("webhook", &[], true, 0);
         let privileged = v1::TaskInfo {
             container: Some(v1::ContainerInfo {
-                docker: Some(v1::container_info::DockerInfo { privileged: Some(true), ..Default::default() }),
+                docker: Some(v1::container_info::DockerInfo {
+                    privileged: Some(true),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         };
         let mut context = ctx(HookEvent::BeforeStart).await;
         context.task = Some(Arc::new(privileged));
-        let result = HookChain::new(vec![policy, webhook_like.clone()], Duration::from_secs(1)).run(context.clone(), None).await;
+        let result = HookChain::new(vec![policy, webhook_like.clone()], Duration::from_secs(1))
+            .run(context.clone(), None)
+            .await;
         assert!(
-            matches!(result, ChainResult::Failed { hook: "policy", reason: HookError::Policy(policy::Violation::Privileged) }),
+            matches!(
+                result,
+                ChainResult::Failed {
+                    hook: "policy",
+                    reason: HookError::Policy(policy::Violation::Privileged)
+                }
+            ),
             "{result:?}"
         );
         // Another hook's refusal is not a policy refusal, whatever it is called.
         context.task = None;
-        let result = HookChain::new(vec![webhook_like], Duration::from_secs(1)).run(context, None).await;
-        assert!(matches!(result, ChainResult::Failed { reason: HookError::Service(_), .. }), "{result:?}");
+        let result = HookChain::new(vec![webhook_like], Duration::from_secs(1))
+            .run(context, None)
+            .await;
+        assert!(
+            matches!(
+                result,
+                ChainResult::Failed {
+                    reason: HookError::Service(_),
+                    ..
+                }
+            ),
+            "{result:?}"
+        );
     }
 
     #[test]
     fn terminate_budget_leaves_time_for_sigterm() {
-        assert_eq!(terminate_budget(Duration::from_secs(10)), Duration::from_secs(9));
-        assert_eq!(terminate_budget(Duration::from_secs(3)), Duration::from_secs(2));
-        assert_eq!(terminate_budget(Duration::from_secs(1)), Duration::from_millis(500));
+        assert_eq!(
+            terminate_budget(Duration::from_secs(10)),
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            terminate_budget(Duration::from_secs(3)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            terminate_budget(Duration::from_secs(1)),
+            Duration::from_millis(500)
+        );
         assert_eq!(terminate_budget(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -61,10 +61,18 @@ impl Hook for PolicyHook {
     fn name(&self) -> &'static str {
         "policy"
     }
-    fn before_start<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<Vec<(String, String)>, HookError>> {
+    fn before_start<'a>(
+        &'a self,
+        ctx: &'a HookContext,
+    ) -> HookFuture<'a, Result<Vec<(String, String)>, HookError>> {
         Box::pin(async move {
-            let Some(task) = ctx.task.as_deref() else { return Ok(Vec::new()) };
-            let own_user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name);
+            let Some(task) = ctx.task.as_deref() else {
+                return Ok(Vec::new());
+            };
+            let own_user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name);
             self.check(task, &ctx.sandbox, own_user.as_deref())?;
             Ok(Vec::new())
         })
@@ -73,8 +81,16 @@ impl Hook for PolicyHook {
 
 impl PolicyHook {
     /// Checks `task` (and its executor info); `Err` says precisely what is refused.
-    pub(crate) fn check(&self, task: &v1::TaskInfo, sandbox: &Path, own_user: Option<&str>) -> Result<(), Violation> {
-        let containers = [task.container.as_ref(), task.executor.as_ref().and_then(|e| e.container.as_ref())];
+    pub(crate) fn check(
+        &self,
+        task: &v1::TaskInfo,
+        sandbox: &Path,
+        own_user: Option<&str>,
+    ) -> Result<(), Violation> {
+        let containers = [
+            task.container.as_ref(),
+            task.executor.as_ref().and_then(|e| e.container.as_ref()),
+        ];
         for container in containers.into_iter().flatten() {
             self.check_container(container, sandbox)?;
         }
@@ -83,24 +99,43 @@ impl PolicyHook {
                 .command
                 .as_ref()
                 .and_then(|c| c.user.as_deref())
-                .or_else(|| task.executor.as_ref().and_then(|e| e.command.as_ref()).and_then(|c| c.user.as_deref()))
+                .or_else(|| {
+                    task.executor
+                        .as_ref()
+                        .and_then(|e| e.command.as_ref())
+                        .and_then(|c| c.user.as_deref())
+                })
                 .or(own_user)
                 .unwrap_or("<unknown>");
             if !self.allowed_users.iter().any(|u| u == user) {
-                return Err(Violation::User { user: user.to_owned(), allowed: self.allowed_users.join(", ") });
+                return Err(Violation::User {
+                    user: user.to_owned(),
+                    allowed: self.allowed_users.join(", "),
+                });
             }
         }
         Ok(())
     }
 
-    fn check_container(&self, container: &v1::ContainerInfo, sandbox: &Path) -> Result<(), Violation> {
+    fn check_container(
+        &self,
+        container: &v1::ContainerInfo,
+        sandbox: &Path,
+    ) -> Result<(), Violation> {
         if let Some(docker) = &container.docker {
             let flag = docker.privileged();
-            let param = docker.parameters.iter().any(|p| p.key == "privileged" && p.value != "false");
+            let param = docker
+                .parameters
+                .iter()
+                .any(|p| p.key == "privileged" && p.value != "false");
             if (flag || param) && !self.allow_privileged {
                 return Err(Violation::Privileged);
             }
-            for p in docker.parameters.iter().filter(|p| p.key == "volume" || p.key == "v") {
+            for p in docker
+                .parameters
+                .iter()
+                .filter(|p| p.key == "volume" || p.key == "v")
+            {
                 let host = p.value.split(':').next().unwrap_or_default();
                 // A bare name is a named Docker volume, not a host path.
                 if host.starts_with('/') || host.starts_with('.') {
@@ -125,16 +160,26 @@ impl PolicyHook {
     fn check_host_path(&self, host: &str, sandbox: &Path) -> Result<(), Violation> {
         let resolved = resolve(&sandbox.join(host));
         let sandbox = resolve(sandbox);
-        let allowed = std::iter::once(&sandbox).chain(self.allowed_host_paths.iter()).any(|prefix| resolved.starts_with(resolve(prefix)));
+        let allowed = std::iter::once(&sandbox)
+            .chain(self.allowed_host_paths.iter())
+            .any(|prefix| resolved.starts_with(resolve(prefix)));
         if allowed {
             Ok(())
         } else {
             let allowed = if self.allowed_host_paths.is_empty() {
                 "none configured: HOOK_EXECUTOR_POLICY_ALLOWED_HOST_PATHS".to_owned()
             } else {
-                self.allowed_host_paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                self.allowed_host_paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
-            Err(Violation::HostPath { host: host.to_owned(), resolved, allowed })
+            Err(Violation::HostPath {
+                host: host.to_owned(),
+                resolved,
+                allowed,
+            })
         }
     }
 }
@@ -179,7 +224,10 @@ mod tests {
     use crate::proto::v1::{container_info, volume, ContainerInfo, Parameter, Volume};
 
     fn task_with(container: ContainerInfo) -> v1::TaskInfo {
-        v1::TaskInfo { container: Some(container), ..Default::default() }
+        v1::TaskInfo {
+            container: Some(container),
+            ..Default::default()
+        }
     }
 
     fn docker(privileged: bool, parameters: Vec<(&str, &str)>) -> ContainerInfo {
@@ -188,7 +236,13 @@ mod tests {
             docker: Some(container_info::DockerInfo {
                 image: "busybox".into(),
                 privileged: Some(privileged),
-                parameters: parameters.into_iter().map(|(k, v)| Parameter { key: k.into(), value: v.into() }).collect(),
+                parameters: parameters
+                    .into_iter()
+                    .map(|(k, v)| Parameter {
+                        key: k.into(),
+                        value: v.into(),
+                    })
+                    .collect(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -212,13 +266,35 @@ mod tests {
     fn privileged_is_refused_unless_allowed() {
         let sandbox = Path::new("/tmp");
         let policy = PolicyHook::default();
-        let err = policy.check(&task_with(docker(true, vec![])), sandbox, None).expect_err("refused");
+        let err = policy
+            .check(&task_with(docker(true, vec![])), sandbox, None)
+            .expect_err("refused");
         assert_eq!(err, Violation::Privileged);
-        assert!(err.to_string().contains("privileged mode is not allowed"), "{err}");
-        assert!(policy.check(&task_with(docker(false, vec![("privileged", "true")])), sandbox, None).is_err());
-        assert!(policy.check(&task_with(docker(false, vec![("privileged", "false")])), sandbox, None).is_ok());
-        let permissive = PolicyHook { allow_privileged: true, ..Default::default() };
-        assert!(permissive.check(&task_with(docker(true, vec![])), sandbox, None).is_ok());
+        assert!(
+            err.to_string().contains("privileged mode is not allowed"),
+            "{err}"
+        );
+        assert!(policy
+            .check(
+                &task_with(docker(false, vec![("privileged", "true")])),
+                sandbox,
+                None
+            )
+            .is_err());
+        assert!(policy
+            .check(
+                &task_with(docker(false, vec![("privileged", "false")])),
+                sandbox,
+                None
+            )
+            .is_ok());
+        let permissive = PolicyHook {
+            allow_privileged: true,
+            ..Default::default()
+        };
+        assert!(permissive
+            .check(&task_with(docker(true, vec![])), sandbox, None)
+            .is_ok());
     }
 
     #[test]
@@ -229,18 +305,39 @@ mod tests {
         std::os::unix::fs::symlink("/etc", allowed.join("link")).expect("symlink");
         let sandbox = dir.path().join("sandbox");
         std::fs::create_dir_all(&sandbox).expect("mkdir");
-        let policy = PolicyHook { allowed_host_paths: vec![allowed.clone()], ..Default::default() };
+        let policy = PolicyHook {
+            allowed_host_paths: vec![allowed.clone()],
+            ..Default::default()
+        };
         let ok = |p: &str| policy.check(&task_with(host_volume(p)), &sandbox, None);
         assert!(ok(allowed.join("sub").to_str().expect("utf8")).is_ok());
         assert!(ok(allowed.join("not-yet/created").to_str().expect("utf8")).is_ok());
         assert!(ok("relative/in/sandbox").is_ok());
         let err = ok("/etc").expect_err("refused");
-        assert!(matches!(&err, Violation::HostPath { host, .. } if host == "/etc"), "{err:?}");
-        assert!(err.to_string().contains("outside the allowed host paths"), "{err}");
-        assert!(ok(&format!("{}/../../etc", allowed.display())).is_err(), "`..` escape");
-        assert!(ok(allowed.join("link/passwd").to_str().expect("utf8")).is_err(), "symlink escape");
-        assert!(ok("../../../../etc").is_err(), "relative escape from the sandbox");
-        let docker_param = task_with(docker(false, vec![("volume", "/var/run/docker.sock:/var/run/docker.sock")]));
+        assert!(
+            matches!(&err, Violation::HostPath { host, .. } if host == "/etc"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("outside the allowed host paths"),
+            "{err}"
+        );
+        assert!(
+            ok(&format!("{}/../../etc", allowed.display())).is_err(),
+            "`..` escape"
+        );
+        assert!(
+            ok(allowed.join("link/passwd").to_str().expect("utf8")).is_err(),
+            "symlink escape"
+        );
+        assert!(
+            ok("../../../../etc").is_err(),
+            "relative escape from the sandbox"
+        );
+        let docker_param = task_with(docker(
+            false,
+            vec![("volume", "/var/run/docker.sock:/var/run/docker.sock")],
+        ));
         assert!(policy.check(&docker_param, &sandbox, None).is_err());
         let named = task_with(docker(false, vec![("volume", "named-volume:/data")]));
         assert!(policy.check(&named, &sandbox, None).is_ok());
@@ -248,20 +345,44 @@ mod tests {
 
     #[test]
     fn users_outside_the_allow_list_are_refused() {
-        let policy = PolicyHook { allowed_users: vec!["app".into()], ..Default::default() };
-        let mut task =
-            v1::TaskInfo { command: Some(v1::CommandInfo { user: Some("root".into()), ..Default::default() }), ..Default::default() };
-        let err = policy.check(&task, Path::new("/tmp"), Some("app")).expect_err("refused");
-        assert!(err.to_string().contains("user \"root\" is not allowed"), "{err}");
-        task.command = Some(v1::CommandInfo { user: Some("app".into()), ..Default::default() });
+        let policy = PolicyHook {
+            allowed_users: vec!["app".into()],
+            ..Default::default()
+        };
+        let mut task = v1::TaskInfo {
+            command: Some(v1::CommandInfo {
+                user: Some("root".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let err = policy
+            .check(&task, Path::new("/tmp"), Some("app"))
+            .expect_err("refused");
+        assert!(
+            err.to_string().contains("user \"root\" is not allowed"),
+            "{err}"
+        );
+        task.command = Some(v1::CommandInfo {
+            user: Some("app".into()),
+            ..Default::default()
+        });
         assert!(policy.check(&task, Path::new("/tmp"), Some("root")).is_ok());
         task.command = None;
-        assert!(policy.check(&task, Path::new("/tmp"), Some("nobody")).is_err(), "the executor's own user is checked");
+        assert!(
+            policy
+                .check(&task, Path::new("/tmp"), Some("nobody"))
+                .is_err(),
+            "the executor's own user is checked"
+        );
     }
 
     #[test]
     fn resolve_handles_dots_and_missing_parts() {
-        assert_eq!(resolve(Path::new("/a/b/../c/./d")), resolve(Path::new("/a/c/d")));
+        assert_eq!(
+            resolve(Path::new("/a/b/../c/./d")),
+            resolve(Path::new("/a/c/d"))
+        );
         assert_eq!(resolve(Path::new("/../..")), PathBuf::from("/"));
     }
 }

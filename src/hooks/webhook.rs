@@ -60,7 +60,9 @@ impl WebhookHook {
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
-        Err(HookError::new(format!("webhook: {last} (after {ATTEMPTS} attempts)")))
+        Err(HookError::new(format!(
+            "webhook: {last} (after {ATTEMPTS} attempts)"
+        )))
     }
 }
 
@@ -73,7 +75,10 @@ impl Hook for WebhookHook {
         // generic hook timeout.
         (self.timeout * ATTEMPTS + RETRY_WAITS) * u32::try_from(self.urls.len()).unwrap_or(u32::MAX)
     }
-    fn before_start<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<Vec<(String, String)>, HookError>> {
+    fn before_start<'a>(
+        &'a self,
+        ctx: &'a HookContext,
+    ) -> HookFuture<'a, Result<Vec<(String, String)>, HookError>> {
         Box::pin(async move { self.post_all(ctx).await.map(|()| Vec::new()) })
     }
     fn after_start<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
@@ -82,7 +87,10 @@ impl Hook for WebhookHook {
     fn after_healthy<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
         Box::pin(self.post_all(ctx))
     }
-    fn before_terminate<'a>(&'a self, ctx: &'a HookContext) -> HookFuture<'a, Result<(), HookError>> {
+    fn before_terminate<'a>(
+        &'a self,
+        ctx: &'a HookContext,
+    ) -> HookFuture<'a, Result<(), HookError>> {
         Box::pin(self.post_all(ctx))
     }
 }

@@ -109,13 +109,20 @@ pub(crate) fn client(profile: Profile) -> Result<&'static reqwest::Client, HttpE
         Profile::Hooks => &HOOKS,
         Profile::Probes => &PROBES,
     };
-    cell.get_or_init(|| build(profile)).as_ref().map_err(HttpError::Client)
+    cell.get_or_init(|| build(profile))
+        .as_ref()
+        .map_err(HttpError::Client)
 }
 
 fn build(profile: Profile) -> Result<reqwest::Client, ClientError> {
-    let builder = reqwest::Client::builder().user_agent(USER_AGENT).no_proxy().tcp_nodelay(true);
+    let builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .no_proxy()
+        .tcp_nodelay(true);
     let builder = match profile {
-        Profile::Hooks => builder.use_preconfigured_tls(transport::client_config(Trust::WebPki)?).redirect(redirect::Policy::none()),
+        Profile::Hooks => builder
+            .use_preconfigured_tls(transport::client_config(Trust::WebPki)?)
+            .redirect(redirect::Policy::none()),
         Profile::Probes => builder
             .use_preconfigured_tls(transport::client_config(Trust::Insecure)?)
             .pool_max_idle_per_host(0)
@@ -133,12 +140,16 @@ pub(crate) async fn send(
     body: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
-    let mut request = client(Profile::Hooks)?.request(method.clone(), url).timeout(timeout);
+    let mut request = client(Profile::Hooks)?
+        .request(method.clone(), url)
+        .timeout(timeout);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
     if let Some(body) = body {
-        request = request.header(header::CONTENT_TYPE, "application/json").body(body);
+        request = request
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
     }
     let failed = |source: reqwest::Error| error(method.clone(), url, Some(timeout), source);
     let mut response = request.send().await.map_err(failed)?;
@@ -150,7 +161,10 @@ pub(crate) async fn send(
             break;
         }
     }
-    Ok(Response { status, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// What an HTTP probe saw: the final status, and the `Location` of a
@@ -170,19 +184,42 @@ pub(crate) async fn probe(url: &str, timeout: Option<Duration>) -> Result<ProbeA
     if let Some(limit) = timeout {
         request = request.timeout(limit);
     }
-    let response = request.send().await.map_err(|source| error(Method::GET, url, timeout, source))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|source| error(Method::GET, url, timeout, source))?;
     let status = response.status();
     let followed = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
-    let unfollowed =
-        response.headers().get(header::LOCATION).filter(|_| followed).map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
-    Ok(ProbeAnswer { status: status.as_u16(), unfollowed })
+    let unfollowed = response
+        .headers()
+        .get(header::LOCATION)
+        .filter(|_| followed)
+        .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
+    Ok(ProbeAnswer {
+        status: status.as_u16(),
+        unfollowed,
+    })
 }
 
-fn error(method: Method, url: &str, timeout: Option<Duration>, source: reqwest::Error) -> HttpError {
+fn error(
+    method: Method,
+    url: &str,
+    timeout: Option<Duration>,
+    source: reqwest::Error,
+) -> HttpError {
     let url = url.to_owned();
     match timeout {
-        Some(timeout) if source.is_timeout() => HttpError::Timeout { method, url, timeout, source },
-        _ => HttpError::Transport { method, url, source },
+        Some(timeout) if source.is_timeout() => HttpError::Timeout {
+            method,
+            url,
+            timeout,
+            source,
+        },
+        _ => HttpError::Transport {
+            method,
+            url,
+            source,
+        },
     }
 }
 
@@ -193,7 +230,9 @@ struct Causes<'a>(&'a reqwest::Error);
 
 impl std::fmt::Display for Causes<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Some(first) = std::error::Error::source(self.0) else { return write!(f, "{}", self.0) };
+        let Some(first) = std::error::Error::source(self.0) else {
+            return write!(f, "{}", self.0);
+        };
         write!(f, "{first}")?;
         let mut cause = first.source();
         while let Some(e) = cause {
@@ -210,13 +249,29 @@ mod tests {
 
     #[tokio::test]
     async fn failures_name_the_request_and_the_cause() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
         let url = format!("http://127.0.0.1:{closed}/hook");
-        let e = send(Method::POST, &url, &[], Some(b"{}".to_vec()), Duration::from_secs(5)).await.expect_err("refused");
+        let e = send(
+            Method::POST,
+            &url,
+            &[],
+            Some(b"{}".to_vec()),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect_err("refused");
         let text = e.to_string();
-        assert!(text.starts_with(&format!("POST {url}: ")) && text.to_lowercase().contains("refused"), "{text}");
+        assert!(
+            text.starts_with(&format!("POST {url}: ")) && text.to_lowercase().contains("refused"),
+            "{text}"
+        );
         assert!(matches!(e, HttpError::Transport { .. }));
-        let e = send(Method::PUT, "not a url", &[], None, Duration::from_secs(5)).await.expect_err("invalid");
+        let e = send(Method::PUT, "not a url", &[], None, Duration::from_secs(5))
+            .await
+            .expect_err("invalid");
         assert!(e.to_string().starts_with("PUT not a url: "), "{e}");
     }
 

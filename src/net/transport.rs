@@ -66,10 +66,14 @@ pub enum TlsError {
 /// A rustls client configuration with the given trust and the ring provider.
 pub(crate) fn client_config(trust: Trust<'_>) -> Result<rustls::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder =
-        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(TlsError::Versions)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Versions)?;
     let config = match trust {
-        Trust::Insecure => builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider))).with_no_client_auth(),
+        Trust::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth(),
         Trust::WebPki => {
             let mut roots = rustls::RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -77,10 +81,19 @@ pub(crate) fn client_config(trust: Trust<'_>) -> Result<rustls::ClientConfig, Tl
         }
         Trust::CaFile(path) => {
             let mut roots = rustls::RootCertStore::empty();
-            let pem = std::fs::read(path).map_err(|source| TlsError::CaFile { path: path.to_owned(), source })?;
+            let pem = std::fs::read(path).map_err(|source| TlsError::CaFile {
+                path: path.to_owned(),
+                source,
+            })?;
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|source| TlsError::CaPem { path: path.to_owned(), source })?;
-                roots.add(cert).map_err(|source| TlsError::CaCertificate { path: path.to_owned(), source })?;
+                let cert = cert.map_err(|source| TlsError::CaPem {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                roots.add(cert).map_err(|source| TlsError::CaCertificate {
+                    path: path.to_owned(),
+                    source,
+                })?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
@@ -118,7 +131,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -127,7 +145,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -36,7 +36,12 @@ impl Attempt {
     /// What a validated plan runs.
     #[must_use]
     pub(crate) fn of_plan(plan: &Plan) -> Self {
-        Self { command: Some(plan.command.clone()), arguments: plan.arguments.clone(), shell: Some(plan.shell), timeout: plan.timeout }
+        Self {
+            command: Some(plan.command.clone()),
+            arguments: plan.arguments.clone(),
+            shell: Some(plan.shell),
+            timeout: plan.timeout,
+        }
     }
 }
 

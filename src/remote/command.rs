@@ -91,7 +91,10 @@ impl RemoteCommand {
             display,
             seq,
             started: Instant::now(),
-            state: Mutex::new(State { output: Output::new(max_output), finished: None }),
+            state: Mutex::new(State {
+                output: Output::new(max_output),
+                finished: None,
+            }),
             version: watch::channel(0).0,
             terminate: Notify::new(),
         }
@@ -237,7 +240,12 @@ async fn read(pipe: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> io::Result<u
 /// output, applies `timeout` and terminate requests (SIGTERM, then SIGKILL
 /// after `kill_grace`), and says how it ended. Its group is SIGKILLed when
 /// the leader exits and when `child` is dropped here.
-pub(crate) async fn supervise(cmd: &RemoteCommand, mut child: Auxiliary, timeout: Option<Duration>, kill_grace: Duration) -> Finished {
+pub(crate) async fn supervise(
+    cmd: &RemoteCommand,
+    mut child: Auxiliary,
+    timeout: Option<Duration>,
+    kill_grace: Duration,
+) -> Finished {
     let pid = cmd.pid;
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -297,5 +305,10 @@ pub(crate) async fn supervise(cmd: &RemoteCommand, mut child: Auxiliary, timeout
         }
     }
     drop(child);
-    Finished { outcome: leader.unwrap_or(ExitOutcome::Exited(-1)), timed_out, terminated, at: Instant::now() }
+    Finished {
+        outcome: leader.unwrap_or(ExitOutcome::Exited(-1)),
+        timed_out,
+        terminated,
+        at: Instant::now(),
+    }
 }

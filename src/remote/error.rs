@@ -76,7 +76,9 @@ impl ApiError {
     #[must_use]
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::Json(_) | Self::Body(_) | Self::Unstartable { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::Json(_) | Self::Body(_) | Self::Unstartable { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NoRoute(_) | Self::UnknownPid(_) => StatusCode::NOT_FOUND,
@@ -92,20 +94,29 @@ impl ApiError {
     /// The response: `{"result":"error","error":"…"}` with the status and
     /// the headers some statuses need.
     pub(crate) fn response(&self) -> Response<ApiBody> {
-        let mut r = json(self.status(), &ErrorResponse { result: "error".into(), error: self.to_string() });
+        let mut r = json(
+            self.status(),
+            &ErrorResponse {
+                result: "error".into(),
+                error: self.to_string(),
+            },
+        );
         match self {
             Self::MethodNotAllowed(allow) => {
-                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             Self::Unauthorized => {
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
         }
         // A refused peer must not keep holding one of the shared connection
         // slots: answer, then close.
         if matches!(self, Self::Unauthorized | Self::Forbidden(_)) {
-            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         r
     }
@@ -122,7 +133,13 @@ mod tests {
         let cases: Vec<(ApiError, u16)> = vec![
             (ApiError::BadRequest("x".into()), 400),
             (ApiError::Json(json_error), 400),
-            (ApiError::Unstartable { command: "x".into(), cause: not_found() }, 400),
+            (
+                ApiError::Unstartable {
+                    command: "x".into(),
+                    cause: not_found(),
+                },
+                400,
+            ),
             (ApiError::Unauthorized, 401),
             (ApiError::Forbidden(65534), 403),
             (ApiError::UnknownPid(1), 404),
@@ -137,7 +154,10 @@ mod tests {
             assert_eq!(e.status().as_u16(), code, "{e}");
             assert_eq!(e.response().status().as_u16(), code, "{e}");
         }
-        let e = ApiError::Unstartable { command: "x".into(), cause: not_found() };
+        let e = ApiError::Unstartable {
+            command: "x".into(),
+            cause: not_found(),
+        };
         assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
     }
 }

@@ -49,14 +49,23 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-async fn dispatch(shared: &Shared, peer: &Peer, access: Access, req: Request<Incoming>) -> Result<Response<ApiBody>, ApiError> {
+async fn dispatch(
+    shared: &Shared,
+    peer: &Peer,
+    access: Access,
+    req: Request<Incoming>,
+) -> Result<Response<ApiBody>, ApiError> {
     match access {
         Access::Allowed => {}
         Access::Refused(uid) => return Err(ApiError::Forbidden(uid)),
         Access::Token => shared.check_token(&req)?,
     }
     let route = route(req.method(), req.uri().path(), req.uri().query())?;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let registry = &shared.registry;
     match route {
         Route::Status => Ok(json(StatusCode::OK, &status(shared))),
@@ -65,7 +74,14 @@ async fn dispatch(shared: &Shared, peer: &Peer, access: Access, req: Request<Inc
             let started = execute(shared, req.into_body(), declared, &mut attempt).await;
             audit(peer, &attempt, started.as_ref().map(|(pid, _)| *pid));
             let (pid, warnings) = started?;
-            Ok(json(StatusCode::OK, &ExecuteResponse { result: "OK".to_owned(), pid, warnings }))
+            Ok(json(
+                StatusCode::OK,
+                &ExecuteResponse {
+                    result: "OK".to_owned(),
+                    pid,
+                    warnings,
+                },
+            ))
         }
         Route::CompatResult => {
             let body = read_body(req.into_body(), shared.max_body, declared).await?;
@@ -77,7 +93,12 @@ async fn dispatch(shared: &Shared, peer: &Peer, access: Access, req: Request<Inc
             let cmd = registry.get(query.pid)?;
             Ok(snapshot_response(&cmd.wait(limit).await))
         }
-        Route::List => Ok(json(StatusCode::OK, &ListResponse { pids: registry.pids() })),
+        Route::List => Ok(json(
+            StatusCode::OK,
+            &ListResponse {
+                pids: registry.pids(),
+            },
+        )),
         Route::Result { pid, wait } => {
             let cmd = registry.get(pid)?;
             let snapshot = match wait {
@@ -137,7 +158,12 @@ async fn read_body(body: Incoming, limit: usize, declared: Option<u64>) -> Resul
     }
     match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::TooLarge(limit)),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::TooLarge(limit))
+        }
         Ok(Err(e)) => Err(ApiError::Body(e)),
         Err(_) => Err(ApiError::BodyTimeout(BODY_TIMEOUT)),
     }
@@ -149,7 +175,12 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
 
 /// `POST /remote/execute` up to the pid; fills `attempt` as far as the
 /// request is understood, so refusals are audited with what was asked.
-async fn execute(shared: &Shared, body: Incoming, declared: Option<u64>, attempt: &mut Attempt) -> Result<(i32, Vec<String>), ApiError> {
+async fn execute(
+    shared: &Shared,
+    body: Incoming,
+    declared: Option<u64>,
+    attempt: &mut Attempt,
+) -> Result<(i32, Vec<String>), ApiError> {
     let body = read_body(body, shared.max_body, declared).await?;
     let request: ExecuteRequest = parse_json(&body)?;
     *attempt = Attempt::of_request(&request);
@@ -165,14 +196,22 @@ async fn execute(shared: &Shared, body: Incoming, declared: Option<u64>, attempt
 
 /// Feeds one SSE response: the command's lines in arrival order (a replay
 /// first, for a command already running or finished), then `exit`.
-async fn stream_output(cmd: Arc<RemoteCommand>, tx: mpsc::Sender<Bytes>, shutdown: CancellationToken) {
+async fn stream_output(
+    cmd: Arc<RemoteCommand>,
+    tx: mpsc::Sender<Bytes>,
+    shutdown: CancellationToken,
+) {
     let mut changes = cmd.changes();
     let mut cursor = LineCursor::default();
     loop {
         changes.borrow_and_update();
         let (lines, done) = cmd.follow(&mut cursor);
         for (stream, line) in lines {
-            if tx.send(sse_event(stream.name(), &OutputLine { line })).await.is_err() {
+            if tx
+                .send(sse_event(stream.name(), &OutputLine { line }))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -38,7 +38,10 @@ pub(crate) struct Output {
 impl Output {
     /// Empty, keeping at most `cap` bytes per stream.
     pub(crate) fn new(cap: usize) -> Self {
-        Self { cap, ..Self::default() }
+        Self {
+            cap,
+            ..Self::default()
+        }
     }
 
     /// Appends what fits under the cap; the rest is dropped and flagged.
@@ -57,7 +60,10 @@ impl Output {
         }
         if buf.capacity() - buf.len() < take {
             // Grow geometrically but never past the cap.
-            let want = (buf.len() + take).max(buf.capacity() * 2).max(4096).min(cap);
+            let want = (buf.len() + take)
+                .max(buf.capacity() * 2)
+                .max(4096)
+                .min(cap);
             buf.reserve_exact(want.saturating_sub(buf.len()));
         }
         buf.extend_from_slice(&data[..take]);
@@ -109,8 +115,14 @@ impl LineCursor {
         for &(stream, end) in out.order.iter().skip(self.index) {
             let buf = out.bytes(stream);
             let from = &mut self.emitted[slot(stream)];
-            while let Some(nl) = buf.get(*from..end).and_then(|b| b.iter().position(|c| *c == b'\n')) {
-                lines.push((stream, String::from_utf8_lossy(&buf[*from..*from + nl]).into_owned()));
+            while let Some(nl) = buf
+                .get(*from..end)
+                .and_then(|b| b.iter().position(|c| *c == b'\n'))
+            {
+                lines.push((
+                    stream,
+                    String::from_utf8_lossy(&buf[*from..*from + nl]).into_owned(),
+                ));
                 *from += nl + 1;
             }
         }
@@ -145,11 +157,20 @@ mod tests {
         out.append(Stream::Stderr, b"x\n");
         out.append(Stream::Stdout, b"c\nd");
         let mut cursor = LineCursor::default();
-        assert_eq!(cursor.advance(&out), vec![(Stream::Stderr, "x".to_owned()), (Stream::Stdout, "abc".to_owned())]);
+        assert_eq!(
+            cursor.advance(&out),
+            vec![
+                (Stream::Stderr, "x".to_owned()),
+                (Stream::Stdout, "abc".to_owned())
+            ]
+        );
         out.append(Stream::Stdout, b"e\nfghijkl");
         assert!(out.stdout_truncated);
         assert_eq!(out.bytes(Stream::Stdout), b"abc\nde\nfgh");
-        assert_eq!(cursor.advance(&out), vec![(Stream::Stdout, "de".to_owned())]);
+        assert_eq!(
+            cursor.advance(&out),
+            vec![(Stream::Stdout, "de".to_owned())]
+        );
         assert_eq!(cursor.flush(&out), vec![(Stream::Stdout, "fgh".to_owned())]);
         assert!(cursor.flush(&out).is_empty());
         // A second reader replays everything in the same order.

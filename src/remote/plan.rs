@@ -52,7 +52,9 @@ fn bad(message: impl Into<String>) -> ApiError {
 /// [`MAX_SECONDS`]; zero means none.
 pub(crate) fn seconds(what: &str, value: f64) -> Result<Option<Duration>, ApiError> {
     if !value.is_finite() || !(0.0..=MAX_SECONDS).contains(&value) {
-        return Err(bad(format!("{what} must be a number of seconds from 0 to {MAX_SECONDS}, got {value}")));
+        return Err(bad(format!(
+            "{what} must be a number of seconds from 0 to {MAX_SECONDS}, got {value}"
+        )));
     }
     Ok(Some(Duration::from_secs_f64(value)).filter(|d| !d.is_zero()))
 }
@@ -68,24 +70,53 @@ fn no_nul(what: &str, s: &str) -> Result<(), ApiError> {
 /// lookup uses the environment the command gets, not the executor's.
 fn resolve(name: &str, path_var: &str, cwd: &Path) -> Result<PathBuf, ApiError> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     if name.contains('/') {
         let p = cwd.join(name);
-        return if executable(&p) { Ok(p) } else { Err(bad(format!("cannot execute {name:?}: not an executable file"))) };
+        return if executable(&p) {
+            Ok(p)
+        } else {
+            Err(bad(format!(
+                "cannot execute {name:?}: not an executable file"
+            )))
+        };
     }
     path_var
         .split(':')
-        .map(|dir| if dir.is_empty() { cwd.to_path_buf() } else { cwd.join(dir) }.join(name))
+        .map(|dir| {
+            if dir.is_empty() {
+                cwd.to_path_buf()
+            } else {
+                cwd.join(dir)
+            }
+            .join(name)
+        })
         .find(|p| executable(p))
-        .ok_or_else(|| bad(format!("command not found: {name:?} (not on the command's PATH)")))
+        .ok_or_else(|| {
+            bad(format!(
+                "command not found: {name:?} (not on the command's PATH)"
+            ))
+        })
 }
 
 /// Validates a request into a plan (pure but for the `PATH` lookup). `base`
 /// is the environment every command starts from.
-pub(crate) fn plan(req: ExecuteRequest, base: &BTreeMap<String, String>, cwd: &Path) -> Result<Plan, ApiError> {
-    let mut warnings: Vec<String> = req.unknown.keys().map(|k| format!("unknown field {k:?} ignored")).collect();
+pub(crate) fn plan(
+    req: ExecuteRequest,
+    base: &BTreeMap<String, String>,
+    cwd: &Path,
+) -> Result<Plan, ApiError> {
+    let mut warnings: Vec<String> = req
+        .unknown
+        .keys()
+        .map(|k| format!("unknown field {k:?} ignored"))
+        .collect();
     let command = match (req.command, req.value) {
-        (Some(c), Some(v)) if c != v => return Err(bad("both \"command\" and \"value\" are given and differ")),
+        (Some(c), Some(v)) if c != v => {
+            return Err(bad("both \"command\" and \"value\" are given and differ"))
+        }
         (Some(c), _) | (None, Some(c)) => c,
         (None, None) => return Err(bad("missing \"command\" (or \"value\")")),
     };
@@ -101,13 +132,19 @@ pub(crate) fn plan(req: ExecuteRequest, base: &BTreeMap<String, String>, cwd: &P
     let mut env = base.clone();
     for v in req.environment.map(|e| e.variables).unwrap_or_default() {
         if v.name.is_empty() || v.name.contains('=') {
-            return Err(bad(format!("invalid environment variable name {:?}", v.name)));
+            return Err(bad(format!(
+                "invalid environment variable name {:?}",
+                v.name
+            )));
         }
         no_nul("an environment variable", &v.name)?;
         match v.kind.as_deref() {
             None | Some("VALUE") => {}
             Some(other) => {
-                warnings.push(format!("environment variable {:?} of type {other} ignored (only VALUE is supported)", v.name));
+                warnings.push(format!(
+                    "environment variable {:?} of type {other} ignored (only VALUE is supported)",
+                    v.name
+                ));
                 continue;
             }
         }
@@ -118,29 +155,59 @@ pub(crate) fn plan(req: ExecuteRequest, base: &BTreeMap<String, String>, cwd: &P
     let timeout = match req.timeout {
         Some(t) => seconds("\"timeout\"", t)?,
         None => match env.get("EXECUTE_TIMEOUT_SEC") {
-            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => match v.parse::<u64>() {
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => match v
+                .parse::<u64>()
+            {
                 #[allow(clippy::cast_precision_loss)]
                 Ok(n) => seconds("EXECUTE_TIMEOUT_SEC", n as f64)?,
                 Err(_) => return Err(bad(format!("EXECUTE_TIMEOUT_SEC {v:?} is out of range"))),
             },
-            Some(v) => return Err(bad(format!("EXECUTE_TIMEOUT_SEC must be an integer number of seconds, got {v:?}"))),
+            Some(v) => {
+                return Err(bad(format!(
+                    "EXECUTE_TIMEOUT_SEC must be an integer number of seconds, got {v:?}"
+                )))
+            }
             None => None,
         },
     };
-    env.entry("PATH".to_owned()).or_insert_with(|| DEFAULT_PATH.to_owned());
+    env.entry("PATH".to_owned())
+        .or_insert_with(|| DEFAULT_PATH.to_owned());
     let (program, argv0, args, display) = if shell {
         if !arguments.is_empty() {
             warnings.push(
                 "\"arguments\" are ignored when \"shell\" is true (the default); set \"shell\": false to pass them verbatim".to_owned(),
             );
         }
-        (PathBuf::from("/bin/sh"), "sh".to_owned(), vec!["-c".to_owned(), command.clone()], command.clone())
+        (
+            PathBuf::from("/bin/sh"),
+            "sh".to_owned(),
+            vec!["-c".to_owned(), command.clone()],
+            command.clone(),
+        )
     } else {
-        let program = resolve(&command, env.get("PATH").map_or(DEFAULT_PATH, String::as_str), cwd)?;
-        let display = std::iter::once(command.as_str()).chain(arguments.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+        let program = resolve(
+            &command,
+            env.get("PATH").map_or(DEFAULT_PATH, String::as_str),
+            cwd,
+        )?;
+        let display = std::iter::once(command.as_str())
+            .chain(arguments.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
         (program, command.clone(), arguments.clone(), display)
     };
-    Ok(Plan { program, argv0, args, display, command, arguments, shell, env, timeout, warnings })
+    Ok(Plan {
+        program,
+        argv0,
+        args,
+        display,
+        command,
+        arguments,
+        shell,
+        env,
+        timeout,
+        warnings,
+    })
 }
 
 #[cfg(test)]
@@ -149,7 +216,9 @@ mod tests {
     use crate::remote::types::{Environment, Variable};
 
     fn base() -> BTreeMap<String, String> {
-        [("PATH".to_owned(), "/usr/bin:/bin".to_owned())].into_iter().collect()
+        [("PATH".to_owned(), "/usr/bin:/bin".to_owned())]
+            .into_iter()
+            .collect()
     }
 
     fn req(json: &str) -> ExecuteRequest {
@@ -158,7 +227,12 @@ mod tests {
 
     #[test]
     fn shell_is_the_default_and_ignores_arguments_with_a_warning() {
-        let p = plan(req(r#"{"command": "echo hi", "arguments": ["x"]}"#), &base(), Path::new("/")).expect("plan");
+        let p = plan(
+            req(r#"{"command": "echo hi", "arguments": ["x"]}"#),
+            &base(),
+            Path::new("/"),
+        )
+        .expect("plan");
         assert_eq!(p.program, PathBuf::from("/bin/sh"));
         assert_eq!(p.args, vec!["-c".to_owned(), "echo hi".to_owned()]);
         assert_eq!(p.warnings.len(), 1);
@@ -167,9 +241,17 @@ mod tests {
 
     #[test]
     fn no_shell_passes_arguments_verbatim_after_the_program() {
-        let p = plan(req(r#"{"command": "echo", "arguments": ["$PATH"], "shell": false}"#), &base(), Path::new("/")).expect("plan");
+        let p = plan(
+            req(r#"{"command": "echo", "arguments": ["$PATH"], "shell": false}"#),
+            &base(),
+            Path::new("/"),
+        )
+        .expect("plan");
         assert!(p.program.ends_with("echo"));
-        assert_eq!((p.argv0.as_str(), p.args.clone()), ("echo", vec!["$PATH".to_owned()]));
+        assert_eq!(
+            (p.argv0.as_str(), p.args.clone()),
+            ("echo", vec!["$PATH".to_owned()])
+        );
         assert!(p.warnings.is_empty());
         assert_eq!(p.display, "echo $PATH");
     }
@@ -184,10 +266,23 @@ mod tests {
         .expect("plan");
         assert_eq!(p.env.get("A").map(String::as_str), Some("1"));
         assert_eq!(p.timeout, Some(Duration::from_secs(7)));
-        assert_eq!(p.warnings, vec!["unknown field \"user\" ignored".to_owned()]);
-        let p = plan(req(r#"{"command": "true", "timeout": 1.5}"#), &base(), Path::new("/")).expect("plan");
+        assert_eq!(
+            p.warnings,
+            vec!["unknown field \"user\" ignored".to_owned()]
+        );
+        let p = plan(
+            req(r#"{"command": "true", "timeout": 1.5}"#),
+            &base(),
+            Path::new("/"),
+        )
+        .expect("plan");
         assert_eq!(p.timeout, Some(Duration::from_millis(1500)));
-        let p = plan(req(r#"{"command": "true", "timeout": 0}"#), &base(), Path::new("/")).expect("plan");
+        let p = plan(
+            req(r#"{"command": "true", "timeout": 0}"#),
+            &base(),
+            Path::new("/"),
+        )
+        .expect("plan");
         assert_eq!(p.timeout, None);
     }
 
@@ -209,7 +304,13 @@ mod tests {
         }
         let secret = ExecuteRequest {
             command: Some("true".into()),
-            environment: Some(Environment { variables: vec![Variable { name: "S".into(), value: None, kind: Some("SECRET".into()) }] }),
+            environment: Some(Environment {
+                variables: vec![Variable {
+                    name: "S".into(),
+                    value: None,
+                    kind: Some("SECRET".into()),
+                }],
+            }),
             ..ExecuteRequest::default()
         };
         let p = plan(secret, &base(), Path::new("/")).expect("plan");

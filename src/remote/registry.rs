@@ -66,7 +66,9 @@ pub(crate) struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("Registry")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +76,12 @@ impl Registry {
     /// A registry spawning through `reaper`, running commands in `cwd`.
     #[must_use]
     pub(crate) fn new(reaper: Reaper, limits: Limits, cwd: PathBuf) -> Self {
-        Self { inner: Mutex::new(Inner::default()), reaper, limits, cwd }
+        Self {
+            inner: Mutex::new(Inner::default()),
+            reaper,
+            limits,
+            cwd,
+        }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -106,19 +113,44 @@ impl Registry {
             return Err(ApiError::TooManyRunning(self.limits.max_running));
         }
         let mut command = Command::new(&plan.program);
-        command.arg0(&plan.argv0).args(&plan.args).env_clear().envs(&plan.env).current_dir(&self.cwd);
-        let stdio = AuxiliaryStdio { stdin: Stdio::null(), stdout: Stdio::piped(), stderr: Stdio::piped() };
-        let child = self.reaper.spawn_auxiliary(command, stdio).map_err(|e| match e {
-            SpawnError::Start(ref os)
-                if matches!(os.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput) =>
-            {
-                ApiError::Unstartable { command: plan.command.clone(), cause: e }
-            }
-            e => ApiError::Spawn(e),
-        })?;
+        command
+            .arg0(&plan.argv0)
+            .args(&plan.args)
+            .env_clear()
+            .envs(&plan.env)
+            .current_dir(&self.cwd);
+        let stdio = AuxiliaryStdio {
+            stdin: Stdio::null(),
+            stdout: Stdio::piped(),
+            stderr: Stdio::piped(),
+        };
+        let child = self
+            .reaper
+            .spawn_auxiliary(command, stdio)
+            .map_err(|e| match e {
+                SpawnError::Start(ref os)
+                    if matches!(
+                        os.kind(),
+                        io::ErrorKind::NotFound
+                            | io::ErrorKind::PermissionDenied
+                            | io::ErrorKind::InvalidInput
+                    ) =>
+                {
+                    ApiError::Unstartable {
+                        command: plan.command.clone(),
+                        cause: e,
+                    }
+                }
+                e => ApiError::Spawn(e),
+            })?;
         let pid = child.pid();
         inner.next_seq += 1;
-        let cmd = Arc::new(RemoteCommand::new(pid, plan.display.clone(), inner.next_seq, self.limits.max_output));
+        let cmd = Arc::new(RemoteCommand::new(
+            pid,
+            plan.display.clone(),
+            inner.next_seq,
+            self.limits.max_output,
+        ));
         // A retained result under a reused pid gives way to the new command.
         inner.commands.insert(pid, Arc::clone(&cmd));
         inner.running += 1;
@@ -151,7 +183,9 @@ impl Registry {
                 inner.finished.pop_front();
                 continue;
             };
-            let old = cmd.finished_at().is_some_and(|at| now.saturating_duration_since(at) >= self.limits.retention);
+            let old = cmd
+                .finished_at()
+                .is_some_and(|at| now.saturating_duration_since(at) >= self.limits.retention);
             if inner.finished.len() > self.limits.max_retained || old {
                 inner.finished.pop_front();
                 inner.commands.remove(&pid);
@@ -165,7 +199,11 @@ impl Registry {
     pub(crate) fn get(&self, pid: i32) -> Result<Arc<RemoteCommand>, ApiError> {
         let mut inner = self.inner();
         self.prune(&mut inner);
-        inner.commands.get(&pid).cloned().ok_or(ApiError::UnknownPid(pid))
+        inner
+            .commands
+            .get(&pid)
+            .cloned()
+            .ok_or(ApiError::UnknownPid(pid))
     }
 
     /// Pids of running and retained commands, oldest first.
@@ -181,7 +219,10 @@ impl Registry {
     pub(crate) fn counts(&self) -> (usize, usize) {
         let mut inner = self.inner();
         self.prune(&mut inner);
-        (inner.running, inner.commands.len().saturating_sub(inner.running))
+        (
+            inner.running,
+            inner.commands.len().saturating_sub(inner.running),
+        )
     }
 
     /// Refuses new commands and SIGKILLs every running command's group at
@@ -190,13 +231,21 @@ impl Registry {
     pub(crate) fn shutdown(&self) {
         let mut inner = self.inner();
         inner.closed = true;
-        let running: Vec<i32> = inner.commands.values().filter(|c| !c.finished()).map(|c| c.pid).collect();
+        let running: Vec<i32> = inner
+            .commands
+            .values()
+            .filter(|c| !c.finished())
+            .map(|c| c.pid)
+            .collect();
         drop(inner);
         for pgid in &running {
             let _ = process::signal_group(*pgid, Signal::SIGKILL);
         }
         if !running.is_empty() {
-            info!(count = running.len(), "killed running remote commands at exit");
+            info!(
+                count = running.len(),
+                "killed running remote commands at exit"
+            );
         }
     }
 }

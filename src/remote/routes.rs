@@ -44,16 +44,25 @@ fn pid_param(s: &str) -> Result<i32, ApiError> {
 }
 
 fn wait_param(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
-    let Some(value) = query.unwrap_or_default().split('&').find_map(|kv| kv.strip_prefix("wait=")) else {
+    let Some(value) = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("wait="))
+    else {
         return Ok(None);
     };
-    let secs: f64 = value.parse().map_err(|_| ApiError::BadRequest(format!("wait={value:?} is not a number of seconds")))?;
+    let secs: f64 = value
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("wait={value:?} is not a number of seconds")))?;
     seconds("wait", secs)
 }
 
 /// The one routing decision: (method, path) → [`Route`], or 404/405.
 pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, ApiError> {
-    let segments: Vec<&str> = path.strip_prefix("/remote/").map(|p| p.split('/').collect()).unwrap_or_default();
+    let segments: Vec<&str> = path
+        .strip_prefix("/remote/")
+        .map(|p| p.split('/').collect())
+        .unwrap_or_default();
     let m = method.as_str();
     match (m, segments.as_slice()) {
         ("GET", ["status"]) => Ok(Route::Status),
@@ -63,10 +72,17 @@ pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Result<
         ("GET", ["task"]) => Ok(Route::List),
         ("POST", ["task"]) => Ok(Route::CompatResult),
         (_, ["task"]) => Err(ApiError::MethodNotAllowed("GET, POST")),
-        ("GET", ["task", pid]) => Ok(Route::Result { pid: pid_param(pid)?, wait: wait_param(query)? }),
-        ("DELETE", ["task", pid]) => Ok(Route::Terminate { pid: pid_param(pid)? }),
+        ("GET", ["task", pid]) => Ok(Route::Result {
+            pid: pid_param(pid)?,
+            wait: wait_param(query)?,
+        }),
+        ("DELETE", ["task", pid]) => Ok(Route::Terminate {
+            pid: pid_param(pid)?,
+        }),
         (_, ["task", _]) => Err(ApiError::MethodNotAllowed("GET, DELETE")),
-        ("GET", ["task", pid, "output"]) => Ok(Route::Output { pid: pid_param(pid)? }),
+        ("GET", ["task", pid, "output"]) => Ok(Route::Output {
+            pid: pid_param(pid)?,
+        }),
         (_, ["task", _, "output"]) => Err(ApiError::MethodNotAllowed("GET")),
         _ => Err(ApiError::NoRoute(format!("{m} {path}"))),
     }
@@ -89,20 +105,39 @@ mod tests {
     ];
 
     fn openapi() -> serde_json::Value {
-        serde_json::from_str(include_str!("../../docs/remote-api.openapi.json")).expect("the OpenAPI document is JSON")
+        serde_json::from_str(include_str!("../../docs/remote-api.openapi.json"))
+            .expect("the OpenAPI document is JSON")
     }
 
     #[test]
     fn routes_and_their_405s() {
-        assert_eq!(route(&Method::GET, "/remote/status", None).ok(), Some(Route::Status));
+        assert_eq!(
+            route(&Method::GET, "/remote/status", None).ok(),
+            Some(Route::Status)
+        );
         assert_eq!(
             route(&Method::GET, "/remote/task/42", Some("wait=1.5")).ok(),
-            Some(Route::Result { pid: 42, wait: Some(Duration::from_millis(1500)) })
+            Some(Route::Result {
+                pid: 42,
+                wait: Some(Duration::from_millis(1500))
+            })
         );
-        assert!(matches!(route(&Method::PUT, "/remote/status", None), Err(ApiError::MethodNotAllowed("GET"))));
-        assert!(matches!(route(&Method::GET, "/remote/nothing", None), Err(ApiError::NoRoute(_))));
-        assert!(matches!(route(&Method::GET, "/remote/task/abc", None), Err(ApiError::BadRequest(_))));
-        assert!(matches!(route(&Method::GET, "/remote/task/1", Some("wait=x")), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            route(&Method::PUT, "/remote/status", None),
+            Err(ApiError::MethodNotAllowed("GET"))
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/remote/nothing", None),
+            Err(ApiError::NoRoute(_))
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/remote/task/abc", None),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/remote/task/1", Some("wait=x")),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 
     #[test]
@@ -118,7 +153,10 @@ mod tests {
                 let routed = route(&m, &concrete, None);
                 if item.get(method).is_some() {
                     documented.push((method.to_uppercase(), path.clone()));
-                    assert!(routed.is_ok(), "{method} {path} is documented but the server answers {routed:?}");
+                    assert!(
+                        routed.is_ok(),
+                        "{method} {path} is documented but the server answers {routed:?}"
+                    );
                 } else {
                     assert!(
                         matches!(routed, Err(ApiError::MethodNotAllowed(_))),
@@ -127,7 +165,10 @@ mod tests {
                 }
             }
         }
-        let mut served: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
         documented.sort();
         served.sort();
         assert_eq!(documented, served);

@@ -71,7 +71,10 @@ impl Peer {
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Unix { uid, pid: Some(pid) } => write!(f, "unix uid={uid} pid={pid}"),
+            Self::Unix {
+                uid,
+                pid: Some(pid),
+            } => write!(f, "unix uid={uid} pid={pid}"),
             Self::Unix { uid, pid: None } => write!(f, "unix uid={uid}"),
             Self::Tcp(addr) => write!(f, "tcp {addr}"),
         }
@@ -116,8 +119,14 @@ pub(crate) struct Shared {
 impl Shared {
     /// A TCP request must carry the bearer token.
     pub(crate) fn check_token(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
-        let Some(token) = &self.token else { return Err(ApiError::Unauthorized) };
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let Some(token) = &self.token else {
+            return Err(ApiError::Unauthorized);
+        };
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
         match given {
             Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => Ok(()),
             _ => Err(ApiError::Unauthorized),
@@ -130,8 +139,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn serve_connection<S>(shared: &Arc<Shared>, io: S, peer: Peer, access: Access, permit: OwnedSemaphorePermit)
-where
+fn serve_connection<S>(
+    shared: &Arc<Shared>,
+    io: S,
+    peer: Peer,
+    access: Access,
+    permit: OwnedSemaphorePermit,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = Arc::clone(shared);
@@ -140,9 +154,13 @@ where
         let peer = Arc::new(peer);
         let svc_shared = Arc::clone(&shared);
         let svc_peer = Arc::clone(&peer);
-        let service = service_fn(move |req| handle(Arc::clone(&svc_shared), Arc::clone(&svc_peer), access, req));
+        let service = service_fn(move |req| {
+            handle(Arc::clone(&svc_shared), Arc::clone(&svc_peer), access, req)
+        });
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::select! {
             r = conn => if let Err(e) = r { debug!(peer = %peer, cause = %e, "remote API connection ended") },
@@ -153,7 +171,9 @@ where
 
 async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
     loop {
-        let Ok(permit) = Arc::clone(&shared.unix_connections).acquire_owned().await else { return };
+        let Ok(permit) = Arc::clone(&shared.unix_connections).acquire_owned().await else {
+            return;
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = shared.shutdown.cancelled() => return,
@@ -168,7 +188,10 @@ async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
         };
         let (peer, access) = match stream.peer_cred() {
             Ok(cred) => {
-                let peer = Peer::Unix { uid: cred.uid(), pid: cred.pid() };
+                let peer = Peer::Unix {
+                    uid: cred.uid(),
+                    pid: cred.pid(),
+                };
                 if shared.allowed_uids.contains(&cred.uid()) {
                     (peer, Access::Allowed)
                 } else {
@@ -194,7 +217,9 @@ async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
 
 async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok(permit) = Arc::clone(&shared.tcp_connections).acquire_owned().await else { return };
+        let Ok(permit) = Arc::clone(&shared.tcp_connections).acquire_owned().await else {
+            return;
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = shared.shutdown.cancelled() => return,
@@ -221,7 +246,9 @@ pub(crate) struct Server {
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server").field("socket", &self.socket).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
     }
 }
 
@@ -245,7 +272,11 @@ pub(crate) fn start(
     allowed_uids.dedup();
     // Mode 0600 admits exactly root and the owner; any other allowed uid
     // needs the filesystem to let it connect, and SO_PEERCRED then decides.
-    let mode = if allowed_uids.iter().all(|u| *u == 0 || *u == own) { 0o600 } else { 0o666 };
+    let mode = if allowed_uids.iter().all(|u| *u == 0 || *u == own) {
+        0o600
+    } else {
+        0o666
+    };
     let limits = Limits {
         max_running: r.max_running,
         max_retained: r.max_retained,
@@ -254,13 +285,21 @@ pub(crate) fn start(
         kill_grace: r.kill_grace,
     };
     let mut base_env = base_env.clone();
-    base_env.insert("MESOS_SANDBOX".to_owned(), cfg.sandbox.display().to_string());
+    base_env.insert(
+        "MESOS_SANDBOX".to_owned(),
+        cfg.sandbox.display().to_string(),
+    );
     let shared = Arc::new(Shared {
         registry: Arc::new(Registry::new(reaper, limits, cfg.sandbox.clone())),
         status,
         base_env,
         sandbox_dir: cfg.sandbox.display().to_string(),
-        work_dir: cfg.directory.as_ref().unwrap_or(&cfg.sandbox).display().to_string(),
+        work_dir: cfg
+            .directory
+            .as_ref()
+            .unwrap_or(&cfg.sandbox)
+            .display()
+            .to_string(),
         allowed_uids,
         token: r.token.clone(),
         max_body: r.max_body,
@@ -274,7 +313,11 @@ pub(crate) fn start(
         l.set_nonblocking(true)
             .and_then(|()| tokio::net::UnixListener::from_std(l))
             .map(|l| (l, bound))
-            .map_err(|cause| socket::BindError::Io { context: "registering", path: path.clone(), cause })
+            .map_err(|cause| socket::BindError::Io {
+                context: "registering",
+                path: path.clone(),
+                cause,
+            })
     }) {
         Ok((listener, bound)) => {
             tasks.push(tokio::spawn(accept_unix(listener, Arc::clone(&shared))));
@@ -287,22 +330,33 @@ pub(crate) fn start(
         }
     };
     if let Some(addr) = r.tcp {
-        match std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(l))) {
+        match std::net::TcpListener::bind(addr).and_then(|l| {
+            l.set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l))
+        }) {
             Ok(listener) => {
-                let local = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+                let local = listener
+                    .local_addr()
+                    .map_or_else(|_| addr.to_string(), |a| a.to_string());
                 if !addr.ip().is_loopback() {
                     warn!(address = %local, "remote execution API TCP listener is not on loopback: anyone with the token on the network can run commands");
                 }
                 info!(address = %local, "remote execution API TCP listener open (bearer token required)");
                 tasks.push(tokio::spawn(accept_tcp(listener, Arc::clone(&shared))));
             }
-            Err(e) => error!(address = %addr, cause = %e, "remote execution API TCP listener not available"),
+            Err(e) => {
+                error!(address = %addr, cause = %e, "remote execution API TCP listener not available")
+            }
         }
     }
     if tasks.is_empty() {
         return None;
     }
-    Some(Server { shared, socket, tasks })
+    Some(Server {
+        shared,
+        socket,
+        tasks,
+    })
 }
 
 impl Server {
@@ -328,6 +382,10 @@ mod tests {
 
     #[test]
     fn token_comparison_is_exact() {
-        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"ab", b"abc"));
+        assert!(
+            constant_time_eq(b"abc", b"abc")
+                && !constant_time_eq(b"abc", b"abd")
+                && !constant_time_eq(b"ab", b"abc")
+        );
     }
 }

@@ -45,10 +45,17 @@ impl ShortPath {
     /// Wraps `path`, going through `/proc/self/fd` when it is too long.
     pub fn new(path: &Path) -> io::Result<Self> {
         if path.as_os_str().len() <= SUN_PATH_MAX {
-            return Ok(Self { path: path.to_path_buf(), _dir: None });
+            return Ok(Self {
+                path: path.to_path_buf(),
+                _dir: None,
+            });
         }
-        let name =
-            path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no file name", path.display())))?;
+        let name = path.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has no file name", path.display()),
+            )
+        })?;
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -63,10 +70,15 @@ impl ShortPath {
         if short.as_os_str().len() > SUN_PATH_MAX {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("the socket's file name {name:?} is too long even for the /proc/self/fd form"),
+                format!(
+                    "the socket's file name {name:?} is too long even for the /proc/self/fd form"
+                ),
             ));
         }
-        Ok(Self { path: short, _dir: Some(dir) })
+        Ok(Self {
+            path: short,
+            _dir: Some(dir),
+        })
     }
 
     /// The path to give `bind` or `connect`.
@@ -99,7 +111,11 @@ pub(crate) enum BindError {
 }
 
 fn io_err<'a>(context: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BindError + 'a {
-    move |cause| BindError::Io { context, path: path.to_path_buf(), cause }
+    move |cause| BindError::Io {
+        context,
+        path: path.to_path_buf(),
+        cause,
+    }
 }
 
 /// A bound socket file; [`BoundSocket::remove`] deletes it if it is still ours.
@@ -122,7 +138,9 @@ impl BoundSocket {
                     tracing::warn!(path = %self.path.display(), cause = %e, "could not remove the remote API socket");
                 }
             }
-            _ => tracing::debug!(path = %self.path.display(), "the remote API socket was already replaced or removed"),
+            _ => {
+                tracing::debug!(path = %self.path.display(), "the remote API socket was already replaced or removed")
+            }
         }
     }
 }
@@ -131,7 +149,12 @@ impl BoundSocket {
 /// backlog is full, which only a live server has), `ECONNREFUSED` if the file
 /// is a dead server's. Non-blocking, so a busy server cannot stall our start.
 fn probe(path: &Path) -> io::Result<()> {
-    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
     match socket::connect(fd.as_raw_fd(), &UnixAddr::new(path)?) {
         Ok(()) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINPROGRESS) => Ok(()),
         Err(e) => Err(e.into()),
@@ -140,7 +163,10 @@ fn probe(path: &Path) -> io::Result<()> {
 
 /// Binds a listening Unix socket at `path` with `mode`, replacing a stale
 /// socket file (see the module docs).
-pub(crate) fn bind(path: &Path, mode: u32) -> Result<(std::os::unix::net::UnixListener, BoundSocket), BindError> {
+pub(crate) fn bind(
+    path: &Path,
+    mode: u32,
+) -> Result<(std::os::unix::net::UnixListener, BoundSocket), BindError> {
     let short = ShortPath::new(path).map_err(io_err("resolving", path))?;
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match probe(short.path()) {
@@ -150,23 +176,54 @@ pub(crate) fn bind(path: &Path, mode: u32) -> Result<(std::os::unix::net::UnixLi
                 fs::remove_file(path).map_err(io_err("removing the stale socket", path))?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(BindError::Io { context: "probing the existing socket", path: path.to_path_buf(), cause: e }),
+            Err(e) => {
+                return Err(BindError::Io {
+                    context: "probing the existing socket",
+                    path: path.to_path_buf(),
+                    cause: e,
+                })
+            }
         },
         Ok(_) => return Err(BindError::NotASocket(path.to_path_buf())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(BindError::Io { context: "inspecting", path: path.to_path_buf(), cause: e }),
+        Err(e) => {
+            return Err(BindError::Io {
+                context: "inspecting",
+                path: path.to_path_buf(),
+                cause: e,
+            })
+        }
     }
-    let errno = |context: &'static str| move |e: nix::errno::Errno| BindError::Io { context, path: path.to_path_buf(), cause: e.into() };
-    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
-        .map_err(errno("creating a socket for"))?;
+    let errno = |context: &'static str| {
+        move |e: nix::errno::Errno| BindError::Io {
+            context,
+            path: path.to_path_buf(),
+            cause: e.into(),
+        }
+    };
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(errno("creating a socket for"))?;
     let addr = UnixAddr::new(short.path()).map_err(errno("addressing"))?;
     socket::bind(fd.as_raw_fd(), &addr).map_err(errno("binding"))?;
     let bound = fs::symlink_metadata(path).map_err(io_err("inspecting", path))?;
-    let bound = BoundSocket { path: path.to_path_buf(), dev: bound.dev(), ino: bound.ino() };
+    let bound = BoundSocket {
+        path: path.to_path_buf(),
+        dev: bound.dev(),
+        ino: bound.ino(),
+    };
     // Nobody can connect before listen(), so the mode is right from the first peer on.
     if let Err(cause) = fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
         bound.remove();
-        return Err(BindError::Io { context: "setting the mode of", path: path.to_path_buf(), cause });
+        return Err(BindError::Io {
+            context: "setting the mode of",
+            path: path.to_path_buf(),
+            cause,
+        });
     }
     let backlog = Backlog::new(1024).unwrap_or(Backlog::MAXCONN);
     if let Err(e) = socket::listen(&fd, backlog) {
@@ -195,7 +252,10 @@ mod tests {
         let path = long_dir(root.path()).join("executor.sock");
         assert!(path.as_os_str().len() > 200);
         let (listener, bound) = bind(&path, 0o600).expect("binds");
-        assert_eq!(fs::metadata(&path).expect("exists").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).expect("exists").permissions().mode() & 0o777,
+            0o600
+        );
         let short = ShortPath::new(&path).expect("short");
         assert!(short.path().as_os_str().len() <= SUN_PATH_MAX);
         std::os::unix::net::UnixStream::connect(short.path()).expect("connects");

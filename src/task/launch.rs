@@ -31,7 +31,12 @@ use crate::proto::v1::{self, environment::variable::Type as VariableType};
 
 /// Variables never passed to a task, a hook or a remote command, whatever the
 /// configuration says. `HOOK_EXECUTOR_*` is removed as a whole as well.
-pub const BUILTIN_DENYLIST: &[&str] = &["MESOS_EXECUTOR_AUTHENTICATION_TOKEN", "CONSUL_HTTP_TOKEN", "CONSUL_TOKEN", "HOOK_EXECUTOR_*"];
+pub const BUILTIN_DENYLIST: &[&str] = &[
+    "MESOS_EXECUTOR_AUTHENTICATION_TOKEN",
+    "CONSUL_HTTP_TOKEN",
+    "CONSUL_TOKEN",
+    "HOOK_EXECUTOR_*",
+];
 
 /// `PATH` given to a task whose environment has none (what
 /// `mesos-containerizer launch` sets).
@@ -151,23 +156,40 @@ pub fn command_program(command: &v1::CommandInfo) -> Program {
     if command.shell() {
         Program::Shell { command: value }
     } else {
-        let argv = if command.arguments.is_empty() { vec![value.clone()] } else { command.arguments.clone() };
+        let argv = if command.arguments.is_empty() {
+            vec![value.clone()]
+        } else {
+            command.arguments.clone()
+        };
         Program::Exec { path: value, argv }
     }
 }
 
 /// Decides the program from the task's and the executor's `CommandInfo`.
-pub fn program(task: &v1::TaskInfo, executor: Option<&v1::ExecutorInfo>) -> Result<(Program, CommandSource), LaunchError> {
+pub fn program(
+    task: &v1::TaskInfo,
+    executor: Option<&v1::ExecutorInfo>,
+) -> Result<(Program, CommandSource), LaunchError> {
     if let Some(command) = &task.command {
         if command.value.as_deref().unwrap_or_default().is_empty() {
             return Err(LaunchError::EmptyCommand("TaskInfo.command.value"));
         }
         return Ok((command_program(command), CommandSource::TaskCommand));
     }
-    let line = executor.and_then(|e| e.command.as_ref()).and_then(|c| c.value.as_deref()).unwrap_or_default();
+    let line = executor
+        .and_then(|e| e.command.as_ref())
+        .and_then(|c| c.value.as_deref())
+        .unwrap_or_default();
     match strip_marathon_prefix(line) {
-        Some("") => Err(LaunchError::EmptyCommand("Marathon executor command without an app command")),
-        Some(cmd) => Ok((Program::Shell { command: cmd.to_owned() }, CommandSource::MarathonExecutorCommand)),
+        Some("") => Err(LaunchError::EmptyCommand(
+            "Marathon executor command without an app command",
+        )),
+        Some(cmd) => Ok((
+            Program::Shell {
+                command: cmd.to_owned(),
+            },
+            CommandSource::MarathonExecutorCommand,
+        )),
         None => Err(LaunchError::NoCommand),
     }
 }
@@ -186,41 +208,82 @@ pub fn is_denied(name: &str, denylist: &[String]) -> bool {
 /// The executor's environment with our settings and secrets removed: the base
 /// of every child environment (tasks, hooks, checks, remote commands).
 #[must_use]
-pub fn inherited_env(executor_env: &BTreeMap<String, String>, denylist: &[String]) -> BTreeMap<String, String> {
-    executor_env.iter().filter(|(k, _)| !is_denied(k, denylist)).map(|(k, v)| (k.clone(), v.clone())).collect()
+pub fn inherited_env(
+    executor_env: &BTreeMap<String, String>,
+    denylist: &[String],
+) -> BTreeMap<String, String> {
+    executor_env
+        .iter()
+        .filter(|(k, _)| !is_denied(k, denylist))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Adds the `VALUE` variables of a Mesos `Environment`; `SECRET` ones are skipped.
-pub fn apply_environment(env: &mut BTreeMap<String, String>, environment: Option<&v1::Environment>) {
-    for variable in environment.map(|e| e.variables.as_slice()).unwrap_or_default() {
+pub fn apply_environment(
+    env: &mut BTreeMap<String, String>,
+    environment: Option<&v1::Environment>,
+) {
+    for variable in environment
+        .map(|e| e.variables.as_slice())
+        .unwrap_or_default()
+    {
         if variable.r#type() == VariableType::Secret {
             continue;
         }
-        env.insert(variable.name.clone(), variable.value.clone().unwrap_or_default());
+        env.insert(
+            variable.name.clone(),
+            variable.value.clone().unwrap_or_default(),
+        );
     }
 }
 
 /// Builds the whole launch specification.
-pub fn launch_spec(task: &v1::TaskInfo, executor: Option<&v1::ExecutorInfo>, ctx: LaunchContext<'_>) -> Result<LaunchSpec, LaunchError> {
+pub fn launch_spec(
+    task: &v1::TaskInfo,
+    executor: Option<&v1::ExecutorInfo>,
+    ctx: LaunchContext<'_>,
+) -> Result<LaunchSpec, LaunchError> {
     let (program, source) = program(task, executor)?;
     let mut env = inherited_env(ctx.executor_env, ctx.denylist);
     if source == CommandSource::TaskCommand {
-        apply_environment(&mut env, task.command.as_ref().and_then(|c| c.environment.as_ref()));
+        apply_environment(
+            &mut env,
+            task.command.as_ref().and_then(|c| c.environment.as_ref()),
+        );
     }
     env.insert("MESOS_TASK_ID".to_owned(), task.task_id.value.clone());
-    env.insert("MESOS_SANDBOX".to_owned(), ctx.sandbox.display().to_string());
-    let role = task.resources.first().and_then(|r| r.allocation_info.as_ref()).and_then(|a| a.role.clone());
+    env.insert(
+        "MESOS_SANDBOX".to_owned(),
+        ctx.sandbox.display().to_string(),
+    );
+    let role = task
+        .resources
+        .first()
+        .and_then(|r| r.allocation_info.as_ref())
+        .and_then(|a| a.role.clone());
     if let Some(role) = role {
         env.insert("MESOS_ALLOCATION_ROLE".to_owned(), role);
     }
-    env.entry("PATH".to_owned()).or_insert_with(|| DEFAULT_PATH.to_owned());
+    env.entry("PATH".to_owned())
+        .or_insert_with(|| DEFAULT_PATH.to_owned());
     let user = match source {
         CommandSource::TaskCommand => task.command.as_ref().and_then(|c| c.user.clone()),
         CommandSource::MarathonExecutorCommand => None,
     }
-    .or_else(|| executor.and_then(|e| e.command.as_ref()).and_then(|c| c.user.clone()))
+    .or_else(|| {
+        executor
+            .and_then(|e| e.command.as_ref())
+            .and_then(|c| c.user.clone())
+    })
     .filter(|u| !u.is_empty());
-    Ok(LaunchSpec { program, env, cwd: ctx.sandbox.to_path_buf(), user, source })
+    Ok(LaunchSpec {
+        program,
+        env,
+        cwd: ctx.sandbox.to_path_buf(),
+        user,
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -230,8 +293,12 @@ mod tests {
     fn task_with(command: Option<v1::CommandInfo>) -> v1::TaskInfo {
         v1::TaskInfo {
             name: "t".into(),
-            task_id: v1::TaskId { value: "task-1".into() },
-            agent_id: v1::AgentId { value: "agent-1".into() },
+            task_id: v1::TaskId {
+                value: "task-1".into(),
+            },
+            agent_id: v1::AgentId {
+                value: "agent-1".into(),
+            },
             command,
             ..Default::default()
         }
@@ -240,7 +307,10 @@ mod tests {
     fn executor_with(line: &str) -> v1::ExecutorInfo {
         v1::ExecutorInfo {
             executor_id: v1::ExecutorId { value: "e".into() },
-            command: Some(v1::CommandInfo { value: Some(line.into()), ..Default::default() }),
+            command: Some(v1::CommandInfo {
+                value: Some(line.into()),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -248,23 +318,51 @@ mod tests {
     #[test]
     fn marathon_prefix_is_stripped_exactly() {
         assert_eq!(
-            strip_marathon_prefix("chmod ug+rx './executor' && exec './executor' python3 -m http.server $PORT0"),
+            strip_marathon_prefix(
+                "chmod ug+rx './executor' && exec './executor' python3 -m http.server $PORT0"
+            ),
             Some("python3 -m http.server $PORT0")
         );
-        assert_eq!(strip_marathon_prefix("chmod ug+rx '/opt/x y/ex' && exec '/opt/x y/ex'  two  spaces "), Some(" two  spaces "));
-        assert_eq!(strip_marathon_prefix("chmod ug+rx './e' && exec './e'"), Some(""));
-        assert_eq!(strip_marathon_prefix("chmod ug+rx ./e && exec ./e sleep 1"), Some("sleep 1"));
-        assert_eq!(strip_marathon_prefix("chmod ug+rx './a' && exec './b' sleep 1"), None);
+        assert_eq!(
+            strip_marathon_prefix("chmod ug+rx '/opt/x y/ex' && exec '/opt/x y/ex'  two  spaces "),
+            Some(" two  spaces ")
+        );
+        assert_eq!(
+            strip_marathon_prefix("chmod ug+rx './e' && exec './e'"),
+            Some("")
+        );
+        assert_eq!(
+            strip_marathon_prefix("chmod ug+rx ./e && exec ./e sleep 1"),
+            Some("sleep 1")
+        );
+        assert_eq!(
+            strip_marathon_prefix("chmod ug+rx './a' && exec './b' sleep 1"),
+            None
+        );
         assert_eq!(strip_marathon_prefix("./executor sleep 1"), None);
-        assert_eq!(strip_marathon_prefix("chmod ug+rx './e' && exec './e'sleep"), None);
+        assert_eq!(
+            strip_marathon_prefix("chmod ug+rx './e' && exec './e'sleep"),
+            None
+        );
         assert_eq!(strip_marathon_prefix("chmod ug+rx '"), None);
     }
 
     #[test]
     fn task_command_shell_and_argv() {
-        let shell =
-            task_with(Some(v1::CommandInfo { value: Some("echo $HOME".into()), arguments: vec!["ignored".into()], ..Default::default() }));
-        assert_eq!(program(&shell, None), Ok((Program::Shell { command: "echo $HOME".into() }, CommandSource::TaskCommand)));
+        let shell = task_with(Some(v1::CommandInfo {
+            value: Some("echo $HOME".into()),
+            arguments: vec!["ignored".into()],
+            ..Default::default()
+        }));
+        assert_eq!(
+            program(&shell, None),
+            Ok((
+                Program::Shell {
+                    command: "echo $HOME".into()
+                },
+                CommandSource::TaskCommand
+            ))
+        );
         let exec = task_with(Some(v1::CommandInfo {
             value: Some("/bin/echo".into()),
             shell: Some(false),
@@ -274,33 +372,72 @@ mod tests {
         assert_eq!(
             program(&exec, None),
             Ok((
-                Program::Exec { path: "/bin/echo".into(), argv: vec!["echo".into(), "$HOME".into(), "a b".into()] },
+                Program::Exec {
+                    path: "/bin/echo".into(),
+                    argv: vec!["echo".into(), "$HOME".into(), "a b".into()]
+                },
                 CommandSource::TaskCommand
             ))
         );
-        let bare = task_with(Some(v1::CommandInfo { value: Some("true".into()), shell: Some(false), ..Default::default() }));
-        assert_eq!(program(&bare, None).map(|p| p.0), Ok(Program::Exec { path: "true".into(), argv: vec!["true".into()] }));
+        let bare = task_with(Some(v1::CommandInfo {
+            value: Some("true".into()),
+            shell: Some(false),
+            ..Default::default()
+        }));
+        assert_eq!(
+            program(&bare, None).map(|p| p.0),
+            Ok(Program::Exec {
+                path: "true".into(),
+                argv: vec!["true".into()]
+            })
+        );
     }
 
     #[test]
     fn task_command_wins_over_the_executor_command() {
-        let task = task_with(Some(v1::CommandInfo { value: Some("sleep 1".into()), ..Default::default() }));
+        let task = task_with(Some(v1::CommandInfo {
+            value: Some("sleep 1".into()),
+            ..Default::default()
+        }));
         let ex = executor_with("chmod ug+rx './e' && exec './e' other");
-        assert_eq!(program(&task, Some(&ex)).map(|p| p.1), Ok(CommandSource::TaskCommand));
+        assert_eq!(
+            program(&task, Some(&ex)).map(|p| p.1),
+            Ok(CommandSource::TaskCommand)
+        );
         let marathon = task_with(None);
-        assert_eq!(program(&marathon, Some(&ex)), Ok((Program::Shell { command: "other".into() }, CommandSource::MarathonExecutorCommand)));
+        assert_eq!(
+            program(&marathon, Some(&ex)),
+            Ok((
+                Program::Shell {
+                    command: "other".into()
+                },
+                CommandSource::MarathonExecutorCommand
+            ))
+        );
     }
 
     #[test]
     fn missing_or_empty_commands_are_refused() {
         assert_eq!(program(&task_with(None), None), Err(LaunchError::NoCommand));
-        assert_eq!(program(&task_with(None), Some(&executor_with("/usr/bin/mesos-hook-executor"))), Err(LaunchError::NoCommand));
+        assert_eq!(
+            program(
+                &task_with(None),
+                Some(&executor_with("/usr/bin/mesos-hook-executor"))
+            ),
+            Err(LaunchError::NoCommand)
+        );
         assert!(matches!(
-            program(&task_with(None), Some(&executor_with("chmod ug+rx 'e' && exec 'e'"))),
+            program(
+                &task_with(None),
+                Some(&executor_with("chmod ug+rx 'e' && exec 'e'"))
+            ),
             Err(LaunchError::EmptyCommand(_))
         ));
         let empty = task_with(Some(v1::CommandInfo::default()));
-        assert!(matches!(program(&empty, None), Err(LaunchError::EmptyCommand(_))));
+        assert!(matches!(
+            program(&empty, None),
+            Err(LaunchError::EmptyCommand(_))
+        ));
     }
 
     #[test]
@@ -323,7 +460,11 @@ mod tests {
                 value: Some("env".into()),
                 environment: Some(v1::Environment {
                     variables: vec![
-                        v1::environment::Variable { name: "OVERRIDDEN".into(), value: Some("new".into()), ..Default::default() },
+                        v1::environment::Variable {
+                            name: "OVERRIDDEN".into(),
+                            value: Some("new".into()),
+                            ..Default::default()
+                        },
                         v1::environment::Variable {
                             name: "FROM_SECRET".into(),
                             r#type: Some(VariableType::Secret as i32),
@@ -335,7 +476,9 @@ mod tests {
             }),
             resources: vec![v1::Resource {
                 name: "cpus".into(),
-                allocation_info: Some(v1::resource::AllocationInfo { role: Some("web".into()) }),
+                allocation_info: Some(v1::resource::AllocationInfo {
+                    role: Some("web".into()),
+                }),
                 ..Default::default()
             }],
             ..task_with(None)
@@ -343,11 +486,26 @@ mod tests {
         let spec = launch_spec(
             &task,
             None,
-            LaunchContext { executor_env: &executor_env, denylist: &denylist, sandbox: std::path::Path::new("/sb") },
+            LaunchContext {
+                executor_env: &executor_env,
+                denylist: &denylist,
+                sandbox: std::path::Path::new("/sb"),
+            },
         )
         .expect("launchable");
         let keys: Vec<&str> = spec.env.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["MESOS_ALLOCATION_ROLE", "MESOS_FRAMEWORK_ID", "MESOS_SANDBOX", "MESOS_TASK_ID", "OVERRIDDEN", "PATH", "PORT0"]);
+        assert_eq!(
+            keys,
+            [
+                "MESOS_ALLOCATION_ROLE",
+                "MESOS_FRAMEWORK_ID",
+                "MESOS_SANDBOX",
+                "MESOS_TASK_ID",
+                "OVERRIDDEN",
+                "PATH",
+                "PORT0"
+            ]
+        );
         assert_eq!(spec.env["OVERRIDDEN"], "new");
         assert_eq!(spec.env["MESOS_TASK_ID"], "task-1");
         assert_eq!(spec.env["MESOS_ALLOCATION_ROLE"], "web");

@@ -97,7 +97,9 @@ impl Reaper {
     pub(crate) fn install() -> io::Result<Self> {
         set_child_subreaper()?;
         let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
-        let reaper = Self { state: Arc::new(Mutex::new(ReaperState::default())) };
+        let reaper = Self {
+            state: Arc::new(Mutex::new(ReaperState::default())),
+        };
         let r = reaper.clone();
         tokio::spawn(async move {
             loop {
@@ -122,7 +124,13 @@ impl Reaper {
             let mut state = self.lock();
             let (pid, outcome) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, ExitOutcome::Exited(code)),
-                Ok(WaitStatus::Signaled(pid, signal, core_dumped)) => (pid, ExitOutcome::Signaled { signal: signal as i32, core_dumped }),
+                Ok(WaitStatus::Signaled(pid, signal, core_dumped)) => (
+                    pid,
+                    ExitOutcome::Signaled {
+                        signal: signal as i32,
+                        core_dumped,
+                    },
+                ),
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
                 Ok(_) => continue,
                 Err(Errno::EINTR) => continue,
@@ -135,7 +143,11 @@ impl Reaper {
                 Some((_, tx)) => {
                     let _ = tx.send(outcome);
                 }
-                None => tracing::debug!(pid = pid.as_raw(), ?outcome, "reaped an orphaned descendant"),
+                None => tracing::debug!(
+                    pid = pid.as_raw(),
+                    ?outcome,
+                    "reaped an orphaned descendant"
+                ),
             }
         }
     }
@@ -143,7 +155,11 @@ impl Reaper {
     /// Spawns `command` and registers it for its exit status. The lock is
     /// held across the spawn (see the module docs). The `Child` must never be
     /// waited for: the reaper owns the exit status.
-    fn register(&self, command: &mut Command, role: Role) -> io::Result<(Child, oneshot::Receiver<ExitOutcome>)> {
+    fn register(
+        &self,
+        command: &mut Command,
+        role: Role,
+    ) -> io::Result<(Child, oneshot::Receiver<ExitOutcome>)> {
         let mut state = self.lock();
         let child = command.spawn()?;
         let (tx, rx) = oneshot::channel();
@@ -155,7 +171,11 @@ impl Reaper {
     /// the receiver yields its exit. Without a user switch it goes through
     /// `posix_spawn` where glibc allows ([`super::spawn`]), else it forks
     /// ([`task_command`]).
-    pub(crate) fn spawn_task(&self, spec: &LaunchSpec, user: Option<UserSwitch>) -> io::Result<(u32, oneshot::Receiver<ExitOutcome>)> {
+    pub(crate) fn spawn_task(
+        &self,
+        spec: &LaunchSpec,
+        user: Option<UserSwitch>,
+    ) -> io::Result<(u32, oneshot::Receiver<ExitOutcome>)> {
         if user.is_none() {
             // Under the lock, as every spawn: the reaper must not collect the
             // child before its waiter is registered.
@@ -174,34 +194,72 @@ impl Reaper {
     /// Spawns an auxiliary `command` (hook script, check, remote command) in
     /// its own process group with `stdio`. The returned handle owns the
     /// group: dropping it SIGKILLs everything left in it.
-    pub(crate) fn spawn_auxiliary(&self, mut command: Command, stdio: AuxiliaryStdio) -> Result<Auxiliary, SpawnError> {
+    pub(crate) fn spawn_auxiliary(
+        &self,
+        mut command: Command,
+        stdio: AuxiliaryStdio,
+    ) -> Result<Auxiliary, SpawnError> {
         // Its own group, so a timeout or terminate reaches what it forks; no
         // pre_exec, so std can use posix_spawn (fast).
-        command.stdin(stdio.stdin).stdout(stdio.stdout).stderr(stdio.stderr).process_group(0);
-        let (mut child, rx) = self.register(&mut command, Role::Auxiliary).map_err(SpawnError::Start)?;
+        command
+            .stdin(stdio.stdin)
+            .stdout(stdio.stdout)
+            .stderr(stdio.stderr)
+            .process_group(0);
+        let (mut child, rx) = self
+            .register(&mut command, Role::Auxiliary)
+            .map_err(SpawnError::Start)?;
         // Close our copies of descriptors the caller handed the child (a
         // pipe's write end kept here would never let its reader see EOF).
         drop(command);
         let pid = pid_i32(child.id());
         // From here on an early return drops `aux`, which kills the group.
-        let mut aux = Auxiliary { pid, exit: Exit::Pending(rx), stdin: None, stdout: None, stderr: None };
+        let mut aux = Auxiliary {
+            pid,
+            exit: Exit::Pending(rx),
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        };
         let pipes = |cause| SpawnError::Pipes { pid, cause };
-        aux.stdin = child.stdin.take().map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s))).transpose().map_err(pipes)?;
-        aux.stdout = child.stdout.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose().map_err(pipes)?;
-        aux.stderr = child.stderr.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose().map_err(pipes)?;
+        aux.stdin = child
+            .stdin
+            .take()
+            .map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s)))
+            .transpose()
+            .map_err(pipes)?;
+        aux.stdout = child
+            .stdout
+            .take()
+            .map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s)))
+            .transpose()
+            .map_err(pipes)?;
+        aux.stderr = child
+            .stderr
+            .take()
+            .map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s)))
+            .transpose()
+            .map_err(pipes)?;
         Ok(aux)
     }
 
     /// A reaper that does not reap, for unit tests that spawn nothing.
     #[cfg(test)]
     pub(crate) fn for_tests() -> Self {
-        Self { state: Arc::new(Mutex::new(ReaperState::default())) }
+        Self {
+            state: Arc::new(Mutex::new(ReaperState::default())),
+        }
     }
 
     /// Pids of live children spawned for something other than the task.
     #[must_use]
     pub(crate) fn auxiliary_pids(&self) -> HashSet<i32> {
-        self.lock().waiters.iter().filter(|(_, (role, _))| *role == Role::Auxiliary).map(|(pid, _)| *pid).collect()
+        self.lock()
+            .waiters
+            .iter()
+            .filter(|(_, (role, _))| *role == Role::Auxiliary)
+            .map(|(pid, _)| *pid)
+            .collect()
     }
 }
 
@@ -222,7 +280,11 @@ impl AuxiliaryStdio {
     /// All three piped to us.
     #[must_use]
     pub(crate) fn piped() -> Self {
-        Self { stdin: Stdio::piped(), stdout: Stdio::piped(), stderr: Stdio::piped() }
+        Self {
+            stdin: Stdio::piped(),
+            stdout: Stdio::piped(),
+            stderr: Stdio::piped(),
+        }
     }
 }
 
@@ -266,7 +328,10 @@ impl Auxiliary {
             }
             Exit::Done(got) => got.clone(),
         };
-        got.map_err(|cause| ExitLost { pid: self.pid, cause })
+        got.map_err(|cause| ExitLost {
+            pid: self.pid,
+            cause,
+        })
     }
 }
 
@@ -373,14 +438,26 @@ pub(crate) fn resolve_user(user: Option<&str>) -> Result<Option<UserSwitch>, Spa
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
-    let found = nix::unistd::User::from_name(name).map_err(|cause| SpawnError::UserLookup { user: name.to_owned(), cause })?;
-    let Some(u) = found else { return Err(SpawnError::NoSuchUser(name.to_owned())) };
+    let found = nix::unistd::User::from_name(name).map_err(|cause| SpawnError::UserLookup {
+        user: name.to_owned(),
+        cause,
+    })?;
+    let Some(u) = found else {
+        return Err(SpawnError::NoSuchUser(name.to_owned()));
+    };
     if u.uid == nix::unistd::geteuid() {
         return Ok(None);
     }
-    let cname = std::ffi::CString::new(name).map_err(|cause| SpawnError::UserName { user: name.to_owned(), cause })?;
+    let cname = std::ffi::CString::new(name).map_err(|cause| SpawnError::UserName {
+        user: name.to_owned(),
+        cause,
+    })?;
     let groups = nix::unistd::getgrouplist(&cname, u.gid).unwrap_or_else(|_| vec![u.gid]);
-    Ok(Some(UserSwitch { uid: u.uid, gid: u.gid, groups }))
+    Ok(Some(UserSwitch {
+        uid: u.uid,
+        gid: u.gid,
+        groups,
+    }))
 }
 
 /// The `Command` for a launch spec: environment from empty, cwd, stdin from
@@ -389,7 +466,10 @@ pub(crate) fn resolve_user(user: Option<&str>) -> Result<Option<UserSwitch>, Spa
 #[must_use]
 pub(crate) fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Command {
     let mut cmd = program_command(&spec.program);
-    cmd.env_clear().envs(&spec.env).current_dir(&spec.cwd).stdin(Stdio::null());
+    cmd.env_clear()
+        .envs(&spec.env)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null());
     // SAFETY: only async-signal-safe calls (setsid, setgroups, setgid, setuid)
     // between fork and exec; the user was resolved before the fork.
     unsafe {
@@ -454,15 +534,27 @@ pub(crate) fn parse_stat(line: &str) -> Option<ProcInfo> {
     let ppid = rest.next()?.parse().ok()?;
     let pgrp = rest.next()?.parse().ok()?;
     let session = rest.next()?.parse().ok()?;
-    Some(ProcInfo { pid, ppid, pgrp, session, comm })
+    Some(ProcInfo {
+        pid,
+        ppid,
+        pgrp,
+        session,
+        comm,
+    })
 }
 
 /// Every process visible in `/proc`.
 #[must_use]
 pub(crate) fn list_processes() -> Vec<ProcInfo> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter_map(|l| parse_stat(&l))
         .collect()
@@ -470,7 +562,12 @@ pub(crate) fn list_processes() -> Vec<ProcInfo> {
 
 /// Identifies the task's tree among `procs` (see the module docs).
 #[must_use]
-pub(crate) fn task_tree(procs: &[ProcInfo], root: i32, executor: i32, auxiliary: &HashSet<i32>) -> Vec<i32> {
+pub(crate) fn task_tree(
+    procs: &[ProcInfo],
+    root: i32,
+    executor: i32,
+    auxiliary: &HashSet<i32>,
+) -> Vec<i32> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     for p in procs {
         children.entry(p.ppid).or_default().push(p.pid);
@@ -489,7 +586,9 @@ pub(crate) fn task_tree(procs: &[ProcInfo], root: i32, executor: i32, auxiliary:
             continue;
         }
         if let Some(kids) = children.get(&pid) {
-            queue.extend(kids.iter().copied().filter(|k| !auxiliary.contains(k) || procs.iter().any(|p| p.pid == *k && p.session == root)));
+            queue.extend(kids.iter().copied().filter(|k| {
+                !auxiliary.contains(k) || procs.iter().any(|p| p.pid == *k && p.session == root)
+            }));
         }
     }
     let mut out: Vec<i32> = members.into_iter().collect();
@@ -520,22 +619,32 @@ fn process_name_matches(pid: i32, comm: &str, names: &[String]) -> bool {
     if names.is_empty() {
         return false;
     }
-    let argv0 = std::fs::read(format!("/proc/{pid}/cmdline")).ok().and_then(|b| {
-        let first = b.split(|c| *c == 0).next()?.to_vec();
-        let s = String::from_utf8(first).ok()?;
-        Some(s.rsplit('/').next().unwrap_or_default().to_owned())
-    });
-    names.iter().any(|n| n == comm || argv0.as_deref() == Some(n.as_str()))
+    let argv0 = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .and_then(|b| {
+            let first = b.split(|c| *c == 0).next()?.to_vec();
+            let s = String::from_utf8(first).ok()?;
+            Some(s.rsplit('/').next().unwrap_or_default().to_owned())
+        });
+    names
+        .iter()
+        .any(|n| n == comm || argv0.as_deref() == Some(n.as_str()))
 }
 
 /// Walks `/proc` with `select` and sends `signal` to every member not yet
 /// signalled, repeating until a walk finds nothing new (a process may fork
 /// between a walk and the signal). Returns the pids signalled and the last walk.
-fn signal_until_stable(select: impl Fn(&[ProcInfo]) -> Vec<i32>, signal: Signal) -> (Vec<i32>, Vec<ProcInfo>) {
+fn signal_until_stable(
+    select: impl Fn(&[ProcInfo]) -> Vec<i32>,
+    signal: Signal,
+) -> (Vec<i32>, Vec<ProcInfo>) {
     let mut done: Vec<i32> = Vec::new();
     let mut procs = list_processes();
     for _ in 0..8 {
-        let fresh: Vec<i32> = select(&procs).into_iter().filter(|p| !done.contains(p)).collect();
+        let fresh: Vec<i32> = select(&procs)
+            .into_iter()
+            .filter(|p| !done.contains(p))
+            .collect();
         if fresh.is_empty() {
             break;
         }
@@ -551,7 +660,12 @@ fn signal_until_stable(select: impl Fn(&[ProcInfo]) -> Vec<i32>, signal: Signal)
 /// Signals the task's tree as described in the module docs. Processes whose
 /// name is in `spared` do not get `signal` (used for SIGTERM exclusions).
 /// Returns the pids signalled.
-pub(crate) fn signal_task_tree(root: i32, auxiliary: &HashSet<i32>, signal: Signal, spared: &[String]) -> Vec<i32> {
+pub(crate) fn signal_task_tree(
+    root: i32,
+    auxiliary: &HashSet<i32>,
+    signal: Signal,
+    spared: &[String],
+) -> Vec<i32> {
     let executor = pid_i32(std::process::id());
     let select = |procs: &[ProcInfo]| task_tree(procs, root, executor, auxiliary);
     if signal == Signal::SIGKILL {
@@ -562,9 +676,17 @@ pub(crate) fn signal_task_tree(root: i32, auxiliary: &HashSet<i32>, signal: Sign
     let (frozen, procs) = signal_until_stable(select, Signal::SIGSTOP);
     let mut signalled = Vec::new();
     for pid in &frozen {
-        let comm = procs.iter().find(|p| p.pid == *pid).map(|p| p.comm.clone()).unwrap_or_default();
+        let comm = procs
+            .iter()
+            .find(|p| p.pid == *pid)
+            .map(|p| p.comm.clone())
+            .unwrap_or_default();
         if process_name_matches(*pid, &comm, spared) {
-            tracing::info!(pid, comm, "sparing process from {signal} (HOOK_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES)");
+            tracing::info!(
+                pid,
+                comm,
+                "sparing process from {signal} (HOOK_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES)"
+            );
             continue;
         }
         if kill(Pid::from_raw(*pid), signal).is_ok() {
@@ -581,7 +703,9 @@ pub(crate) fn signal_task_tree(root: i32, auxiliary: &HashSet<i32>, signal: Sign
 /// defence before exit, so no process of the task outlives us.
 pub(crate) fn kill_all_descendants() -> usize {
     let me = pid_i32(std::process::id());
-    signal_until_stable(|procs| descendants(procs, me), Signal::SIGKILL).0.len()
+    signal_until_stable(|procs| descendants(procs, me), Signal::SIGKILL)
+        .0
+        .len()
 }
 
 #[cfg(test)]
@@ -589,13 +713,28 @@ mod tests {
     use super::*;
 
     fn p(pid: i32, ppid: i32, pgrp: i32, session: i32) -> ProcInfo {
-        ProcInfo { pid, ppid, pgrp, session, comm: format!("p{pid}") }
+        ProcInfo {
+            pid,
+            ppid,
+            pgrp,
+            session,
+            comm: format!("p{pid}"),
+        }
     }
 
     #[test]
     fn parses_stat_with_odd_comm() {
         let info = parse_stat("1234 (my (weird) proc) S 1 1234 1234 0 -1 4194560").expect("parses");
-        assert_eq!(info, ProcInfo { pid: 1234, ppid: 1, pgrp: 1234, session: 1234, comm: "my (weird) proc".into() });
+        assert_eq!(
+            info,
+            ProcInfo {
+                pid: 1234,
+                ppid: 1,
+                pgrp: 1234,
+                session: 1234,
+                comm: "my (weird) proc".into()
+            }
+        );
         assert_eq!(parse_stat("garbage"), None);
     }
 

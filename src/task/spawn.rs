@@ -29,8 +29,14 @@ fn addchdir() -> Option<AddChdir> {
     *FOUND.get_or_init(|| {
         // SAFETY: dlsym with a NUL-terminated name; a non-null result is the
         // function glibc documents with exactly this signature.
-        let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"posix_spawn_file_actions_addchdir_np".as_ptr()) };
-        (!symbol.is_null()).then(|| unsafe { std::mem::transmute::<*mut libc::c_void, AddChdir>(symbol) })
+        let symbol = unsafe {
+            libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"posix_spawn_file_actions_addchdir_np".as_ptr(),
+            )
+        };
+        (!symbol.is_null())
+            .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, AddChdir>(symbol) })
     })
 }
 
@@ -41,14 +47,22 @@ fn executable(program: &str, path_var: Option<&str>, cwd: &Path) -> Option<PathB
         return Some(PathBuf::from(program));
     }
     let is_executable = |p: &Path| {
-        let Ok(c) = CString::new(p.as_os_str().as_bytes()) else { return false };
+        let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+            return false;
+        };
         // SAFETY: a NUL-terminated path.
         p.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
     };
     path_var
         .unwrap_or("/bin:/usr/bin")
         .split(':')
-        .map(|dir| if dir.is_empty() { cwd.to_path_buf() } else { cwd.join(dir) })
+        .map(|dir| {
+            if dir.is_empty() {
+                cwd.to_path_buf()
+            } else {
+                cwd.join(dir)
+            }
+        })
         .map(|dir| dir.join(program))
         .find(|p| is_executable(p))
 }
@@ -82,22 +96,41 @@ pub(crate) fn spawn_session(spec: &LaunchSpec) -> Option<io::Result<libc::pid_t>
         Program::Shell { command } => (PathBuf::from("/bin/sh"), vec!["/bin/sh", "-c", command]),
         Program::Exec { path, argv } => {
             let exe = executable(path, spec.env.get("PATH").map(String::as_str), &spec.cwd)?;
-            let argv = if argv.is_empty() { vec![path.as_str()] } else { argv.iter().map(String::as_str).collect() };
+            let argv = if argv.is_empty() {
+                vec![path.as_str()]
+            } else {
+                argv.iter().map(String::as_str).collect()
+            };
             (exe, argv)
         }
     };
     let path = cstring(path.as_os_str().as_bytes())?;
     let argv: Vec<CString> = argv.into_iter().map(cstring).collect::<Option<_>>()?;
-    let envp: Vec<CString> = spec.env.iter().map(|(k, v)| cstring(format!("{k}={v}"))).collect::<Option<_>>()?;
+    let envp: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}")))
+        .collect::<Option<_>>()?;
     let cwd = cstring(spec.cwd.as_os_str().as_bytes())?;
-    let mut argv_ptrs: Vec<*mut c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).chain(std::iter::once(std::ptr::null_mut())).collect();
-    let mut envp_ptrs: Vec<*mut c_char> = envp.iter().map(|e| e.as_ptr().cast_mut()).chain(std::iter::once(std::ptr::null_mut())).collect();
+    let mut argv_ptrs: Vec<*mut c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect();
+    let mut envp_ptrs: Vec<*mut c_char> = envp
+        .iter()
+        .map(|e| e.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect();
 
     // SAFETY: plain C calls on objects we own; every pointer outlives the
     // posix_spawn call (argv, envp, path and cwd live until the end of this
     // function); the objects are destroyed by `Objects::drop`.
     unsafe {
-        let mut objects = Objects { attr: std::mem::zeroed(), actions: std::mem::zeroed() };
+        let mut objects = Objects {
+            attr: std::mem::zeroed(),
+            actions: std::mem::zeroed(),
+        };
         if libc::posix_spawnattr_init(&mut objects.attr) != 0 {
             return None;
         }
@@ -113,19 +146,33 @@ pub(crate) fn spawn_session(spec: &LaunchSpec) -> Option<io::Result<libc::pid_t>
         libc::sigemptyset(&mut pipe);
         libc::sigaddset(&mut pipe, libc::SIGPIPE);
         #[allow(clippy::cast_possible_truncation)]
-        let flags = (libc::POSIX_SPAWN_SETSID as c_int | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
+        let flags = (libc::POSIX_SPAWN_SETSID as c_int
+            | libc::POSIX_SPAWN_SETSIGMASK
+            | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
         // An older glibc refuses POSIX_SPAWN_SETSID with EINVAL: fork instead.
         if libc::posix_spawnattr_setflags(&mut objects.attr, flags) != 0
             || libc::posix_spawnattr_setsigmask(&mut objects.attr, &none) != 0
             || libc::posix_spawnattr_setsigdefault(&mut objects.attr, &pipe) != 0
-            || libc::posix_spawn_file_actions_addopen(&mut objects.actions, 0, c"/dev/null".as_ptr(), libc::O_RDONLY, 0) != 0
+            || libc::posix_spawn_file_actions_addopen(
+                &mut objects.actions,
+                0,
+                c"/dev/null".as_ptr(),
+                libc::O_RDONLY,
+                0,
+            ) != 0
             || chdir(&mut objects.actions, cwd.as_ptr()) != 0
         {
             return None;
         }
         let mut pid: libc::pid_t = 0;
-        let rc =
-            libc::posix_spawn(&mut pid, path.as_ptr(), &objects.actions, &objects.attr, argv_ptrs.as_mut_ptr(), envp_ptrs.as_mut_ptr());
+        let rc = libc::posix_spawn(
+            &mut pid,
+            path.as_ptr(),
+            &objects.actions,
+            &objects.attr,
+            argv_ptrs.as_mut_ptr(),
+            envp_ptrs.as_mut_ptr(),
+        );
         match rc {
             0 => Some(Ok(pid)),
             // A script without `#!`: execvp runs it with /bin/sh; so does the fork path.
@@ -150,36 +197,76 @@ mod tests {
             awk '{print $6}' /proc/self/stat > sid; echo $$ > pid; pwd > cwd; readlink /proc/self/fd/0 > stdin; env > env; \
             grep -E '^(SigBlk|SigIgn)' /proc/self/status > signals";
         let spec = LaunchSpec {
-            program: Program::Shell { command: script.into() },
-            env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned()), ("ONLY".to_owned(), "this".to_owned())].into_iter().collect(),
+            program: Program::Shell {
+                command: script.into(),
+            },
+            env: [
+                ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+                ("ONLY".to_owned(), "this".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
             cwd: sandbox.path().to_path_buf(),
             user: None,
             source: CommandSource::TaskCommand,
         };
-        let pid = spawn_session(&spec).expect("glibc can spawn with SETSID here").expect("spawned");
-        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("waitpid");
-        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0));
-        let read = |name: &str| std::fs::read_to_string(sandbox.path().join(name)).expect(name).trim().to_owned();
+        let pid = spawn_session(&spec)
+            .expect("glibc can spawn with SETSID here")
+            .expect("spawned");
+        let status =
+            nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("waitpid");
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0)
+        );
+        let read = |name: &str| {
+            std::fs::read_to_string(sandbox.path().join(name))
+                .expect(name)
+                .trim()
+                .to_owned()
+        };
         assert_eq!(read("sid"), read("pid"), "the task leads its own session");
-        assert_eq!(Path::new(&read("cwd")).canonicalize().ok(), sandbox.path().canonicalize().ok());
+        assert_eq!(
+            Path::new(&read("cwd")).canonicalize().ok(),
+            sandbox.path().canonicalize().ok()
+        );
         assert_eq!(read("stdin"), "/dev/null");
         let env = read("env");
         assert!(env.lines().any(|l| l == "ONLY=this"), "{env}");
-        assert!(!env.lines().any(|l| l.starts_with("HOME=") || l.starts_with("CARGO")), "nothing inherited: {env}");
+        assert!(
+            !env.lines()
+                .any(|l| l.starts_with("HOME=") || l.starts_with("CARGO")),
+            "nothing inherited: {env}"
+        );
         let signals = read("signals");
         let mask = |name: &str| {
             let line = signals.lines().find(|l| l.starts_with(name)).expect(name);
             u64::from_str_radix(line.split_whitespace().last().expect("a mask"), 16).expect("hex")
         };
         assert_eq!(mask("SigBlk"), 0, "no blocked signal: {signals}");
-        assert_eq!(mask("SigIgn") & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE at its default: {signals}");
+        assert_eq!(
+            mask("SigIgn") & (1 << (libc::SIGPIPE - 1)),
+            0,
+            "SIGPIPE at its default: {signals}"
+        );
     }
 
     #[test]
     fn programs_are_found_on_the_tasks_path() {
         let cwd = Path::new("/");
-        assert_eq!(executable("sh", Some("/nonexistent:/bin"), cwd), Some(PathBuf::from("/bin/sh")));
-        assert_eq!(executable("./run", Some("/bin"), cwd), Some(PathBuf::from("./run")), "a path with a slash is used as given");
-        assert_eq!(executable("no-such-program-here", Some("/bin:/usr/bin"), cwd), None, "the fork path reports it");
+        assert_eq!(
+            executable("sh", Some("/nonexistent:/bin"), cwd),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        assert_eq!(
+            executable("./run", Some("/bin"), cwd),
+            Some(PathBuf::from("./run")),
+            "a path with a slash is used as given"
+        );
+        assert_eq!(
+            executable("no-such-program-here", Some("/bin:/usr/bin"), cwd),
+            None,
+            "the fork path reports it"
+        );
     }
 }

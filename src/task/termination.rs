@@ -51,9 +51,15 @@ impl ExitOutcome {
     pub fn message(&self) -> String {
         match *self {
             Self::Exited(code) => format!("Command exited with status {code}"),
-            Self::Signaled { signal, core_dumped } => {
+            Self::Signaled {
+                signal,
+                core_dumped,
+            } => {
                 let core = if core_dumped { " (core dumped)" } else { "" };
-                format!("Command terminated with signal {}{core}", signal_description(signal))
+                format!(
+                    "Command terminated with signal {}{core}",
+                    signal_description(signal)
+                )
             }
         }
     }
@@ -63,8 +69,14 @@ impl ExitOutcome {
     pub fn labels(&self) -> Vec<(String, String)> {
         match *self {
             Self::Exited(code) => vec![("exit_code".into(), code.to_string())],
-            Self::Signaled { signal, core_dumped } => {
-                let mut l = vec![("signal".into(), signal.to_string()), ("signal_name".into(), signal_name(signal))];
+            Self::Signaled {
+                signal,
+                core_dumped,
+            } => {
+                let mut l = vec![
+                    ("signal".into(), signal.to_string()),
+                    ("signal_name".into(), signal_name(signal)),
+                ];
                 if core_dumped {
                     l.push(("core_dumped".into(), "true".into()));
                 }
@@ -84,20 +96,30 @@ pub fn signal_description(signal: i32) -> String {
         return format!("Unknown signal {signal}");
     }
     // SAFETY: non-null, NUL-terminated per strsignal's contract.
-    unsafe { std::ffi::CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
+    unsafe { std::ffi::CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// `SIGTERM`-style name of a signal.
 #[must_use]
 pub fn signal_name(signal: i32) -> String {
-    nix::sys::signal::Signal::try_from(signal).map_or_else(|_| format!("SIG{signal}"), |s| s.as_str().to_owned())
+    nix::sys::signal::Signal::try_from(signal)
+        .map_or_else(|_| format!("SIG{signal}"), |s| s.as_str().to_owned())
 }
 
 /// The grace period of a kill: the KILL event's policy, else the task's, else
 /// the configured default (3 s, as Mesos).
 #[must_use]
-pub fn kill_grace(kill_override: Option<&v1::KillPolicy>, task_policy: Option<&v1::KillPolicy>, default: Duration) -> Duration {
-    kill_override.and_then(policy_grace).or_else(|| task_policy.and_then(policy_grace)).unwrap_or(default)
+pub fn kill_grace(
+    kill_override: Option<&v1::KillPolicy>,
+    task_policy: Option<&v1::KillPolicy>,
+    default: Duration,
+) -> Duration {
+    kill_override
+        .and_then(policy_grace)
+        .or_else(|| task_policy.and_then(policy_grace))
+        .unwrap_or(default)
 }
 
 fn policy_grace(policy: &v1::KillPolicy) -> Option<Duration> {
@@ -116,7 +138,11 @@ pub fn shutdown_grace(task_grace: Duration, shutdown_grace_period: Duration) -> 
 /// A repeated kill may only bring the SIGKILL deadline forward: returns the new
 /// deadline if `started + grace` is earlier than `current`.
 #[must_use]
-pub fn shortened_deadline<T: Ord + Copy + std::ops::Add<Duration, Output = T>>(started: T, current: T, grace: Duration) -> Option<T> {
+pub fn shortened_deadline<T: Ord + Copy + std::ops::Add<Duration, Output = T>>(
+    started: T,
+    current: T,
+    grace: Duration,
+) -> Option<T> {
     let proposed = started + grace;
     (proposed < current).then_some(proposed)
 }
@@ -128,7 +154,11 @@ pub fn send_killing(framework: Option<&v1::FrameworkInfo>, cause: KillCause) -> 
     if cause == KillCause::MaxCompletionTime {
         return false;
     }
-    framework.is_some_and(|f| f.capabilities.iter().any(|c| c.r#type() == v1::framework_info::capability::Type::TaskKillingState))
+    framework.is_some_and(|f| {
+        f.capabilities
+            .iter()
+            .any(|c| c.r#type() == v1::framework_info::capability::Type::TaskKillingState)
+    })
 }
 
 /// The terminal update for a task whose root process ended.
@@ -155,10 +185,30 @@ pub fn terminal(outcome: ExitOutcome, cause: Option<KillCause>) -> Terminal {
             reason: Some(Reason::MaxCompletionTimeReached),
             unhealthy: false,
         },
-        Some(KillCause::HookFailure) => Terminal { state: TaskState::TaskFailed, message, reason: None, unhealthy: false },
-        Some(cause) => Terminal { state: TaskState::TaskKilled, message, reason: None, unhealthy: cause == KillCause::HealthCheck },
-        None if outcome == ExitOutcome::Exited(0) => Terminal { state: TaskState::TaskFinished, message, reason: None, unhealthy: false },
-        None => Terminal { state: TaskState::TaskFailed, message, reason: None, unhealthy: false },
+        Some(KillCause::HookFailure) => Terminal {
+            state: TaskState::TaskFailed,
+            message,
+            reason: None,
+            unhealthy: false,
+        },
+        Some(cause) => Terminal {
+            state: TaskState::TaskKilled,
+            message,
+            reason: None,
+            unhealthy: cause == KillCause::HealthCheck,
+        },
+        None if outcome == ExitOutcome::Exited(0) => Terminal {
+            state: TaskState::TaskFinished,
+            message,
+            reason: None,
+            unhealthy: false,
+        },
+        None => Terminal {
+            state: TaskState::TaskFailed,
+            message,
+            reason: None,
+            unhealthy: false,
+        },
     }
 }
 
@@ -184,41 +234,77 @@ mod tests {
     use crate::proto::v1::{framework_info::Capability, DurationInfo, FrameworkInfo, KillPolicy};
 
     fn policy(secs: i64) -> KillPolicy {
-        KillPolicy { grace_period: Some(DurationInfo { nanoseconds: secs * 1_000_000_000 }) }
+        KillPolicy {
+            grace_period: Some(DurationInfo {
+                nanoseconds: secs * 1_000_000_000,
+            }),
+        }
     }
 
     #[test]
     fn grace_comes_from_kill_then_task_then_default() {
         let d = Duration::from_secs(3);
         assert_eq!(kill_grace(None, None, d), d);
-        assert_eq!(kill_grace(None, Some(&policy(10)), d), Duration::from_secs(10));
-        assert_eq!(kill_grace(Some(&policy(1)), Some(&policy(10)), d), Duration::from_secs(1));
-        assert_eq!(kill_grace(Some(&KillPolicy::default()), Some(&policy(10)), d), Duration::from_secs(10));
+        assert_eq!(
+            kill_grace(None, Some(&policy(10)), d),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            kill_grace(Some(&policy(1)), Some(&policy(10)), d),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            kill_grace(Some(&KillPolicy::default()), Some(&policy(10)), d),
+            Duration::from_secs(10)
+        );
         assert_eq!(kill_grace(Some(&policy(-5)), None, d), Duration::ZERO);
     }
 
     #[test]
     fn shutdown_grace_fits_inside_the_agent_budget() {
-        assert_eq!(shutdown_grace(Duration::from_secs(3), Duration::from_secs(5)), Duration::from_secs(3));
-        assert_eq!(shutdown_grace(Duration::from_secs(30), Duration::from_secs(5)), Duration::from_secs(3));
-        assert_eq!(shutdown_grace(Duration::from_secs(1), Duration::from_secs(5)), Duration::from_secs(1));
-        assert_eq!(shutdown_grace(Duration::from_secs(3), Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(
+            shutdown_grace(Duration::from_secs(3), Duration::from_secs(5)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            shutdown_grace(Duration::from_secs(30), Duration::from_secs(5)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            shutdown_grace(Duration::from_secs(1), Duration::from_secs(5)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            shutdown_grace(Duration::from_secs(3), Duration::from_secs(1)),
+            Duration::ZERO
+        );
     }
 
     #[test]
     fn repeated_kill_only_shortens() {
         let started = Duration::from_secs(100);
         let current = started + Duration::from_secs(10);
-        assert_eq!(shortened_deadline(started, current, Duration::from_secs(2)), Some(started + Duration::from_secs(2)));
-        assert_eq!(shortened_deadline(started, current, Duration::from_secs(10)), None);
-        assert_eq!(shortened_deadline(started, current, Duration::from_secs(20)), None);
+        assert_eq!(
+            shortened_deadline(started, current, Duration::from_secs(2)),
+            Some(started + Duration::from_secs(2))
+        );
+        assert_eq!(
+            shortened_deadline(started, current, Duration::from_secs(10)),
+            None
+        );
+        assert_eq!(
+            shortened_deadline(started, current, Duration::from_secs(20)),
+            None
+        );
     }
 
     #[test]
     fn killing_state_needs_the_capability() {
         let mut fw = FrameworkInfo::default();
         assert!(!send_killing(Some(&fw), KillCause::Kill));
-        fw.capabilities.push(Capability { r#type: Some(v1::framework_info::capability::Type::TaskKillingState as i32) });
+        fw.capabilities.push(Capability {
+            r#type: Some(v1::framework_info::capability::Type::TaskKillingState as i32),
+        });
         assert!(send_killing(Some(&fw), KillCause::Kill));
         assert!(send_killing(Some(&fw), KillCause::Shutdown));
         assert!(!send_killing(Some(&fw), KillCause::MaxCompletionTime));
@@ -228,24 +314,71 @@ mod tests {
     #[test]
     fn exit_maps_to_terminal_state() {
         let t = terminal(ExitOutcome::Exited(0), None);
-        assert_eq!((t.state, t.message.as_str()), (TaskState::TaskFinished, "Command exited with status 0"));
+        assert_eq!(
+            (t.state, t.message.as_str()),
+            (TaskState::TaskFinished, "Command exited with status 0")
+        );
         let t = terminal(ExitOutcome::Exited(3), None);
-        assert_eq!((t.state, t.message.as_str()), (TaskState::TaskFailed, "Command exited with status 3"));
-        let t = terminal(ExitOutcome::Signaled { signal: 15, core_dumped: false }, None);
-        assert_eq!((t.state, t.message.as_str()), (TaskState::TaskFailed, "Command terminated with signal Terminated"));
+        assert_eq!(
+            (t.state, t.message.as_str()),
+            (TaskState::TaskFailed, "Command exited with status 3")
+        );
+        let t = terminal(
+            ExitOutcome::Signaled {
+                signal: 15,
+                core_dumped: false,
+            },
+            None,
+        );
+        assert_eq!(
+            (t.state, t.message.as_str()),
+            (
+                TaskState::TaskFailed,
+                "Command terminated with signal Terminated"
+            )
+        );
         let t = terminal(ExitOutcome::Exited(0), Some(KillCause::Kill));
         assert_eq!(t.state, TaskState::TaskKilled);
-        let t = terminal(ExitOutcome::Signaled { signal: 9, core_dumped: false }, Some(KillCause::HealthCheck));
+        let t = terminal(
+            ExitOutcome::Signaled {
+                signal: 9,
+                core_dumped: false,
+            },
+            Some(KillCause::HealthCheck),
+        );
         assert_eq!((t.state, t.unhealthy), (TaskState::TaskKilled, true));
-        let t = terminal(ExitOutcome::Signaled { signal: 9, core_dumped: false }, Some(KillCause::MaxCompletionTime));
-        assert_eq!((t.state, t.reason), (TaskState::TaskFailed, Some(Reason::MaxCompletionTimeReached)));
+        let t = terminal(
+            ExitOutcome::Signaled {
+                signal: 9,
+                core_dumped: false,
+            },
+            Some(KillCause::MaxCompletionTime),
+        );
         assert_eq!(
-            ExitOutcome::Signaled { signal: 11, core_dumped: true }.message(),
+            (t.state, t.reason),
+            (
+                TaskState::TaskFailed,
+                Some(Reason::MaxCompletionTimeReached)
+            )
+        );
+        assert_eq!(
+            ExitOutcome::Signaled {
+                signal: 11,
+                core_dumped: true
+            }
+            .message(),
             "Command terminated with signal Segmentation fault (core dumped)"
         );
         assert_eq!(
-            ExitOutcome::Signaled { signal: 9, core_dumped: false }.labels(),
-            vec![("signal".to_owned(), "9".to_owned()), ("signal_name".to_owned(), "SIGKILL".to_owned())]
+            ExitOutcome::Signaled {
+                signal: 9,
+                core_dumped: false
+            }
+            .labels(),
+            vec![
+                ("signal".to_owned(), "9".to_owned()),
+                ("signal_name".to_owned(), "SIGKILL".to_owned())
+            ]
         );
     }
 }

@@ -28,7 +28,9 @@ fn app_definitions() -> Vec<(PathBuf, Value)> {
         .expect("docs/")
         .map(|e| e.expect("docs entry").path())
         .filter(|p| {
-            p.extension().is_some_and(|e| e == "json") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("marathon-"))
+            p.extension().is_some_and(|e| e == "json")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("marathon-"))
         })
         .collect();
     docs.sort();
@@ -36,8 +38,10 @@ fn app_definitions() -> Vec<(PathBuf, Value)> {
     let mut apps: Vec<(PathBuf, Value)> = paths
         .into_iter()
         .map(|p| {
-            let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", p.display()));
+            let text =
+                std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let json = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", p.display()));
             (p, json)
         })
         .collect();
@@ -47,8 +51,12 @@ fn app_definitions() -> Vec<(PathBuf, Value)> {
     for (i, block) in text.split("```json\n").skip(1).enumerate() {
         let body = block.split("```").next().unwrap_or_default();
         if body.contains("\"executor\"") {
-            let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("docs/operations.md JSON block {}: {e}", i + 1));
-            apps.push((guide.with_file_name(format!("operations.md (JSON block {})", i + 1)), json));
+            let json = serde_json::from_str(body)
+                .unwrap_or_else(|e| panic!("docs/operations.md JSON block {}: {e}", i + 1));
+            apps.push((
+                guide.with_file_name(format!("operations.md (JSON block {})", i + 1)),
+                json,
+            ));
         }
     }
     apps
@@ -61,7 +69,18 @@ fn name(p: &Path) -> String {
 fn env_of(app: &Value) -> Vec<(String, String)> {
     app.get("env")
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_else(|| panic!("env {k} is not a string")).to_owned())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .unwrap_or_else(|| panic!("env {k} is not a string"))
+                            .to_owned(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -75,63 +94,101 @@ fn check_app(path: &Path, app: &Value) {
     let fail = |what: String| -> ! { panic!("{file}: {what}") };
 
     // Marathon's own rules for the fields we use.
-    let id = app.get("id").and_then(Value::as_str).unwrap_or_else(|| fail("no \"id\"".into()));
+    let id = app
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| fail("no \"id\"".into()));
     let id_ok = id.starts_with('/')
         && id[1..].split('/').all(|seg| {
             !seg.is_empty()
-                && seg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
                 && seg.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         });
     if !id_ok {
-        fail(format!("id {id:?} is not an absolute Marathon path of lowercase letters, digits, '-' and '.'"));
+        fail(format!(
+            "id {id:?} is not an absolute Marathon path of lowercase letters, digits, '-' and '.'"
+        ));
     }
     let cmd = app.get("cmd").and_then(Value::as_str);
     let args = app.get("args").and_then(Value::as_array);
     match (cmd, args) {
         (Some(c), None) if !c.trim().is_empty() => {}
         (None, Some(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {}
-        _ => fail("needs exactly one of a non-empty \"cmd\" or \"args\" (the executor runs it)".into()),
+        _ => fail(
+            "needs exactly one of a non-empty \"cmd\" or \"args\" (the executor runs it)".into(),
+        ),
     }
     for (key, min) in [("cpus", 0.01), ("mem", 32.0)] {
         match number(app, key) {
             Some(v) if v >= min => {}
-            other => fail(format!("\"{key}\" is {other:?}, expected a number >= {min}")),
+            other => fail(format!(
+                "\"{key}\" is {other:?}, expected a number >= {min}"
+            )),
         }
     }
     if let Some(instances) = app.get("instances") {
-        assert!(instances.as_u64().is_some(), "{file}: \"instances\" is not a non-negative integer");
+        assert!(
+            instances.as_u64().is_some(),
+            "{file}: \"instances\" is not a non-negative integer"
+        );
     }
     if let Some(r) = app.get("executorResources") {
         // Marathon's minimums for executor resources.
         for (key, min) in [("cpus", 0.1), ("mem", 32.0), ("disk", 10.0)] {
             if let Some(v) = r.get(key) {
-                assert!(v.as_f64().is_some_and(|v| v >= min), "{file}: executorResources.{key} must be a number >= {min}");
+                assert!(
+                    v.as_f64().is_some_and(|v| v >= min),
+                    "{file}: executorResources.{key} must be a number >= {min}"
+                );
             }
         }
     }
 
     // The executor: a path Marathon runs as `chmod ug+rx '<path>' && exec '<path>' <cmd>`,
     // either fetched into the sandbox (relative) or installed on the agent (absolute).
-    let executor = app.get("executor").and_then(Value::as_str).unwrap_or_else(|| fail("no \"executor\" path".into()));
+    let executor = app
+        .get("executor")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| fail("no \"executor\" path".into()));
     if executor.is_empty() || executor == "//cmd" {
-        fail(format!("\"executor\" {executor:?} is Marathon's command executor, not ours"));
+        fail(format!(
+            "\"executor\" {executor:?} is Marathon's command executor, not ours"
+        ));
     }
-    let fetch: Vec<&Value> = app.get("fetch").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let fetch: Vec<&Value> = app
+        .get("fetch")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     for f in &fetch {
-        assert!(f.get("uri").and_then(Value::as_str).is_some_and(|u| !u.is_empty()), "{file}: a fetch entry has no \"uri\"");
+        assert!(
+            f.get("uri")
+                .and_then(Value::as_str)
+                .is_some_and(|u| !u.is_empty()),
+            "{file}: a fetch entry has no \"uri\""
+        );
     }
     let fetched = |basename: &str, extract: bool| {
         fetch.iter().any(|f| {
-            f.get("uri").and_then(Value::as_str).is_some_and(|u| u.rsplit('/').next() == Some(basename))
+            f.get("uri")
+                .and_then(Value::as_str)
+                .is_some_and(|u| u.rsplit('/').next() == Some(basename))
                 && f.get("extract").and_then(Value::as_bool).unwrap_or(true) == extract
         })
     };
     if !executor.starts_with('/') {
         let base = executor.trim_start_matches("./");
-        assert!(!base.contains('/'), "{file}: a relative executor path should name a file the fetcher puts in the sandbox");
+        assert!(
+            !base.contains('/'),
+            "{file}: a relative executor path should name a file the fetcher puts in the sandbox"
+        );
         assert!(fetched(base, false), "{file}: executor {executor:?} is relative but no fetch entry delivers {base:?} unextracted");
         assert!(
-            fetch.iter().any(|f| f.get("executable").and_then(Value::as_bool) == Some(true)),
+            fetch
+                .iter()
+                .any(|f| f.get("executable").and_then(Value::as_bool) == Some(true)),
             "{file}: the fetched executor should be \"executable\": true"
         );
     }
@@ -140,17 +197,29 @@ fn check_app(path: &Path, app: &Value) {
     let env = env_of(app);
     let known: Vec<&str> = VARIABLES.iter().map(|v| v.name).collect();
     for (k, _) in env.iter().filter(|(k, _)| k.starts_with(PREFIX)) {
-        assert!(known.contains(&k.as_str()), "{file}: {k} is not a variable of the executor (see `mesos-hook-executor --help`)");
+        assert!(
+            known.contains(&k.as_str()),
+            "{file}: {k} is not a variable of the executor (see `mesos-hook-executor --help`)"
+        );
     }
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let hooks: Vec<&str> =
-        get("HOOK_EXECUTOR_HOOKS").map(|h| h.split(',').map(str::trim).filter(|h| !h.is_empty()).collect()).unwrap_or_default();
+    let hooks: Vec<&str> = get("HOOK_EXECUTOR_HOOKS")
+        .map(|h| {
+            h.split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
     for h in &hooks {
         assert!(HOOK_NAMES.contains(h), "{file}: unknown hook {h:?}");
     }
     if hooks.contains(&"consul") {
         let label = get("HOOK_EXECUTOR_CONSUL_SERVICE_LABEL").unwrap_or("consul");
-        assert!(app.get("labels").and_then(|l| l.get(label)).is_some(), "{file}: the consul hook needs the {label:?} label");
+        assert!(
+            app.get("labels").and_then(|l| l.get(label)).is_some(),
+            "{file}: the consul hook needs the {label:?} label"
+        );
     }
 
     // The executor accepts the environment as a whole, as the agent would start
@@ -183,25 +252,65 @@ fn check_app(path: &Path, app: &Value) {
         };
         vars.push((k.clone(), v));
     }
-    let cfg = Config::from_vars(vars).unwrap_or_else(|e| fail(format!("the executor refuses this environment: {e}")));
-    assert!(cfg.unknown_variables().is_empty(), "{file}: unknown variables {:?}", cfg.unknown_variables());
-    assert_eq!(cfg.settings.hooks.chain, hooks.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>(), "{file}: hook chain");
+    let cfg = Config::from_vars(vars)
+        .unwrap_or_else(|e| fail(format!("the executor refuses this environment: {e}")));
+    assert!(
+        cfg.unknown_variables().is_empty(),
+        "{file}: unknown variables {:?}",
+        cfg.unknown_variables()
+    );
+    assert_eq!(
+        cfg.settings.hooks.chain,
+        hooks.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>(),
+        "{file}: hook chain"
+    );
 
     // What Marathon sends is consumable: the task's command comes back out of
     // the executor command, and a Mesos-side health check reaches the TaskInfo.
-    let ports: Vec<u16> = (0..app.get("portDefinitions").and_then(Value::as_array).map_or(0, Vec::len)).map(|i| 31000 + i as u16).collect();
-    let launch = marathon::translate(app, &format!("{}.1", id.trim_start_matches('/').replace('/', "_")), "agent-1", "fw-1", &ports)
-        .unwrap_or_else(|e| fail(format!("does not translate: {e}")));
-    let (program, source) =
-        launch::program(&launch.task, Some(&launch.executor_info)).unwrap_or_else(|e| fail(format!("no command for the executor: {e}")));
-    assert_eq!(source, launch::CommandSource::MarathonExecutorCommand, "{file}");
-    let expected =
-        cmd.map(str::to_owned).unwrap_or_else(|| args.into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(" "));
-    assert_eq!(program, launch::Program::Shell { command: expected }, "{file}: recovered task command");
+    let ports: Vec<u16> = (0..app
+        .get("portDefinitions")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len))
+        .map(|i| 31000 + i as u16)
+        .collect();
+    let launch = marathon::translate(
+        app,
+        &format!("{}.1", id.trim_start_matches('/').replace('/', "_")),
+        "agent-1",
+        "fw-1",
+        &ports,
+    )
+    .unwrap_or_else(|e| fail(format!("does not translate: {e}")));
+    let (program, source) = launch::program(&launch.task, Some(&launch.executor_info))
+        .unwrap_or_else(|e| fail(format!("no command for the executor: {e}")));
+    assert_eq!(
+        source,
+        launch::CommandSource::MarathonExecutorCommand,
+        "{file}"
+    );
+    let expected = cmd.map(str::to_owned).unwrap_or_else(|| {
+        args.into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    assert_eq!(
+        program,
+        launch::Program::Shell { command: expected },
+        "{file}: recovered task command"
+    );
 
-    let checks: Vec<&Value> = app.get("healthChecks").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let checks: Vec<&Value> = app
+        .get("healthChecks")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     for check in &checks {
-        let protocol = check.get("protocol").and_then(Value::as_str).unwrap_or("HTTP");
+        let protocol = check
+            .get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or("HTTP");
         // Marathon-side HTTP/HTTPS/TCP checks never reach the executor (the
         // peer's example app made that mistake); ours must be Mesos-side.
         assert!(
@@ -209,28 +318,49 @@ fn check_app(path: &Path, app: &Value) {
             "{file}: health check protocol {protocol:?} is checked by Marathon itself, not by the executor"
         );
         if protocol == "COMMAND" {
-            let value = check.get("command").and_then(|c| c.get("value")).and_then(Value::as_str);
-            assert!(value.is_some_and(|v| !v.trim().is_empty()), "{file}: a COMMAND health check needs command.value");
+            let value = check
+                .get("command")
+                .and_then(|c| c.get("value"))
+                .and_then(Value::as_str);
+            assert!(
+                value.is_some_and(|v| !v.trim().is_empty()),
+                "{file}: a COMMAND health check needs command.value"
+            );
         } else if check.get("port").is_none() {
             let index = check.get("portIndex").and_then(Value::as_u64).unwrap_or(0);
-            assert!((index as usize) < ports.len(), "{file}: health check portIndex {index} has no port definition");
+            assert!(
+                (index as usize) < ports.len(),
+                "{file}: health check portIndex {index} has no port definition"
+            );
         }
     }
     if let Some(first) = checks.first() {
-        let hc = launch.task.health_check.as_ref().unwrap_or_else(|| fail("the health check did not reach the TaskInfo".into()));
+        let hc = launch
+            .task
+            .health_check
+            .as_ref()
+            .unwrap_or_else(|| fail("the health check did not reach the TaskInfo".into()));
         let expected = match first.get("protocol").and_then(Value::as_str) {
             Some("COMMAND") => health_check::Type::Command,
             Some("MESOS_TCP") => health_check::Type::Tcp,
             _ => health_check::Type::Http,
         };
-        assert_eq!(hc.r#type(), expected, "{file}: health check type in the TaskInfo");
+        assert_eq!(
+            hc.r#type(),
+            expected,
+            "{file}: health check type in the TaskInfo"
+        );
     }
 }
 
 #[test]
 fn every_shipped_app_definition_is_valid_for_this_executor() {
     let apps = app_definitions();
-    assert!(apps.len() >= 4, "expected marathon-test-app.json, the docs/ examples and the guide's, found {}", apps.len());
+    assert!(
+        apps.len() >= 4,
+        "expected marathon-test-app.json, the docs/ examples and the guide's, found {}",
+        apps.len()
+    );
     for (path, app) in &apps {
         check_app(path, app);
     }
@@ -239,8 +369,17 @@ fn every_shipped_app_definition_is_valid_for_this_executor() {
 #[test]
 fn the_docs_examples_cover_a_consul_service_and_a_batch_app_with_a_command_check() {
     let apps = app_definitions();
-    let docs: Vec<&Value> = apps.iter().filter(|(p, _)| p.starts_with(root().join("docs"))).map(|(_, a)| a).collect();
-    let hooks_of = |a: &Value| a.pointer("/env/HOOK_EXECUTOR_HOOKS").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let docs: Vec<&Value> = apps
+        .iter()
+        .filter(|(p, _)| p.starts_with(root().join("docs")))
+        .map(|(_, a)| a)
+        .collect();
+    let hooks_of = |a: &Value| {
+        a.pointer("/env/HOOK_EXECUTOR_HOOKS")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let protocols = |a: &Value| -> Vec<String> {
         a.get("healthChecks")
             .and_then(Value::as_array)
@@ -257,8 +396,11 @@ fn the_docs_examples_cover_a_consul_service_and_a_batch_app_with_a_command_check
         "docs/ needs a service example with the consul hook and label, a hooks dir and a MESOS_HTTP health check"
     );
     assert!(
-        docs.iter().any(|a| protocols(a).contains(&"COMMAND".to_owned())
-            && a.pointer("/healthChecks/0/command/value").and_then(Value::as_str).is_some()),
+        docs.iter()
+            .any(|a| protocols(a).contains(&"COMMAND".to_owned())
+                && a.pointer("/healthChecks/0/command/value")
+                    .and_then(Value::as_str)
+                    .is_some()),
         "docs/ needs a batch-style example with a COMMAND health check"
     );
 }
@@ -267,13 +409,21 @@ fn the_docs_examples_cover_a_consul_service_and_a_batch_app_with_a_command_check
 fn a_misspelt_variable_or_a_marathon_side_check_is_caught() {
     let (path, mut app) = app_definitions().remove(0);
     app["env"]["HOOK_EXECUTOR_KILL_GRACE_PERIDO"] = Value::from("5secs");
-    let typo = std::panic::catch_unwind(|| check_app(&path, &app)).expect_err("a misspelt variable must fail the check");
+    let typo = std::panic::catch_unwind(|| check_app(&path, &app))
+        .expect_err("a misspelt variable must fail the check");
     let text = typo.downcast_ref::<String>().cloned().unwrap_or_default();
-    assert!(text.contains("HOOK_EXECUTOR_KILL_GRACE_PERIDO is not a variable"), "{text}");
+    assert!(
+        text.contains("HOOK_EXECUTOR_KILL_GRACE_PERIDO is not a variable"),
+        "{text}"
+    );
 
     let (path, mut app) = app_definitions().remove(0);
     app["healthChecks"][0]["protocol"] = Value::from("HTTP");
-    let marathon_side = std::panic::catch_unwind(|| check_app(&path, &app)).expect_err("a Marathon-side check must fail the check");
-    let text = marathon_side.downcast_ref::<String>().cloned().unwrap_or_default();
+    let marathon_side = std::panic::catch_unwind(|| check_app(&path, &app))
+        .expect_err("a Marathon-side check must fail the check");
+    let text = marathon_side
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
     assert!(text.contains("checked by Marathon itself"), "{text}");
 }

@@ -37,12 +37,18 @@ async fn missing_and_invalid_variables_are_all_named_before_any_network_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_and_version_and_ignored_mesos_executor_flags() {
     let bin = env!("CARGO_BIN_EXE_mesos-hook-executor");
-    let help = std::process::Command::new(bin).arg("--help").output().expect("runs");
+    let help = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .expect("runs");
     let text = String::from_utf8_lossy(&help.stdout);
     for v in mesos_hook_executor::config::VARIABLES {
         assert!(text.contains(v.name), "--help lacks {}", v.name);
     }
-    let version = std::process::Command::new(bin).arg("--version").output().expect("runs");
+    let version = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .expect("runs");
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("mesos-hook-executor 0."));
     // Started like the built-in mesos-executor: flags are ignored.
     let emu = emulator(EmulatorOptions::default()).await;
@@ -55,11 +61,16 @@ async fn help_and_version_and_ignored_mesos_executor_flags() {
     let mut child = std::process::Command::new(bin)
         .env_clear()
         .envs(env)
-        .args(["--launcher_dir=/usr/libexec/mesos", "--sandbox_directory=/mnt/mesos/sandbox"])
+        .args([
+            "--launcher_dir=/usr/libexec/mesos",
+            "--sandbox_directory=/mnt/mesos/sandbox",
+        ])
         .stderr(std::fs::File::create(exec.path("stderr")).expect("file"))
         .spawn()
         .expect("spawn");
-    emu.wait_subscribed(1, SOON).await.expect("subscribed despite the flags");
+    emu.wait_subscribed(1, SOON)
+        .await
+        .expect("subscribed despite the flags");
     emu.shutdown();
     let start = std::time::Instant::now();
     let status = loop {
@@ -91,8 +102,14 @@ async fn agent_unreachable_at_start_gives_up_after_the_registration_timeout() {
         .expect("runs");
     assert_eq!(output.status.code(), Some(3));
     let err = String::from_utf8_lossy(&output.stderr);
-    assert!(err.contains("SUBSCRIBE failed") && err.contains("connecting to the agent"), "{err}");
-    assert!(err.contains("could not subscribe to the agent in time"), "{err}");
+    assert!(
+        err.contains("SUBSCRIBE failed") && err.contains("connecting to the agent"),
+        "{err}"
+    );
+    assert!(
+        err.contains("could not subscribe to the agent in time"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +120,13 @@ async fn garbage_protobuf_and_unknown_events_are_skipped() {
     // A well-framed record that is not an Event, an unknown event type, a
     // heartbeat, a message and an empty record.
     emu.send_raw(b"5\n\xff\xff\xff\xff\xff");
-    emu.send_raw(&mesos_hook_executor::agent::recordio::frame(&Event { r#type: Some(99), ..Default::default() }.encode_to_vec()));
+    emu.send_raw(&mesos_hook_executor::agent::recordio::frame(
+        &Event {
+            r#type: Some(99),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    ));
     emu.heartbeat();
     emu.message(b"hello executor");
     emu.send_raw(b"0\n");
@@ -114,19 +137,33 @@ async fn garbage_protobuf_and_unknown_events_are_skipped() {
     assert!(log.contains("not a valid Event"), "{log}");
     assert!(log.contains("ignoring an event of unknown type"), "{log}");
     assert!(log.contains("framework message received"), "{log}");
-    assert_eq!(emu.subscriptions().len(), 1, "skipping a bad record did not cost the stream");
+    assert_eq!(
+        emu.subscriptions().len(),
+        1,
+        "skipping a bad record did not cost the stream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_length_breaks_the_stream_and_resubscribes_with_checkpointing() {
-    let emu =
-        emulator(EmulatorOptions { checkpoint: true, recovery_timeout: "1mins".into(), backoff_max: "1secs".into(), ..Default::default() })
-            .await;
+    let emu = emulator(EmulatorOptions {
+        checkpoint: true,
+        recovery_timeout: "1mins".into(),
+        backoff_max: "1secs".into(),
+        ..Default::default()
+    })
+    .await;
     let mut exec = Executor::start(&emu, &[]);
     emu.wait_subscribed(1, SOON).await.expect("subscribed");
     emu.send_raw(b"12x\nnot a length");
-    emu.wait_subscribed(2, SOON).await.expect("resubscribed after a framing error");
-    assert!(exec.log().contains("invalid recordio length header"), "{}", exec.log());
+    emu.wait_subscribed(2, SOON)
+        .await
+        .expect("resubscribed after a framing error");
+    assert!(
+        exec.log().contains("invalid recordio length header"),
+        "{}",
+        exec.log()
+    );
     emu.shutdown();
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
 }
@@ -135,13 +172,21 @@ async fn malformed_length_breaks_the_stream_and_resubscribes_with_checkpointing(
 async fn oversized_record_is_refused_without_reading_it() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[("HOOK_EXECUTOR_MAX_RECORD_SIZE", "4096")]);
-    emu.launch(argv_task("t-big", task_helper().to_str().expect("utf8"), &["task-helper", "term-exit", "task.pid"]));
+    emu.launch(argv_task(
+        "t-big",
+        task_helper().to_str().expect("utf8"),
+        &["task-helper", "term-exit", "task.pid"],
+    ));
     wait_state(&emu, &exec, "t-big", TaskState::TaskRunning).await;
     let pid = exec.read_pid("task.pid").await;
     emu.send_raw(b"99999999\n");
     // Without checkpointing, a broken stream means shutting down, task included.
     let status = exec.wait_exit(SOON).await;
     assert_eq!(status.code(), Some(3));
-    assert!(exec.log().contains("exceeds the 4096-byte limit"), "{}", exec.log());
+    assert!(
+        exec.log().contains("exceeds the 4096-byte limit"),
+        "{}",
+        exec.log()
+    );
     assert_gone(&[pid]).await;
 }

@@ -52,10 +52,18 @@ pub struct FakeConsul {
 
 impl FakeConsul {
     pub async fn start(token: Option<&str>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let fake =
-            Self { addr, token: token.map(str::to_owned), state: Arc::new(Mutex::new(State { webhook_status: 200, ..State::default() })) };
+        let fake = Self {
+            addr,
+            token: token.map(str::to_owned),
+            state: Arc::new(Mutex::new(State {
+                webhook_status: 200,
+                ..State::default()
+            })),
+        };
         let server = fake.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -65,7 +73,9 @@ impl FakeConsul {
                         let server = server.clone();
                         async move { Ok::<_, Infallible>(server.handle(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -73,11 +83,17 @@ impl FakeConsul {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.lock().map(|s| s.requests.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.requests.clone())
+            .unwrap_or_default()
     }
 
     pub fn services(&self) -> BTreeMap<String, serde_json::Value> {
-        self.state.lock().map(|s| s.services.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.services.clone())
+            .unwrap_or_default()
     }
 
     pub fn set_webhook_status(&self, status: u16) {
@@ -89,8 +105,17 @@ impl FakeConsul {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let token = req.headers().get("x-consul-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let token = req
+            .headers()
+            .get("x-consul-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let body_text = String::from_utf8_lossy(&body).into_owned();
         let (status, answer) = self.decide(&method, &path, token.as_deref(), &body);
         if let Ok(mut s) = self.state.lock() {
@@ -103,27 +128,52 @@ impl FakeConsul {
                 status: status.as_u16(),
             });
         }
-        Response::builder().status(status).body(Full::new(Bytes::from(answer))).unwrap_or_default()
+        Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from(answer)))
+            .unwrap_or_default()
     }
 
-    fn decide(&self, method: &Method, path: &str, token: Option<&str>, body: &[u8]) -> (StatusCode, String) {
+    fn decide(
+        &self,
+        method: &Method,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> (StatusCode, String) {
         if path.starts_with("/hook") {
             let status = self.state.lock().map(|s| s.webhook_status).unwrap_or(200);
-            return (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), String::new());
+            return (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                String::new(),
+            );
         }
         if self.token.is_some() && token != self.token.as_deref() {
             return (StatusCode::FORBIDDEN, "Permission denied".into());
         }
-        let Ok(mut state) = self.state.lock() else { return (StatusCode::INTERNAL_SERVER_ERROR, String::new()) };
+        let Ok(mut state) = self.state.lock() else {
+            return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
+        };
         match (method, path) {
             (&Method::PUT, "/v1/agent/service/register") => {
                 let Ok(def) = serde_json::from_slice::<serde_json::Value>(body) else {
-                    return (StatusCode::BAD_REQUEST, "Request decode failed: invalid JSON".into());
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        "Request decode failed: invalid JSON".into(),
+                    );
                 };
-                let Some(name) = def.get("Name").and_then(|n| n.as_str()).filter(|n| !n.is_empty()) else {
+                let Some(name) = def
+                    .get("Name")
+                    .and_then(|n| n.as_str())
+                    .filter(|n| !n.is_empty())
+                else {
                     return (StatusCode::BAD_REQUEST, "Missing service name".into());
                 };
-                let id = def.get("ID").and_then(|i| i.as_str()).unwrap_or(name).to_owned();
+                let id = def
+                    .get("ID")
+                    .and_then(|i| i.as_str())
+                    .unwrap_or(name)
+                    .to_owned();
                 state.services.insert(id, def);
                 (StatusCode::OK, String::new())
             }
@@ -138,8 +188,13 @@ impl FakeConsul {
                     )
                 }
             }
-            (&Method::GET, "/v1/agent/services") => (StatusCode::OK, serde_json::to_string(&state.services).unwrap_or_default()),
-            (_, "/v1/agent/service/register" | "/v1/agent/services") => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into()),
+            (&Method::GET, "/v1/agent/services") => (
+                StatusCode::OK,
+                serde_json::to_string(&state.services).unwrap_or_default(),
+            ),
+            (_, "/v1/agent/service/register" | "/v1/agent/services") => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
+            }
             _ => (StatusCode::NOT_FOUND, "not found".into()),
         }
     }

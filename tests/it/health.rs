@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use mesos_hook_executor::{
     emulator::{AgentEmulator, EmulatorOptions},
-    proto::v1::{self, check_info, framework_info::capability, health_check, task_status::Reason, TaskState},
+    proto::v1::{
+        self, check_info, framework_info::capability, health_check, task_status::Reason, TaskState,
+    },
 };
 
 use crate::helpers::*;
@@ -25,7 +27,11 @@ fn server_task(id: &str, server: &str, port: u16) -> v1::TaskInfo {
 }
 
 fn helper_task(id: &str, mode: &str, pidfile: &str) -> v1::TaskInfo {
-    argv_task(id, task_helper().to_str().expect("utf8"), &["task-helper", mode, pidfile])
+    argv_task(
+        id,
+        task_helper().to_str().expect("utf8"),
+        &["task-helper", mode, pidfile],
+    )
 }
 
 /// Fast timings for tests: no delay, 0.1 s interval, 5 s timeout, and
@@ -56,7 +62,10 @@ fn http_health(port: u16, path: &str, scheme: Option<&str>) -> v1::HealthCheck {
 fn tcp_health(port: u16) -> v1::HealthCheck {
     fast(v1::HealthCheck {
         r#type: Some(health_check::Type::Tcp as i32),
-        tcp: Some(health_check::TcpCheckInfo { port: u32::from(port), ..Default::default() }),
+        tcp: Some(health_check::TcpCheckInfo {
+            port: u32::from(port),
+            ..Default::default()
+        }),
         ..Default::default()
     })
 }
@@ -68,7 +77,11 @@ fn shell(command: &str, env: &[(&str, &str)]) -> v1::CommandInfo {
         environment: (!env.is_empty()).then(|| v1::Environment {
             variables: env
                 .iter()
-                .map(|(k, v)| v1::environment::Variable { name: (*k).into(), value: Some((*v).into()), ..Default::default() })
+                .map(|(k, v)| v1::environment::Variable {
+                    name: (*k).into(),
+                    value: Some((*v).into()),
+                    ..Default::default()
+                })
                 .collect(),
         }),
         ..Default::default()
@@ -76,7 +89,11 @@ fn shell(command: &str, env: &[(&str, &str)]) -> v1::CommandInfo {
 }
 
 fn command_health(command: &str, env: &[(&str, &str)]) -> v1::HealthCheck {
-    fast(v1::HealthCheck { r#type: Some(health_check::Type::Command as i32), command: Some(shell(command, env)), ..Default::default() })
+    fast(v1::HealthCheck {
+        r#type: Some(health_check::Type::Command as i32),
+        command: Some(shell(command, env)),
+        ..Default::default()
+    })
 }
 
 fn fast_check(mut check: v1::CheckInfo) -> v1::CheckInfo {
@@ -88,20 +105,34 @@ fn fast_check(mut check: v1::CheckInfo) -> v1::CheckInfo {
 
 /// Effective updates of a task (no duplicates), in order.
 fn updates_of(emu: &AgentEmulator, task_id: &str) -> Vec<v1::TaskStatus> {
-    emu.status_log().into_iter().filter(|r| r.effective() && r.status.task_id.value == task_id).map(|r| r.status).collect()
+    emu.status_log()
+        .into_iter()
+        .filter(|r| r.effective() && r.status.task_id.value == task_id)
+        .map(|r| r.status)
+        .collect()
 }
 
 fn with_reason(emu: &AgentEmulator, task_id: &str, reason: Reason) -> Vec<v1::TaskStatus> {
-    updates_of(emu, task_id).into_iter().filter(|s| s.reason == Some(reason as i32)).collect()
+    updates_of(emu, task_id)
+        .into_iter()
+        .filter(|s| s.reason == Some(reason as i32))
+        .collect()
 }
 
 /// The `healthy` values of the task's health updates, in order.
 fn health_reports(emu: &AgentEmulator, task_id: &str) -> Vec<bool> {
-    with_reason(emu, task_id, Reason::TaskHealthCheckStatusUpdated).iter().filter_map(|s| s.healthy).collect()
+    with_reason(emu, task_id, Reason::TaskHealthCheckStatusUpdated)
+        .iter()
+        .filter_map(|s| s.healthy)
+        .collect()
 }
 
 fn lines(exec: &Executor, file: &str) -> Vec<String> {
-    std::fs::read_to_string(exec.path(file)).unwrap_or_default().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(exec.path(file))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn set_status(exec: &Executor, text: &str) {
@@ -117,7 +148,10 @@ async fn eventually(emu: &AgentEmulator, exec: &Executor, what: &str, mut f: imp
         assert!(
             start.elapsed() < SOON,
             "{what}: not reached within {SOON:?}\nupdates: {:?}\nexecutor log:\n{}",
-            emu.updates().iter().map(|s| (s.state().as_str_name(), s.reason, s.healthy)).collect::<Vec<_>>(),
+            emu.updates()
+                .iter()
+                .map(|s| (s.state().as_str_name(), s.reason, s.healthy))
+                .collect::<Vec<_>>(),
             exec.log()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -126,7 +160,11 @@ async fn eventually(emu: &AgentEmulator, exec: &Executor, what: &str, mut f: imp
 
 fn assert_health_update_shape(emu: &AgentEmulator, task_id: &str) {
     for s in with_reason(emu, task_id, Reason::TaskHealthCheckStatusUpdated) {
-        assert_eq!(s.state(), TaskState::TaskRunning, "health updates are TASK_RUNNING");
+        assert_eq!(
+            s.state(),
+            TaskState::TaskRunning,
+            "health updates are TASK_RUNNING"
+        );
         assert!(s.healthy.is_some(), "health updates carry `healthy`");
         assert_eq!(s.source(), v1::task_status::Source::Executor);
     }
@@ -142,31 +180,63 @@ async fn http_health_flips_are_reported_once_per_change() {
     let mut task = server_task("t-flip", "http-server", port);
     task.health_check = Some(http_health(port, "/health", None));
     emu.launch(task);
-    eventually(&emu, &exec, "first healthy", || health_reports(&emu, "t-flip") == [true]).await;
+    eventually(&emu, &exec, "first healthy", || {
+        health_reports(&emu, "t-flip") == [true]
+    })
+    .await;
     set_status(&exec, "500");
-    eventually(&emu, &exec, "failures reported", || health_reports(&emu, "t-flip").iter().filter(|h| !**h).count() >= 2).await;
+    eventually(&emu, &exec, "failures reported", || {
+        health_reports(&emu, "t-flip")
+            .iter()
+            .filter(|h| !**h)
+            .count()
+            >= 2
+    })
+    .await;
     set_status(&exec, "200");
-    eventually(&emu, &exec, "healthy again", || health_reports(&emu, "t-flip").last() == Some(&true)).await;
+    eventually(&emu, &exec, "healthy again", || {
+        health_reports(&emu, "t-flip").last() == Some(&true)
+    })
+    .await;
     // While the answer stays the same, more probes bring no more updates.
     let reports = health_reports(&emu, "t-flip");
     let probes = lines(&exec, "requests.log").len();
-    eventually(&emu, &exec, "five more probes", || lines(&exec, "requests.log").len() >= probes + 5).await;
-    assert_eq!(health_reports(&emu, "t-flip"), reports, "no update while the health did not change");
+    eventually(&emu, &exec, "five more probes", || {
+        lines(&exec, "requests.log").len() >= probes + 5
+    })
+    .await;
+    assert_eq!(
+        health_reports(&emu, "t-flip"),
+        reports,
+        "no update while the health did not change"
+    );
     // Shape: healthy once, every counted failure unhealthy, healthy once again.
     assert!(reports.len() >= 4, "{reports:?}");
     assert!(reports[0] && reports[reports.len() - 1]);
-    assert!(reports[1..reports.len() - 1].iter().all(|h| !h), "{reports:?}");
+    assert!(
+        reports[1..reports.len() - 1].iter().all(|h| !h),
+        "{reports:?}"
+    );
     assert_health_update_shape(&emu, "t-flip");
-    assert!(lines(&exec, "requests.log").iter().all(|l| l.starts_with("GET /health ")));
+    assert!(lines(&exec, "requests.log")
+        .iter()
+        .all(|l| l.starts_with("GET /health ")));
     emu.kill("t-flip", None);
     let killed = wait_state(&emu, &exec, "t-flip", TaskState::TaskKilled).await;
-    assert_eq!(killed.healthy, None, "a kill not caused by the health check says nothing about health");
+    assert_eq!(
+        killed.healthy, None,
+        "a kill not caused by the health check says nothing about health"
+    );
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_in_the_grace_period_are_ignored_and_consecutive_failures_kill() {
-    let emu = emulator(EmulatorOptions { capabilities: vec![capability::Type::TaskKillingState], ..Default::default() }).await;
+    let emu = emulator(EmulatorOptions {
+        capabilities: vec![capability::Type::TaskKillingState],
+        ..Default::default()
+    })
+    .await;
     let mut exec = Executor::start(&emu, &[]);
     let reserved = reserve_port();
     let port = reserved.port;
@@ -184,8 +254,15 @@ async fn failures_in_the_grace_period_are_ignored_and_consecutive_failures_kill(
     // each failure was reported and the third one killed the task.
     assert_eq!(health_reports(&emu, "t-grace"), vec![false, false, false]);
     let probes = lines(&exec, "requests.log").len();
-    assert!(probes > 3, "only {probes} probes: none inside the grace period?");
-    assert!(exec.log().contains("still in the grace period"), "log:\n{}", exec.log());
+    assert!(
+        probes > 3,
+        "only {probes} probes: none inside the grace period?"
+    );
+    assert!(
+        exec.log().contains("still in the grace period"),
+        "log:\n{}",
+        exec.log()
+    );
     assert_health_update_shape(&emu, "t-grace");
     assert_eq!(
         emu.states("t-grace"),
@@ -202,7 +279,10 @@ async fn failures_in_the_grace_period_are_ignored_and_consecutive_failures_kill(
     // Mesos' terminal update for a health kill: TASK_KILLED, healthy=false, no reason.
     assert_eq!(killed.healthy, Some(false));
     assert_eq!(killed.reason, None);
-    assert_eq!(killed.message.as_deref(), Some("Command terminated with signal Terminated"));
+    assert_eq!(
+        killed.message.as_deref(),
+        Some("Command terminated with signal Terminated")
+    );
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     assert_gone(&[pid]).await;
 }
@@ -223,11 +303,18 @@ async fn delay_and_interval_are_honoured() {
     emu.launch(task);
     wait_state(&emu, &exec, "t-sched", TaskState::TaskRunning).await;
     exec.read_pid("server.pid").await;
-    eventually(&emu, &exec, "healthy", || health_reports(&emu, "t-sched") == [true]).await;
+    eventually(&emu, &exec, "healthy", || {
+        health_reports(&emu, "t-sched") == [true]
+    })
+    .await;
     // When the first probe was judged, by the executor's own update
     // timestamps: no earlier than delay_seconds after TASK_RUNNING.
     let stamp = |pick: &dyn Fn(&v1::TaskStatus) -> bool| {
-        emu.updates().iter().find(|s| s.task_id.value == "t-sched" && pick(s)).and_then(|s| s.timestamp).expect("a timestamped update")
+        emu.updates()
+            .iter()
+            .find(|s| s.task_id.value == "t-sched" && pick(s))
+            .and_then(|s| s.timestamp)
+            .expect("a timestamped update")
     };
     let running = stamp(&|s| s.state() == TaskState::TaskRunning && s.reason.is_none());
     let first_probe = stamp(&|s| s.reason() == Reason::TaskHealthCheckStatusUpdated);
@@ -236,15 +323,24 @@ async fn delay_and_interval_are_honoured() {
         "the first probe came {:.3} s after TASK_RUNNING, before delay_seconds",
         first_probe - running
     );
-    eventually(&emu, &exec, "four probes", || lines(&exec, "requests.log").len() >= 4).await;
+    eventually(&emu, &exec, "four probes", || {
+        lines(&exec, "requests.log").len() >= 4
+    })
+    .await;
     // The first probe came at least 2 s after `launched`, each next one at
     // least 0.5 s after the previous one: at most 1 + window / 0.5 probes by
     // now (plus one of slack), where an ignored interval would give many more.
     let probes = lines(&exec, "requests.log").len();
-    let window = launched.elapsed().saturating_sub(Duration::from_secs(2)).as_secs_f64();
+    let window = launched
+        .elapsed()
+        .saturating_sub(Duration::from_secs(2))
+        .as_secs_f64();
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let most = (window / 0.5) as usize + 2;
-    assert!(probes <= most, "{probes} probes in {window:.2}s with a 0.5s interval (at most {most})");
+    assert!(
+        probes <= most,
+        "{probes} probes in {window:.2}s with a 0.5s interval (at most {most})"
+    );
     emu.kill("t-sched", None);
     wait_state(&emu, &exec, "t-sched", TaskState::TaskKilled).await;
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
@@ -266,11 +362,21 @@ async fn command_check_runs_in_the_task_environment_and_sandbox_and_never_overla
     hc.interval_seconds = Some(0.0);
     task.health_check = Some(hc);
     emu.launch(task);
-    eventually(&emu, &exec, "healthy", || health_reports(&emu, "t-cmd") == [true]).await;
-    eventually(&emu, &exec, "three runs", || lines(&exec, "trace").len() >= 6).await;
+    eventually(&emu, &exec, "healthy", || {
+        health_reports(&emu, "t-cmd") == [true]
+    })
+    .await;
+    eventually(&emu, &exec, "three runs", || {
+        lines(&exec, "trace").len() >= 6
+    })
+    .await;
     let trace = lines(&exec, "trace");
     for (i, line) in trace.iter().enumerate() {
-        assert_eq!(line, if i % 2 == 0 { "start" } else { "end" }, "overlapping runs: {trace:?}");
+        assert_eq!(
+            line,
+            if i % 2 == 0 { "start" } else { "end" },
+            "overlapping runs: {trace:?}"
+        );
     }
     emu.kill("t-cmd", None);
     wait_state(&emu, &exec, "t-cmd", TaskState::TaskKilled).await;
@@ -293,8 +399,15 @@ async fn hanging_command_check_is_killed_at_its_timeout_and_counts_as_a_failure(
     let killed = wait_state(&emu, &exec, "t-hang", TaskState::TaskKilled).await;
     assert_eq!(health_reports(&emu, "t-hang"), vec![false, false]);
     assert_eq!(killed.healthy, Some(false));
-    assert!(exec.log().contains("timed out after"), "log:\n{}", exec.log());
-    let pids: Vec<i32> = lines(&exec, "check.pids").iter().filter_map(|l| l.trim().parse().ok()).collect();
+    assert!(
+        exec.log().contains("timed out after"),
+        "log:\n{}",
+        exec.log()
+    );
+    let pids: Vec<i32> = lines(&exec, "check.pids")
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
     assert!(pids.len() >= 2, "{pids:?}");
     assert_gone(&pids).await;
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
@@ -312,12 +425,22 @@ async fn https_check_against_a_self_signed_server_follows_redirects() {
     let mut task = server_task("t-tls", "https-server", port);
     task.health_check = Some(http_health(port, "/health", Some("https")));
     emu.launch(task);
-    eventually(&emu, &exec, "healthy over TLS", || health_reports(&emu, "t-tls") == [true]).await;
+    eventually(&emu, &exec, "healthy over TLS", || {
+        health_reports(&emu, "t-tls") == [true]
+    })
+    .await;
     let requests = lines(&exec, "requests.log");
-    assert!(requests.iter().any(|l| l.starts_with("GET /health ")) && requests.iter().any(|l| l.starts_with("GET /ok ")), "{requests:?}");
+    assert!(
+        requests.iter().any(|l| l.starts_with("GET /health "))
+            && requests.iter().any(|l| l.starts_with("GET /ok ")),
+        "{requests:?}"
+    );
     // A 404 is unhealthy.
     set_status(&exec, "404");
-    eventually(&emu, &exec, "unhealthy", || health_reports(&emu, "t-tls").last() == Some(&false)).await;
+    eventually(&emu, &exec, "unhealthy", || {
+        health_reports(&emu, "t-tls").last() == Some(&false)
+    })
+    .await;
     emu.kill("t-tls", None);
     wait_state(&emu, &exec, "t-tls", TaskState::TaskKilled).await;
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
@@ -338,7 +461,10 @@ async fn checks_against_a_closed_port_fail_cleanly() {
     // typed status, equal to the initial one, so it is never reported.
     task.check = Some(fast_check(v1::CheckInfo {
         r#type: Some(check_info::Type::Http as i32),
-        http: Some(check_info::Http { port: u32::from(closed), path: None }),
+        http: Some(check_info::Http {
+            port: u32::from(closed),
+            path: None,
+        }),
         ..Default::default()
     }));
     emu.launch(task);
@@ -348,7 +474,13 @@ async fn checks_against_a_closed_port_fail_cleanly() {
     assert!(with_reason(&emu, "t-closed", Reason::TaskCheckStatusUpdated).is_empty());
     for s in updates_of(&emu, "t-closed") {
         let check = s.check_status.expect("every update carries check_status");
-        assert_eq!((check.r#type, check.http), (Some(check_info::Type::Http as i32), Some(Default::default())));
+        assert_eq!(
+            (check.r#type, check.http),
+            (
+                Some(check_info::Type::Http as i32),
+                Some(Default::default())
+            )
+        );
     }
     assert!(!exec.log().contains("panicked"));
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
@@ -364,18 +496,43 @@ async fn generic_http_check_reports_check_status_when_it_changes() {
     let mut task = server_task("t-check", "http-server", port);
     task.check = Some(fast_check(v1::CheckInfo {
         r#type: Some(check_info::Type::Http as i32),
-        http: Some(check_info::Http { port: u32::from(port), path: Some("/status".into()) }),
+        http: Some(check_info::Http {
+            port: u32::from(port),
+            path: Some("/status".into()),
+        }),
         ..Default::default()
     }));
     emu.launch(task);
-    let code_of = |s: &v1::TaskStatus| s.check_status.and_then(|c| c.http).and_then(|h| h.status_code);
-    let codes = |emu: &AgentEmulator| with_reason(emu, "t-check", Reason::TaskCheckStatusUpdated).iter().map(code_of).collect::<Vec<_>>();
-    eventually(&emu, &exec, "first check result", || codes(&emu) == [Some(200)]).await;
+    let code_of = |s: &v1::TaskStatus| {
+        s.check_status
+            .and_then(|c| c.http)
+            .and_then(|h| h.status_code)
+    };
+    let codes = |emu: &AgentEmulator| {
+        with_reason(emu, "t-check", Reason::TaskCheckStatusUpdated)
+            .iter()
+            .map(code_of)
+            .collect::<Vec<_>>()
+    };
+    eventually(&emu, &exec, "first check result", || {
+        codes(&emu) == [Some(200)]
+    })
+    .await;
     set_status(&exec, "404");
-    eventually(&emu, &exec, "changed result", || codes(&emu) == [Some(200), Some(404)]).await;
+    eventually(&emu, &exec, "changed result", || {
+        codes(&emu) == [Some(200), Some(404)]
+    })
+    .await;
     let probes = lines(&exec, "requests.log").len();
-    eventually(&emu, &exec, "five more probes", || lines(&exec, "requests.log").len() >= probes + 5).await;
-    assert_eq!(codes(&emu), [Some(200), Some(404)], "no update while the result did not change");
+    eventually(&emu, &exec, "five more probes", || {
+        lines(&exec, "requests.log").len() >= probes + 5
+    })
+    .await;
+    assert_eq!(
+        codes(&emu),
+        [Some(200), Some(404)],
+        "no update while the result did not change"
+    );
     emu.kill("t-check", None);
     wait_state(&emu, &exec, "t-check", TaskState::TaskKilled).await;
     let all = updates_of(&emu, "t-check");
@@ -392,7 +549,10 @@ async fn generic_http_check_reports_check_status_when_it_changes() {
             assert_eq!(s.healthy, None);
         }
     }
-    assert_eq!(all.first().map(v1::TaskStatus::state), Some(TaskState::TaskStarting));
+    assert_eq!(
+        all.first().map(v1::TaskStatus::state),
+        Some(TaskState::TaskStarting)
+    );
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
 }
 
@@ -404,7 +564,12 @@ async fn generic_command_check_reports_exit_codes_and_an_empty_status_on_timeout
     let mut task = helper_task("t-cmdcheck", "term-exit", "task.pid");
     let mut check = fast_check(v1::CheckInfo {
         r#type: Some(check_info::Type::Command as i32),
-        command: Some(check_info::Command { command: shell("c=$(cat code); [ \"$c\" = hang ] && exec sleep 1000; exit $c", &[]) }),
+        command: Some(check_info::Command {
+            command: shell(
+                "c=$(cat code); [ \"$c\" = hang ] && exec sleep 1000; exit $c",
+                &[],
+            ),
+        }),
         ..Default::default()
     });
     check.timeout_seconds = Some(0.5);
@@ -416,12 +581,21 @@ async fn generic_command_check_reports_exit_codes_and_an_empty_status_on_timeout
             .map(|s| s.check_status.and_then(|c| c.command).map(|c| c.exit_code))
             .collect::<Vec<_>>()
     };
-    eventually(&emu, &exec, "exit 0", || exit_codes(&emu) == [Some(Some(0))]).await;
+    eventually(&emu, &exec, "exit 0", || {
+        exit_codes(&emu) == [Some(Some(0))]
+    })
+    .await;
     std::fs::write(exec.path("code"), "3").expect("code");
-    eventually(&emu, &exec, "exit 3", || exit_codes(&emu).last() == Some(&Some(Some(3)))).await;
+    eventually(&emu, &exec, "exit 3", || {
+        exit_codes(&emu).last() == Some(&Some(Some(3)))
+    })
+    .await;
     std::fs::write(exec.path("code"), "hang").expect("code");
     // A timeout gives the empty typed message (`command` set, no exit code).
-    eventually(&emu, &exec, "timeout", || exit_codes(&emu).last() == Some(&Some(None))).await;
+    eventually(&emu, &exec, "timeout", || {
+        exit_codes(&emu).last() == Some(&Some(None))
+    })
+    .await;
     assert_eq!(exit_codes(&emu), [Some(Some(0)), Some(Some(3)), Some(None)]);
     emu.kill("t-cmdcheck", None);
     wait_state(&emu, &exec, "t-cmdcheck", TaskState::TaskKilled).await;
@@ -438,7 +612,9 @@ async fn tcp_health_and_tcp_check_against_a_listening_task() {
     task.health_check = Some(tcp_health(port));
     task.check = Some(fast_check(v1::CheckInfo {
         r#type: Some(check_info::Type::Tcp as i32),
-        tcp: Some(check_info::Tcp { port: u32::from(port) }),
+        tcp: Some(check_info::Tcp {
+            port: u32::from(port),
+        }),
         ..Default::default()
     }));
     emu.launch(task);
@@ -453,10 +629,18 @@ async fn tcp_health_and_tcp_check_against_a_listening_task() {
     // the check update keeps `healthy`: each carries both once both exist.
     let last = updates_of(&emu, "t-tcp").pop().expect("updates");
     assert_eq!(last.healthy, Some(true));
-    assert_eq!(last.check_status.and_then(|c| c.tcp).and_then(|t| t.succeeded), Some(true));
+    assert_eq!(
+        last.check_status
+            .and_then(|c| c.tcp)
+            .and_then(|t| t.succeeded),
+        Some(true)
+    );
     // The server logs a connection after accepting it, which may come after
     // the probe's connect has already succeeded.
-    eventually(&emu, &exec, "connection logged", || !lines(&exec, "connections.log").is_empty()).await;
+    eventually(&emu, &exec, "connection logged", || {
+        !lines(&exec, "connections.log").is_empty()
+    })
+    .await;
     emu.kill("t-tcp", None);
     wait_state(&emu, &exec, "t-tcp", TaskState::TaskKilled).await;
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
@@ -476,8 +660,13 @@ async fn invalid_health_check_is_logged_and_the_task_runs_without_it() {
     task.health_check = Some(hc);
     emu.launch(task);
     wait_state(&emu, &exec, "t-invalid", TaskState::TaskRunning).await;
-    eventually(&emu, &exec, "validation error logged", || exec.log().contains("invalid health check")).await;
-    assert!(exec.log().contains("Expecting 'interval_seconds' to be non-negative"));
+    eventually(&emu, &exec, "validation error logged", || {
+        exec.log().contains("invalid health check")
+    })
+    .await;
+    assert!(exec
+        .log()
+        .contains("Expecting 'interval_seconds' to be non-negative"));
     emu.kill("t-invalid", None);
     let killed = wait_state(&emu, &exec, "t-invalid", TaskState::TaskKilled).await;
     assert!(health_reports(&emu, "t-invalid").is_empty());
@@ -489,29 +678,61 @@ async fn invalid_health_check_is_logged_and_the_task_runs_without_it() {
 async fn consul_registration_waits_for_the_first_healthy_result() {
     let consul = crate::fake_consul::FakeConsul::start(None).await;
     let emu = emulator(EmulatorOptions::default()).await;
-    let mut exec = Executor::start(&emu, &[("HOOK_EXECUTOR_HOOKS", "consul"), ("CONSUL_HTTP_ADDR", &consul.addr.to_string())]);
+    let mut exec = Executor::start(
+        &emu,
+        &[
+            ("HOOK_EXECUTOR_HOOKS", "consul"),
+            ("CONSUL_HTTP_ADDR", &consul.addr.to_string()),
+        ],
+    );
     let reserved = reserve_port();
     let port = reserved.port;
     set_status(&exec, "503");
     let mut task = server_task("t-consul-healthy", "http-server", port);
     task.health_check = Some(http_health(port, "/health", None));
-    task.labels = Some(v1::Labels { labels: vec![v1::Label { key: "consul".into(), value: Some("api".into()) }] });
+    task.labels = Some(v1::Labels {
+        labels: vec![v1::Label {
+            key: "consul".into(),
+            value: Some("api".into()),
+        }],
+    });
     task.resources.push(v1::Resource {
         name: "ports".into(),
         r#type: v1::value::Type::Ranges as i32,
-        ranges: Some(v1::value::Ranges { range: vec![v1::value::Range { begin: u64::from(port), end: u64::from(port) }] }),
+        ranges: Some(v1::value::Ranges {
+            range: vec![v1::value::Range {
+                begin: u64::from(port),
+                end: u64::from(port),
+            }],
+        }),
         ..Default::default()
     });
     emu.launch(task);
     // Running but unhealthy: probes come and go, nothing is registered.
-    eventually(&emu, &exec, "several probes", || lines(&exec, "requests.log").len() >= 5).await;
-    assert!(consul.requests().is_empty(), "registered before the task was healthy");
+    eventually(&emu, &exec, "several probes", || {
+        lines(&exec, "requests.log").len() >= 5
+    })
+    .await;
+    assert!(
+        consul.requests().is_empty(),
+        "registered before the task was healthy"
+    );
     set_status(&exec, "200");
-    eventually(&emu, &exec, "first healthy", || health_reports(&emu, "t-consul-healthy").last() == Some(&true)).await;
-    eventually(&emu, &exec, "registration", || consul.services().contains_key("t-consul-healthy")).await;
+    eventually(&emu, &exec, "first healthy", || {
+        health_reports(&emu, "t-consul-healthy").last() == Some(&true)
+    })
+    .await;
+    eventually(&emu, &exec, "registration", || {
+        consul.services().contains_key("t-consul-healthy")
+    })
+    .await;
     let service = &consul.services()["t-consul-healthy"];
     assert_eq!(service["Name"], "api");
-    assert_eq!(service["Check"]["HTTP"], format!("http://localhost:{port}/health"), "the health check is mirrored");
+    assert_eq!(
+        service["Check"]["HTTP"],
+        format!("http://localhost:{port}/health"),
+        "the health check is mirrored"
+    );
     emu.kill("t-consul-healthy", None);
     wait_state(&emu, &exec, "t-consul-healthy", TaskState::TaskKilled).await;
     assert!(consul.services().is_empty(), "deregistered");

@@ -38,12 +38,20 @@ pub struct Executor {
 impl Executor {
     /// Starts the executor binary with the emulator's environment plus `extra`.
     pub fn start(emu: &AgentEmulator, extra: &[(&str, &str)]) -> Self {
-        let sandbox = tempfile::Builder::new().prefix("sandbox-").tempdir().expect("tempdir");
+        let sandbox = tempfile::Builder::new()
+            .prefix("sandbox-")
+            .tempdir()
+            .expect("tempdir");
         Self::start_in(emu, extra, sandbox)
     }
 
-    pub fn start_in(emu: &AgentEmulator, extra: &[(&str, &str)], sandbox: tempfile::TempDir) -> Self {
-        let mut env: BTreeMap<String, String> = emu.executor_env_in(sandbox.path()).into_iter().collect();
+    pub fn start_in(
+        emu: &AgentEmulator,
+        extra: &[(&str, &str)],
+        sandbox: tempfile::TempDir,
+    ) -> Self {
+        let mut env: BTreeMap<String, String> =
+            emu.executor_env_in(sandbox.path()).into_iter().collect();
         env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "debug".into());
         for (k, v) in extra {
             env.insert((*k).into(), (*v).into());
@@ -60,7 +68,11 @@ impl Executor {
             .spawn()
             .expect("spawn executor");
         let pid = i32::try_from(child.id()).expect("pid");
-        Self { child: Some(child), sandbox, pid }
+        Self {
+            child: Some(child),
+            sandbox,
+            pid,
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -78,26 +90,46 @@ impl Executor {
 
     /// Waits for the executor to exit.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let status = poll(timeout, || self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait"))).await;
-        status.unwrap_or_else(|| panic!("executor did not exit within {timeout:?}; log:\n{}", self.log()))
+        let status = poll(timeout, || {
+            self.child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("try_wait"))
+        })
+        .await;
+        status.unwrap_or_else(|| {
+            panic!(
+                "executor did not exit within {timeout:?}; log:\n{}",
+                self.log()
+            )
+        })
     }
 
     /// Whether the executor process is still running.
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Reads a pid a task wrote into the sandbox, waiting for it to appear.
     pub async fn read_pid(&self, name: &str) -> i32 {
         let path = self.path(name);
-        let pid = poll(SOON, || std::fs::read_to_string(&path).ok()?.trim().parse().ok()).await;
+        let pid = poll(SOON, || {
+            std::fs::read_to_string(&path).ok()?.trim().parse().ok()
+        })
+        .await;
         pid.unwrap_or_else(|| panic!("pid file {name} never appeared; log:\n{}", self.log()))
     }
 
     /// Waits until `name` exists in the sandbox and returns its contents.
     pub async fn read_file(&self, name: &str) -> String {
         let path = self.path(name);
-        let text = poll(SOON, || std::fs::read_to_string(&path).ok().filter(|t| !t.is_empty())).await;
+        let text = poll(SOON, || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .filter(|t| !t.is_empty())
+        })
+        .await;
         text.unwrap_or_else(|| panic!("file {name} never appeared; log:\n{}", self.log()))
     }
 }
@@ -107,7 +139,10 @@ impl Drop for Executor {
         // On a failed test, leave nothing running behind.
         if let Some(mut child) = self.child.take() {
             if child.try_wait().ok().flatten().is_none() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 let _ = child.wait();
             }
         }
@@ -131,7 +166,9 @@ pub async fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 /// Whether a process exists (and is not a zombie).
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -146,7 +183,10 @@ pub async fn assert_gone(pids: &[i32]) {
         }
         if start.elapsed() > Duration::from_secs(5) {
             for p in &survivors {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             panic!("processes survived: {survivors:?}");
         }
@@ -161,7 +201,11 @@ pub async fn emulator(opts: EmulatorOptions) -> AgentEmulator {
 pub fn shell_task(id: &str, command: &str) -> v1::TaskInfo {
     mesos_hook_executor::emulator::task_info(
         id,
-        Some(v1::CommandInfo { value: Some(command.into()), shell: Some(true), ..Default::default() }),
+        Some(v1::CommandInfo {
+            value: Some(command.into()),
+            shell: Some(true),
+            ..Default::default()
+        }),
     )
 }
 
@@ -178,22 +222,44 @@ pub fn argv_task(id: &str, value: &str, args: &[&str]) -> v1::TaskInfo {
 }
 
 pub fn kill_policy(d: Duration) -> v1::KillPolicy {
-    v1::KillPolicy { grace_period: Some(v1::DurationInfo { nanoseconds: i64::try_from(d.as_nanos()).expect("fits") }) }
+    v1::KillPolicy {
+        grace_period: Some(v1::DurationInfo {
+            nanoseconds: i64::try_from(d.as_nanos()).expect("fits"),
+        }),
+    }
 }
 
 /// The message of the last update for `task_id` in `state`.
 pub fn status_in(emu: &AgentEmulator, task_id: &str, state: TaskState) -> Option<v1::TaskStatus> {
-    emu.updates().into_iter().rev().find(|s| s.task_id.value == task_id && s.state() == state)
+    emu.updates()
+        .into_iter()
+        .rev()
+        .find(|s| s.task_id.value == task_id && s.state() == state)
 }
 
 pub fn label(status: &v1::TaskStatus, key: &str) -> Option<String> {
-    status.labels.as_ref()?.labels.iter().find(|l| l.key == key).and_then(|l| l.value.clone())
+    status
+        .labels
+        .as_ref()?
+        .labels
+        .iter()
+        .find(|l| l.key == key)
+        .and_then(|l| l.value.clone())
 }
 
-pub async fn wait_state(emu: &AgentEmulator, exec: &Executor, task_id: &str, state: TaskState) -> v1::TaskStatus {
+pub async fn wait_state(
+    emu: &AgentEmulator,
+    exec: &Executor,
+    task_id: &str,
+    state: TaskState,
+) -> v1::TaskStatus {
     match emu.wait_state(task_id, state, SOON).await {
         Ok(s) => s,
-        Err(e) => panic!("{e}\nstates so far: {:?}\nexecutor log:\n{}", emu.states(task_id), exec.log()),
+        Err(e) => panic!(
+            "{e}\nstates so far: {:?}\nexecutor log:\n{}",
+            emu.states(task_id),
+            exec.log()
+        ),
     }
 }
 
@@ -218,36 +284,68 @@ impl Answer {
 }
 
 /// Opens an HTTP/1 connection on `socket` (long paths through /proc/self/fd).
-pub async fn api_connect(socket: &Path) -> std::io::Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>> {
+pub async fn api_connect(
+    socket: &Path,
+) -> std::io::Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>> {
     let short = mesos_hook_executor::remote::socket::ShortPath::new(socket)?;
     let stream = tokio::net::UnixStream::connect(short.path()).await?;
     let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
     Ok(sender)
 }
 
-fn api_request(method: &str, path: &str, body: Option<&str>) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
-    let mut b = hyper::Request::builder().method(method).uri(path).header("host", "localhost");
+fn api_request(
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
     if body.is_some() {
         b = b.header("content-type", "application/json");
     }
-    b.body(http_body_util::Full::new(bytes::Bytes::from(body.unwrap_or_default().to_owned()))).expect("request")
+    b.body(http_body_util::Full::new(bytes::Bytes::from(
+        body.unwrap_or_default().to_owned(),
+    )))
+    .expect("request")
 }
 
 /// Sends one request on a fresh connection and reads the whole answer.
 pub async fn api(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Answer {
     use http_body_util::BodyExt;
-    let mut sender = api_connect(socket).await.unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
-    let response = sender.send_request(api_request(method, path, body)).await.expect("response");
+    let mut sender = api_connect(socket)
+        .await
+        .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    let response = sender
+        .send_request(api_request(method, path, body))
+        .await
+        .expect("response");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let bytes = tokio::time::timeout(SOON, response.into_body().collect()).await.expect("body in time").expect("body").to_bytes();
-    Answer { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+    let bytes = tokio::time::timeout(SOON, response.into_body().collect())
+        .await
+        .expect("body in time")
+        .expect("body")
+        .to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
 }
 
 /// `api` with a JSON answer.
-pub async fn api_json(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+pub async fn api_json(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
     let a = api(socket, method, path, body).await;
     (a.status, a.json())
 }
@@ -261,7 +359,13 @@ pub async fn remote_execute(socket: &Path, body: &str) -> i32 {
 
 /// Waits for a command's result (compatible call: blocks until it ends).
 pub async fn remote_result(socket: &Path, pid: i32) -> serde_json::Value {
-    let (status, v) = api_json(socket, "POST", "/remote/task", Some(&format!(r#"{{"pid": {pid}}}"#))).await;
+    let (status, v) = api_json(
+        socket,
+        "POST",
+        "/remote/task",
+        Some(&format!(r#"{{"pid": {pid}}}"#)),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     v
 }
@@ -270,7 +374,12 @@ pub async fn remote_result(socket: &Path, pid: i32) -> serde_json::Value {
 pub async fn wait_api(exec: &Executor, socket: &Path) {
     let start = Instant::now();
     while api_connect(socket).await.is_err() {
-        assert!(start.elapsed() < SOON, "the remote API never came up at {}; log:\n{}", socket.display(), exec.log());
+        assert!(
+            start.elapsed() < SOON,
+            "the remote API never came up at {}; log:\n{}",
+            socket.display(),
+            exec.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -320,12 +429,19 @@ pub async fn stop_executor(emu: &AgentEmulator, exec: &mut Executor) {
 pub fn executorctl(args: &[&str], uid: Option<u32>) -> (i32, String, String) {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_executorctl"));
-    cmd.args(args).env_remove("HOOK_EXECUTOR_REMOTE_SOCKET").env_remove("MESOS_SANDBOX").stdin(Stdio::null());
+    cmd.args(args)
+        .env_remove("HOOK_EXECUTOR_REMOTE_SOCKET")
+        .env_remove("MESOS_SANDBOX")
+        .stdin(Stdio::null());
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
     let out = cmd.output().expect("run executorctl");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A loopback TCP port held for a server that the test's task starts later:
@@ -340,10 +456,27 @@ pub struct ReservedPort {
 }
 
 pub fn reserve_port() -> ReservedPort {
-    use nix::sys::socket::{bind, getsockname, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
-    let socket = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+    use nix::sys::socket::{
+        bind, getsockname, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
+        SockaddrIn,
+    };
+    let socket = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
     setsockopt(&socket, sockopt::ReusePort, &true).expect("SO_REUSEPORT");
-    bind(std::os::fd::AsRawFd::as_raw_fd(&socket), &SockaddrIn::new(127, 0, 0, 1, 0)).expect("bind a loopback port");
-    let addr: SockaddrIn = getsockname(std::os::fd::AsRawFd::as_raw_fd(&socket)).expect("getsockname");
-    ReservedPort { _socket: socket, port: addr.port() }
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&socket),
+        &SockaddrIn::new(127, 0, 0, 1, 0),
+    )
+    .expect("bind a loopback port");
+    let addr: SockaddrIn =
+        getsockname(std::os::fd::AsRawFd::as_raw_fd(&socket)).expect("getsockname");
+    ReservedPort {
+        _socket: socket,
+        port: addr.port(),
+    }
 }

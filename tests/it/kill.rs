@@ -13,7 +13,11 @@ use mesos_hook_executor::{
 use crate::helpers::*;
 
 fn helper_task(id: &str, mode: &str, pidfile: &str) -> mesos_hook_executor::proto::v1::TaskInfo {
-    argv_task(id, task_helper().to_str().expect("utf8"), &["task-helper", mode, pidfile])
+    argv_task(
+        id,
+        task_helper().to_str().expect("utf8"),
+        &["task-helper", mode, pidfile],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,16 +30,29 @@ async fn sigterm_respecting_task_is_killed_long_before_the_grace_ends() {
     let sent = Instant::now();
     emu.kill("t-term", Some(kill_policy(Duration::from_secs(60))));
     let killed = wait_state(&emu, &exec, "t-term", TaskState::TaskKilled).await;
-    assert!(sent.elapsed() < Duration::from_secs(30), "the kill waited for the grace period");
-    assert_eq!(killed.message.as_deref(), Some("Command exited with status 0"));
-    assert!(!emu.states("t-term").contains(&TaskState::TaskKilling), "no TASK_KILLING without the capability");
+    assert!(
+        sent.elapsed() < Duration::from_secs(30),
+        "the kill waited for the grace period"
+    );
+    assert_eq!(
+        killed.message.as_deref(),
+        Some("Command exited with status 0")
+    );
+    assert!(
+        !emu.states("t-term").contains(&TaskState::TaskKilling),
+        "no TASK_KILLING without the capability"
+    );
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     assert_gone(&[pid]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ignoring_task_gets_sigkill_at_the_task_policy_deadline() {
-    let emu = emulator(EmulatorOptions { capabilities: vec![capability::Type::TaskKillingState], ..Default::default() }).await;
+    let emu = emulator(EmulatorOptions {
+        capabilities: vec![capability::Type::TaskKillingState],
+        ..Default::default()
+    })
+    .await;
     let mut exec = Executor::start(&emu, &[]);
     let mut task = helper_task("t-ignore", "ignore-term", "task.pid");
     task.kill_policy = Some(kill_policy(Duration::from_millis(1500)));
@@ -45,11 +62,22 @@ async fn sigterm_ignoring_task_gets_sigkill_at_the_task_policy_deadline() {
     let sent = Instant::now();
     emu.kill("t-ignore", None);
     let killed = wait_state(&emu, &exec, "t-ignore", TaskState::TaskKilled).await;
-    assert!(sent.elapsed() >= Duration::from_millis(1500), "SIGKILL came before the grace period");
-    assert_eq!(killed.message.as_deref(), Some("Command terminated with signal Killed"));
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1500),
+        "SIGKILL came before the grace period"
+    );
+    assert_eq!(
+        killed.message.as_deref(),
+        Some("Command terminated with signal Killed")
+    );
     assert_eq!(
         emu.states("t-ignore"),
-        vec![TaskState::TaskStarting, TaskState::TaskRunning, TaskState::TaskKilling, TaskState::TaskKilled]
+        vec![
+            TaskState::TaskStarting,
+            TaskState::TaskRunning,
+            TaskState::TaskKilling,
+            TaskState::TaskKilled
+        ]
     );
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     assert_gone(&[pid]).await;
@@ -71,12 +99,24 @@ async fn kill_policy_of_the_kill_event_overrides_the_task_and_repeats_only_short
     emu.kill("t-override", Some(kill_policy(Duration::from_secs(1))));
     let killed = wait_state(&emu, &exec, "t-override", TaskState::TaskKilled).await;
     assert!(sent.elapsed() >= Duration::from_secs(1));
-    assert!(sent.elapsed() < Duration::from_secs(30), "the shortened grace was not applied");
-    assert_eq!(killed.message.as_deref(), Some("Command terminated with signal Killed"));
+    assert!(
+        sent.elapsed() < Duration::from_secs(30),
+        "the shortened grace was not applied"
+    );
+    assert_eq!(
+        killed.message.as_deref(),
+        Some("Command terminated with signal Killed")
+    );
     // A KILL after the end is a no-op.
     emu.kill("t-override", None);
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
-    assert_eq!(emu.states("t-override").iter().filter(|s| **s == TaskState::TaskKilled).count(), 1);
+    assert_eq!(
+        emu.states("t-override")
+            .iter()
+            .filter(|s| **s == TaskState::TaskKilled)
+            .count(),
+        1
+    );
     assert_gone(&[pid]).await;
 }
 
@@ -109,17 +149,27 @@ async fn background_grandchild_and_double_forked_daemon_do_not_survive() {
 async fn leftovers_of_a_task_that_exits_by_itself_are_killed() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
-    let script = format!("sleep 1000 & echo $! > bg.pid; {} daemonize daemon.pid; exit 0", sh_quote(&task_helper()));
+    let script = format!(
+        "sleep 1000 & echo $! > bg.pid; {} daemonize daemon.pid; exit 0",
+        sh_quote(&task_helper())
+    );
     emu.launch(shell_task("t-left", &script));
     wait_state(&emu, &exec, "t-left", TaskState::TaskFinished).await;
-    let pids = [exec.read_pid("bg.pid").await, exec.read_pid("daemon.pid").await];
+    let pids = [
+        exec.read_pid("bg.pid").await,
+        exec.read_pid("daemon.pid").await,
+    ];
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     assert_gone(&pids).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_kills_the_task_and_exits_zero() {
-    let emu = emulator(EmulatorOptions { shutdown_grace: "5secs".into(), ..Default::default() }).await;
+    let emu = emulator(EmulatorOptions {
+        shutdown_grace: "5secs".into(),
+        ..Default::default()
+    })
+    .await;
     let mut exec = Executor::start(&emu, &[]);
     emu.launch(helper_task("t-shut", "ignore-term", "task.pid"));
     wait_state(&emu, &exec, "t-shut", TaskState::TaskRunning).await;
@@ -127,19 +177,29 @@ async fn shutdown_kills_the_task_and_exits_zero() {
     let sent = Instant::now();
     emu.shutdown();
     let killed = wait_state(&emu, &exec, "t-shut", TaskState::TaskKilled).await;
-    assert_eq!(killed.message.as_deref(), Some("Command terminated with signal Killed"));
+    assert_eq!(
+        killed.message.as_deref(),
+        Some("Command terminated with signal Killed")
+    );
     let status = exec.wait_exit(SOON).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", exec.log());
     // Kill grace = min(3s default, 5s - 2s): the executor is gone inside the
     // agent's shutdown grace.
-    assert!(sent.elapsed() < Duration::from_secs(5), "exceeded the shutdown grace: {:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "exceeded the shutdown grace: {:?}",
+        sent.elapsed()
+    );
     assert_gone(&[pid]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exclusion_spares_named_processes_until_sigkill() {
     let emu = emulator(EmulatorOptions::default()).await;
-    let mut exec = Executor::start(&emu, &[("HOOK_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES", "task-helper")]);
+    let mut exec = Executor::start(
+        &emu,
+        &[("HOOK_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES", "task-helper")],
+    );
     // term-exit would exit on SIGTERM; being spared, it only dies at SIGKILL.
     emu.launch(helper_task("t-spare", "term-exit", "task.pid"));
     wait_state(&emu, &exec, "t-spare", TaskState::TaskRunning).await;
@@ -148,7 +208,10 @@ async fn sigterm_exclusion_spares_named_processes_until_sigkill() {
     emu.kill("t-spare", Some(kill_policy(Duration::from_secs(1))));
     let killed = wait_state(&emu, &exec, "t-spare", TaskState::TaskKilled).await;
     assert!(sent.elapsed() >= Duration::from_secs(1));
-    assert_eq!(killed.message.as_deref(), Some("Command terminated with signal Killed"));
+    assert_eq!(
+        killed.message.as_deref(),
+        Some("Command terminated with signal Killed")
+    );
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     assert_gone(&[pid]).await;
 }
@@ -160,7 +223,11 @@ async fn executor_sigterm_kills_the_task_gracefully() {
     emu.launch(helper_task("t-sigterm", "term-exit", "task.pid"));
     wait_state(&emu, &exec, "t-sigterm", TaskState::TaskRunning).await;
     let pid = exec.read_pid("task.pid").await;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(exec.pid), nix::sys::signal::Signal::SIGTERM).expect("signal");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(exec.pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal");
     wait_state(&emu, &exec, "t-sigterm", TaskState::TaskKilled).await;
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     assert_gone(&[pid]).await;
@@ -174,7 +241,10 @@ async fn kill_for_a_task_never_launched_is_answered() {
     emu.kill("t-ghost", None);
     let killed = wait_state(&emu, &exec, "t-ghost", TaskState::TaskKilled).await;
     assert!(killed.message.unwrap_or_default().contains("not running"));
-    assert!(exec.running(), "the executor keeps waiting for its task or SHUTDOWN");
+    assert!(
+        exec.running(),
+        "the executor keeps waiting for its task or SHUTDOWN"
+    );
     emu.shutdown();
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
 }

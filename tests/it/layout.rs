@@ -60,7 +60,10 @@ fn crate_references(text: &str) -> BTreeSet<String> {
                 found.insert(head);
             }
         } else {
-            let head: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let head: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
             if !head.is_empty() {
                 found.insert(head);
             }
@@ -77,7 +80,13 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files {
         let relative = file.strip_prefix(&src).expect("under src");
-        let first = relative.components().next().expect("a component").as_os_str().to_string_lossy().into_owned();
+        let first = relative
+            .components()
+            .next()
+            .expect("a component")
+            .as_os_str()
+            .to_string_lossy()
+            .into_owned();
         let module = first.trim_end_matches(".rs").to_owned();
         if module == "lib" || module == "bin" {
             continue;
@@ -89,9 +98,17 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
         // In-module unit tests may use anything (the emulator, say).
         let text = text.split("#[cfg(test)]\nmod ").next().unwrap_or_default();
         // Doc links are not imports.
-        let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+        let code: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let refs = graph.entry(module.clone()).or_default();
-        refs.extend(crate_references(&code).into_iter().filter(|r| *r != module && r != "RELEASE"));
+        refs.extend(
+            crate_references(&code)
+                .into_iter()
+                .filter(|r| *r != module && r != "RELEASE"),
+        );
     }
     graph
 }
@@ -122,18 +139,31 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
         None
     }
     let mut done = BTreeSet::new();
-    graph.keys().find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
 }
 
 #[test]
 fn grouped_imports_are_read() {
     let refs = crate_references("use crate::{agent::{self, x}, health, task::launch::{A, B}};\nlet x = crate::util::lock(&m);");
-    assert_eq!(refs.into_iter().collect::<Vec<_>>(), ["agent", "health", "task", "util"]);
+    assert_eq!(
+        refs.into_iter().collect::<Vec<_>>(),
+        ["agent", "health", "task", "util"]
+    );
     let cyclic: BTreeMap<String, BTreeSet<String>> = [("a", ["b"]), ("b", ["c"]), ("c", ["a"])]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.iter().map(|s| (*s).to_owned()).collect()))
         .collect();
-    assert_eq!(find_cycle(&cyclic), Some(vec!["a".to_owned(), "b".to_owned(), "c".to_owned(), "a".to_owned()]));
+    assert_eq!(
+        find_cycle(&cyclic),
+        Some(vec![
+            "a".to_owned(),
+            "b".to_owned(),
+            "c".to_owned(),
+            "a".to_owned()
+        ])
+    );
 }
 
 #[test]
@@ -141,10 +171,18 @@ fn top_level_modules_have_no_import_cycle() {
     let graph = module_graph();
     assert!(graph.len() >= 10, "read the whole tree: {graph:?}");
     if let Some(cycle) = find_cycle(&graph) {
-        panic!("import cycle between top-level modules: {}\nwhole graph: {graph:#?}", cycle.join(" -> "));
+        panic!(
+            "import cycle between top-level modules: {}\nwhole graph: {graph:#?}",
+            cycle.join(" -> ")
+        );
     }
     for leaf in LEAVES {
-        let refs = graph.get(*leaf).unwrap_or_else(|| panic!("leaf module {leaf} exists"));
-        assert!(refs.is_empty(), "leaf module {leaf} must not use the crate's other modules, uses {refs:?}");
+        let refs = graph
+            .get(*leaf)
+            .unwrap_or_else(|| panic!("leaf module {leaf} exists"));
+        assert!(
+            refs.is_empty(),
+            "leaf module {leaf} must not use the crate's other modules, uses {refs:?}"
+        );
     }
 }

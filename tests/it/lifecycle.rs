@@ -17,17 +17,35 @@ async fn subscribes_with_the_agent_ids_and_protobuf() {
     let mut exec = Executor::start(&emu, &[]);
     emu.wait_subscribed(1, SOON).await.expect("subscribed");
     let calls = emu.calls();
-    let subscribe = calls.iter().find(|c| c.call.as_ref().is_some_and(|c| c.r#type() == call::Type::Subscribe)).expect("a SUBSCRIBE");
+    let subscribe = calls
+        .iter()
+        .find(|c| {
+            c.call
+                .as_ref()
+                .is_some_and(|c| c.r#type() == call::Type::Subscribe)
+        })
+        .expect("a SUBSCRIBE");
     let c = subscribe.call.as_ref().expect("decoded");
     assert_eq!(c.framework_id.value, "framework-1");
     assert_eq!(c.executor_id.value, "executor-1");
-    assert!(c.subscribe.is_some(), "subscribe field present even when empty");
-    assert_eq!(subscribe.content_type.as_deref(), Some("application/x-protobuf"));
+    assert!(
+        c.subscribe.is_some(),
+        "subscribe field present even when empty"
+    );
+    assert_eq!(
+        subscribe.content_type.as_deref(),
+        Some("application/x-protobuf")
+    );
     assert_eq!(subscribe.accept.as_deref(), Some("application/x-protobuf"));
     assert_eq!(subscribe.status, 200);
     emu.shutdown();
     let status = exec.wait_exit(SOON).await;
-    assert_eq!(status.code(), Some(0), "SHUTDOWN before any task exits 0; log:\n{}", exec.log());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SHUTDOWN before any task exits 0; log:\n{}",
+        exec.log()
+    );
     assert!(emu.updates().is_empty(), "no updates without a task");
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
 }
@@ -38,13 +56,26 @@ async fn exit_zero_is_finished_after_starting_and_running() {
     let mut exec = Executor::start(&emu, &[]);
     emu.launch(shell_task("t-ok", "exit 0"));
     let finished = wait_state(&emu, &exec, "t-ok", TaskState::TaskFinished).await;
-    assert_eq!(finished.message.as_deref(), Some("Command exited with status 0"));
+    assert_eq!(
+        finished.message.as_deref(),
+        Some("Command exited with status 0")
+    );
     assert_eq!(label(&finished, "exit_code").as_deref(), Some("0"));
-    assert_eq!(emu.states("t-ok"), vec![TaskState::TaskStarting, TaskState::TaskRunning, TaskState::TaskFinished]);
+    assert_eq!(
+        emu.states("t-ok"),
+        vec![
+            TaskState::TaskStarting,
+            TaskState::TaskRunning,
+            TaskState::TaskFinished
+        ]
+    );
     for s in emu.updates() {
         assert_eq!(s.source(), Source::Executor);
         assert_eq!(s.uuid.as_ref().map(Vec::len), Some(16));
-        assert_eq!(s.executor_id.as_ref().map(|e| e.value.as_str()), Some("executor-1"));
+        assert_eq!(
+            s.executor_id.as_ref().map(|e| e.value.as_str()),
+            Some("executor-1")
+        );
         assert!(s.timestamp.is_some());
     }
     let status = exec.wait_exit(SOON).await;
@@ -58,7 +89,10 @@ async fn non_zero_exit_is_failed_with_the_code() {
     let mut exec = Executor::start(&emu, &[]);
     emu.launch(shell_task("t-3", "exit 3"));
     let failed = wait_state(&emu, &exec, "t-3", TaskState::TaskFailed).await;
-    assert_eq!(failed.message.as_deref(), Some("Command exited with status 3"));
+    assert_eq!(
+        failed.message.as_deref(),
+        Some("Command exited with status 3")
+    );
     assert_eq!(label(&failed, "exit_code").as_deref(), Some("3"));
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
 }
@@ -70,7 +104,10 @@ async fn death_by_signal_is_failed_with_the_signal() {
     emu.launch(shell_task("t-sig", "kill -SEGV $$"));
     let failed = wait_state(&emu, &exec, "t-sig", TaskState::TaskFailed).await;
     let message = failed.message.clone().unwrap_or_default();
-    assert!(message.starts_with("Command terminated with signal Segmentation fault"), "{message}");
+    assert!(
+        message.starts_with("Command terminated with signal Segmentation fault"),
+        "{message}"
+    );
     assert_eq!(label(&failed, "signal").as_deref(), Some("11"));
     assert_eq!(label(&failed, "signal_name").as_deref(), Some("SIGSEGV"));
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
@@ -80,10 +117,17 @@ async fn death_by_signal_is_failed_with_the_signal() {
 async fn a_command_that_cannot_start_fails_with_a_message() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
-    emu.launch(argv_task("t-bad", "/nonexistent/binary", &["binary", "--flag"]));
+    emu.launch(argv_task(
+        "t-bad",
+        "/nonexistent/binary",
+        &["binary", "--flag"],
+    ));
     let failed = wait_state(&emu, &exec, "t-bad", TaskState::TaskFailed).await;
     let message = failed.message.clone().unwrap_or_default();
-    assert!(message.contains("cannot start `binary --flag`"), "{message}");
+    assert!(
+        message.contains("cannot start `binary --flag`"),
+        "{message}"
+    );
     assert!(message.contains("No such file or directory"), "{message}");
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
 }
@@ -93,7 +137,11 @@ async fn shell_and_argv_launches_keep_arguments_verbatim() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
     // shell=false: no expansion, argv[0] from `arguments`, spaces preserved.
-    emu.launch(argv_task("t-argv", "printf", &["printf", "%s|%s|%s\\n", "$PATH", "a  b", "*"]));
+    emu.launch(argv_task(
+        "t-argv",
+        "printf",
+        &["printf", "%s|%s|%s\\n", "$PATH", "a  b", "*"],
+    ));
     wait_state(&emu, &exec, "t-argv", TaskState::TaskFinished).await;
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     assert_eq!(exec.stdout(), "$PATH|a  b|*\n");
@@ -101,7 +149,10 @@ async fn shell_and_argv_launches_keep_arguments_verbatim() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
     // shell=true: `sh -c`, expansion happens, arguments are ignored.
-    let mut task = shell_task("t-shell", "printf '%s\\n' \"$MESOS_TASK_ID\" \"$(echo expanded)\"");
+    let mut task = shell_task(
+        "t-shell",
+        "printf '%s\\n' \"$MESOS_TASK_ID\" \"$(echo expanded)\"",
+    );
     if let Some(c) = task.command.as_mut() {
         c.arguments = vec!["ignored".into()];
     }
@@ -113,7 +164,11 @@ async fn shell_and_argv_launches_keep_arguments_verbatim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_environment_has_command_variables_and_no_executor_secrets() {
-    let emu = emulator(EmulatorOptions { auth_token: Some("jwt-secret-token".into()), ..Default::default() }).await;
+    let emu = emulator(EmulatorOptions {
+        auth_token: Some("jwt-secret-token".into()),
+        ..Default::default()
+    })
+    .await;
     let mut exec = Executor::start(
         &emu,
         &[
@@ -128,8 +183,16 @@ async fn task_environment_has_command_variables_and_no_executor_secrets() {
     if let Some(c) = task.command.as_mut() {
         c.environment = Some(v1::Environment {
             variables: vec![
-                v1::environment::Variable { name: "FROM_COMMAND".into(), value: Some("hello world".into()), ..Default::default() },
-                v1::environment::Variable { name: "PLAIN_SETTING".into(), value: Some("overridden".into()), ..Default::default() },
+                v1::environment::Variable {
+                    name: "FROM_COMMAND".into(),
+                    value: Some("hello world".into()),
+                    ..Default::default()
+                },
+                v1::environment::Variable {
+                    name: "PLAIN_SETTING".into(),
+                    value: Some("overridden".into()),
+                    ..Default::default()
+                },
             ],
         });
     }
@@ -137,15 +200,36 @@ async fn task_environment_has_command_variables_and_no_executor_secrets() {
     wait_state(&emu, &exec, "t-env", TaskState::TaskFinished).await;
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     let env = exec.read_file("env.out").await;
-    assert!(env.lines().any(|l| l == "FROM_COMMAND=hello world"), "{env}");
-    assert!(env.lines().any(|l| l == "PLAIN_SETTING=overridden"), "{env}");
+    assert!(
+        env.lines().any(|l| l == "FROM_COMMAND=hello world"),
+        "{env}"
+    );
+    assert!(
+        env.lines().any(|l| l == "PLAIN_SETTING=overridden"),
+        "{env}"
+    );
     assert!(env.lines().any(|l| l == "MESOS_TASK_ID=t-env"), "{env}");
-    assert!(env.lines().any(|l| l.starts_with("MESOS_FRAMEWORK_ID=")), "{env}");
-    for secret in ["jwt-secret-token", "consul-secret", "hunter2", "vault-secret", "HOOK_EXECUTOR_"] {
-        assert!(!env.contains(secret), "{secret} leaked into the task environment:\n{env}");
+    assert!(
+        env.lines().any(|l| l.starts_with("MESOS_FRAMEWORK_ID=")),
+        "{env}"
+    );
+    for secret in [
+        "jwt-secret-token",
+        "consul-secret",
+        "hunter2",
+        "vault-secret",
+        "HOOK_EXECUTOR_",
+    ] {
+        assert!(
+            !env.contains(secret),
+            "{secret} leaked into the task environment:\n{env}"
+        );
     }
     // Every request carried the token, and the log never shows it.
-    assert!(emu.calls().iter().all(|c| c.authorization), "a request without the Bearer token");
+    assert!(
+        emu.calls().iter().all(|c| c.authorization),
+        "a request without the Bearer token"
+    );
     assert!(!exec.log().contains("jwt-secret-token"), "token in the log");
 }
 
@@ -161,7 +245,11 @@ async fn marathon_executor_command_is_recovered() {
         }),
         ..Default::default()
     };
-    let emu = emulator(EmulatorOptions { executor_info: Some(executor_info.clone()), ..Default::default() }).await;
+    let emu = emulator(EmulatorOptions {
+        executor_info: Some(executor_info.clone()),
+        ..Default::default()
+    })
+    .await;
     // Marathon passes the app env as the executor's own environment.
     let mut exec = Executor::start(&emu, &[("PORT0", "31005")]);
     let mut task = mesos_hook_executor::emulator::task_info("t-marathon", None);
@@ -177,18 +265,28 @@ async fn second_launch_fails_only_the_second_task() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
     let helper = task_helper();
-    emu.launch(argv_task("t-first", helper.to_str().expect("utf8"), &["task-helper", "term-exit", "first.pid"]));
+    emu.launch(argv_task(
+        "t-first",
+        helper.to_str().expect("utf8"),
+        &["task-helper", "term-exit", "first.pid"],
+    ));
     wait_state(&emu, &exec, "t-first", TaskState::TaskRunning).await;
     emu.launch(shell_task("t-second", "true"));
     let failed = wait_state(&emu, &exec, "t-second", TaskState::TaskFailed).await;
-    assert!(failed.message.unwrap_or_default().contains("multiple tasks"));
+    assert!(failed
+        .message
+        .unwrap_or_default()
+        .contains("multiple tasks"));
     let pid = exec.read_pid("first.pid").await;
     assert!(alive(pid), "first task must keep running");
     // A KILL for the refused task is a no-op: it already ended.
     emu.kill("t-second", None);
     emu.kill("t-first", None);
     wait_state(&emu, &exec, "t-first", TaskState::TaskKilled).await;
-    assert!(status_in(&emu, "t-second", TaskState::TaskKilled).is_none(), "no second terminal update for the refused task");
+    assert!(
+        status_in(&emu, "t-second", TaskState::TaskKilled).is_none(),
+        "no second terminal update for the refused task"
+    );
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     assert_gone(&[pid]).await;
 }

@@ -40,7 +40,9 @@ async fn compatible_shape_examples_answer_exactly() {
 
     let (status, v) = api_json(&socket, "GET", "/remote/status", None).await;
     assert_eq!(status, 200);
-    let task_pid = v["task_pid"].as_i64().expect("task pid while the task runs");
+    let task_pid = v["task_pid"]
+        .as_i64()
+        .expect("task pid while the task runs");
     assert_eq!(
         v,
         json!({
@@ -63,20 +65,48 @@ async fn compatible_shape_examples_answer_exactly() {
     assert_eq!(v, json!({"result": "OK", "pid": ls}));
     let r = remote_result(&socket, ls).await;
     assert_eq!(keys(&r), ["exitCode", "signaled", "stderr", "stdout"]);
-    assert_eq!((r["exitCode"].as_i64(), r["signaled"].as_bool(), r["stderr"].as_str()), (Some(0), Some(false), Some("")));
-    assert!(r["stdout"].as_str().is_some_and(|s| s.starts_with("total ")), "{r}");
+    assert_eq!(
+        (
+            r["exitCode"].as_i64(),
+            r["signaled"].as_bool(),
+            r["stderr"].as_str()
+        ),
+        (Some(0), Some(false), Some(""))
+    );
+    assert!(
+        r["stdout"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("total ")),
+        "{r}"
+    );
 
     // shell: false passes arguments verbatim: no expansion.
-    let echo = remote_execute(&socket, r#"{"command": "echo", "arguments": ["$PATH"], "shell": false}"#).await;
-    assert_eq!(remote_result(&socket, echo).await, json!({"exitCode": 0, "signaled": false, "stdout": "$PATH\n", "stderr": ""}));
+    let echo = remote_execute(
+        &socket,
+        r#"{"command": "echo", "arguments": ["$PATH"], "shell": false}"#,
+    )
+    .await;
+    assert_eq!(
+        remote_result(&socket, echo).await,
+        json!({"exitCode": 0, "signaled": false, "stdout": "$PATH\n", "stderr": ""})
+    );
 
     // shell defaults to true; arguments are then ignored, and we say so.
-    let (status, v) = api_json(&socket, "POST", "/remote/execute", Some(r#"{"command": "echo $0-ok", "arguments": ["ignored"]}"#)).await;
+    let (status, v) = api_json(
+        &socket,
+        "POST",
+        "/remote/execute",
+        Some(r#"{"command": "echo $0-ok", "arguments": ["ignored"]}"#),
+    )
+    .await;
     assert_eq!(status, 200);
     let shell = pid_of(&v);
     assert_eq!(v["result"], "OK");
     assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1), "{v}");
-    assert_eq!(remote_result(&socket, shell).await, json!({"exitCode": 0, "signaled": false, "stdout": "sh-ok\n", "stderr": ""}));
+    assert_eq!(
+        remote_result(&socket, shell).await,
+        json!({"exitCode": 0, "signaled": false, "stdout": "sh-ok\n", "stderr": ""})
+    );
 
     // Mesos CommandInfo spelling; a failing command still answers 200.
     let failing = remote_execute(
@@ -84,49 +114,92 @@ async fn compatible_shape_examples_answer_exactly() {
         r#"{"value": "echo $GREETING; echo oops >&2; exit 3", "environment": {"variables": [{"name": "GREETING", "value": "hi"}]}}"#,
     )
     .await;
-    assert_eq!(remote_result(&socket, failing).await, json!({"exitCode": 3, "signaled": false, "stdout": "hi\n", "stderr": "oops\n"}));
+    assert_eq!(
+        remote_result(&socket, failing).await,
+        json!({"exitCode": 3, "signaled": false, "stdout": "hi\n", "stderr": "oops\n"})
+    );
 
     let (status, v) = api_json(&socket, "GET", "/remote/task", None).await;
     assert_eq!(status, 200);
     assert_eq!(v, json!({"pids": [ls, echo, shell, failing]}));
     let (_, v) = api_json(&socket, "GET", "/remote/status", None).await;
-    assert_eq!((v["running_commands"].as_i64(), v["retained_results"].as_i64()), (Some(0), Some(4)));
+    assert_eq!(
+        (
+            v["running_commands"].as_i64(),
+            v["retained_results"].as_i64()
+        ),
+        (Some(0), Some(4))
+    );
 
     let log = exec.log();
     assert!(
-        log.contains("remote execute") && log.contains("peer_uid=0") && log.contains(&format!("started pid {ls}")),
+        log.contains("remote execute")
+            && log.contains("peer_uid=0")
+            && log.contains(&format!("started pid {ls}")),
         "no audit line:\n{log}"
     );
-    assert!(log.contains("are ignored when \"shell\" is true"), "the ignored arguments are not logged:\n{log}");
+    assert!(
+        log.contains("are ignored when \"shell\" is true"),
+        "the ignored arguments are not logged:\n{log}"
+    );
     stop_executor(&emu, &mut exec).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_get_the_task_environment_rules_sandbox_and_own_group() {
-    let emu = emulator(EmulatorOptions { auth_token: Some("agent-t0ken".into()), ..Default::default() }).await;
+    let emu = emulator(EmulatorOptions {
+        auth_token: Some("agent-t0ken".into()),
+        ..Default::default()
+    })
+    .await;
     let (mut exec, socket) = executor_with_api(
         &emu,
-        &[("HOOK_EXECUTOR_ENV_DENYLIST", "MY_SECRET_*"), ("MY_SECRET_KEY", "s3cret"), ("VISIBLE", "yes"), ("CONSUL_HTTP_TOKEN", "c0nsul")],
+        &[
+            ("HOOK_EXECUTOR_ENV_DENYLIST", "MY_SECRET_*"),
+            ("MY_SECRET_KEY", "s3cret"),
+            ("VISIBLE", "yes"),
+            ("CONSUL_HTTP_TOKEN", "c0nsul"),
+        ],
     )
     .await;
-    let pid = remote_execute(&socket, r#"{"command": "env; pwd; echo pgid=$(cut -d' ' -f5 /proc/$$/stat) pid=$$"}"#).await;
+    let pid = remote_execute(
+        &socket,
+        r#"{"command": "env; pwd; echo pgid=$(cut -d' ' -f5 /proc/$$/stat) pid=$$"}"#,
+    )
+    .await;
     let r = remote_result(&socket, pid).await;
     let out = r["stdout"].as_str().expect("stdout");
     assert!(out.contains("VISIBLE=yes\n"), "{out}");
     assert!(out.contains("MESOS_TASK_ID=t-remote\n"), "{out}");
-    assert!(out.contains(&format!("MESOS_SANDBOX={}\n", exec.sandbox.path().display())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "MESOS_SANDBOX={}\n",
+            exec.sandbox.path().display()
+        )),
+        "{out}"
+    );
     for secret in ["s3cret", "agent-t0ken", "c0nsul", "HOOK_EXECUTOR_"] {
-        assert!(!out.contains(secret), "{secret} leaked into a remote command:\n{out}");
+        assert!(
+            !out.contains(secret),
+            "{secret} leaked into a remote command:\n{out}"
+        );
     }
-    assert!(out.contains(&format!("\n{}\n", exec.sandbox.path().display())), "not run in the sandbox:\n{out}");
-    assert!(out.contains(&format!("pgid={pid} pid={pid}")), "not its own process group:\n{out}");
+    assert!(
+        out.contains(&format!("\n{}\n", exec.sandbox.path().display())),
+        "not run in the sandbox:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("pgid={pid} pid={pid}")),
+        "not its own process group:\n{out}"
+    );
     stop_executor(&emu, &mut exec).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_by_both_spellings_signals_the_group() {
     let emu = emulator(EmulatorOptions::default()).await;
-    let (mut exec, socket) = executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_KILL_GRACE", "500ms")]).await;
+    let (mut exec, socket) =
+        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_KILL_GRACE", "500ms")]).await;
     let started = Instant::now();
     let term = remote_execute(&socket, r#"{"command": "sleep 30", "timeout": 1}"#).await;
     let ignoring = remote_execute(
@@ -134,12 +207,18 @@ async fn timeout_by_both_spellings_signals_the_group() {
         r#"{"command": "trap '' TERM; sleep 30", "environment": {"variables": [{"name": "EXECUTE_TIMEOUT_SEC", "value": "1"}]}}"#,
     )
     .await;
-    assert_eq!(remote_result(&socket, term).await, json!({"exitCode": 15, "signaled": true, "stdout": "", "stderr": "", "timedOut": true}));
+    assert_eq!(
+        remote_result(&socket, term).await,
+        json!({"exitCode": 15, "signaled": true, "stdout": "", "stderr": "", "timedOut": true})
+    );
     assert_eq!(
         remote_result(&socket, ignoring).await,
         json!({"exitCode": 9, "signaled": true, "stdout": "", "stderr": "", "timedOut": true})
     );
-    assert!(started.elapsed() >= Duration::from_millis(1500), "SIGKILL came before timeout + grace");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "SIGKILL came before timeout + grace"
+    );
     assert!(started.elapsed() < Duration::from_secs(20));
 
     let (status, v) = api_json(
@@ -150,45 +229,97 @@ async fn timeout_by_both_spellings_signals_the_group() {
     )
     .await;
     assert_error(status, &v, 400);
-    assert!(v["error"].as_str().is_some_and(|e| e.contains("EXECUTE_TIMEOUT_SEC")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("EXECUTE_TIMEOUT_SEC")),
+        "{v}"
+    );
     stop_executor(&emu, &mut exec).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn result_while_running_wait_and_terminate() {
     let emu = emulator(EmulatorOptions::default()).await;
-    let (mut exec, socket) = executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_KILL_GRACE", "500ms")]).await;
+    let (mut exec, socket) =
+        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_KILL_GRACE", "500ms")]).await;
     let sleeper = remote_execute(&socket, r#"{"command": "echo started; sleep 30"}"#).await;
     let (status, v) = api_json(&socket, "GET", &format!("/remote/task/{sleeper}"), None).await;
     assert_eq!(status, 202, "{v}");
     assert_eq!(
-        (v["running"].as_bool(), v["pid"].as_i64(), v["command"].as_str()),
-        (Some(true), Some(i64::from(sleeper)), Some("echo started; sleep 30"))
+        (
+            v["running"].as_bool(),
+            v["pid"].as_i64(),
+            v["command"].as_str()
+        ),
+        (
+            Some(true),
+            Some(i64::from(sleeper)),
+            Some("echo started; sleep 30")
+        )
     );
     let asked = Instant::now();
-    let (status, _) = api_json(&socket, "GET", &format!("/remote/task/{sleeper}?wait=0.3"), None).await;
+    let (status, _) = api_json(
+        &socket,
+        "GET",
+        &format!("/remote/task/{sleeper}?wait=0.3"),
+        None,
+    )
+    .await;
     assert_eq!(status, 202);
-    assert!(asked.elapsed() >= Duration::from_millis(300), "wait did not block");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "wait did not block"
+    );
 
     let (status, v) = api_json(&socket, "DELETE", &format!("/remote/task/{sleeper}"), None).await;
     assert_eq!(status, 200);
     let terminated = json!({"exitCode": 15, "signaled": true, "stdout": "started\n", "stderr": "", "terminated": true});
     assert_eq!(v, terminated);
-    assert_eq!(api_json(&socket, "GET", &format!("/remote/task/{sleeper}"), None).await, (200, terminated.clone()));
+    assert_eq!(
+        api_json(&socket, "GET", &format!("/remote/task/{sleeper}"), None).await,
+        (200, terminated.clone())
+    );
     // Terminating a finished command answers its result again.
-    assert_eq!(api_json(&socket, "DELETE", &format!("/remote/task/{sleeper}"), None).await, (200, terminated));
+    assert_eq!(
+        api_json(&socket, "DELETE", &format!("/remote/task/{sleeper}"), None).await,
+        (200, terminated)
+    );
 
-    let stubborn = remote_execute(&socket, r#"{"command": "trap '' TERM; echo ignoring; sleep 30"}"#).await;
+    let stubborn = remote_execute(
+        &socket,
+        r#"{"command": "trap '' TERM; echo ignoring; sleep 30"}"#,
+    )
+    .await;
     // Only once the shell has installed its trap is SIGTERM ignored.
     assert_eq!(first_line(&socket, stubborn).await, "ignoring");
     let asked = Instant::now();
     let (status, v) = api_json(&socket, "DELETE", &format!("/remote/task/{stubborn}"), None).await;
-    assert_eq!((status, v["exitCode"].as_i64(), v["terminated"].as_bool()), (200, Some(9), Some(true)), "{v}");
-    assert!(asked.elapsed() >= Duration::from_millis(500), "SIGKILL before the grace");
+    assert_eq!(
+        (status, v["exitCode"].as_i64(), v["terminated"].as_bool()),
+        (200, Some(9), Some(true)),
+        "{v}"
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_millis(500),
+        "SIGKILL before the grace"
+    );
 
     let quick = remote_execute(&socket, r#"{"command": "sleep 0.3; echo done"}"#).await;
-    let (status, v) = api_json(&socket, "GET", &format!("/remote/task/{quick}?wait=20"), None).await;
-    assert_eq!((status, v), (200, json!({"exitCode": 0, "signaled": false, "stdout": "done\n", "stderr": ""})));
+    let (status, v) = api_json(
+        &socket,
+        "GET",
+        &format!("/remote/task/{quick}?wait=20"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v),
+        (
+            200,
+            json!({"exitCode": 0, "signaled": false, "stdout": "done\n", "stderr": ""})
+        )
+    );
     stop_executor(&emu, &mut exec).await;
 }
 
@@ -208,11 +339,20 @@ async fn sse_output_streams_live_and_replays_finished_commands() {
         .expect("request");
     let response = sender.send_request(request).await.expect("response");
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("text/event-stream"));
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
     let mut body = response.into_body();
     let mut text = String::new();
     let mut first_line_at = None;
-    while let Some(frame) = tokio::time::timeout(SOON, body.frame()).await.expect("frame in time") {
+    while let Some(frame) = tokio::time::timeout(SOON, body.frame())
+        .await
+        .expect("frame in time")
+    {
         if let Ok(data) = frame.expect("frame").into_data() {
             text.push_str(&String::from_utf8_lossy(&data));
             if first_line_at.is_none() && text.contains("event: stdout") {
@@ -222,15 +362,30 @@ async fn sse_output_streams_live_and_replays_finished_commands() {
     }
     let ended = Instant::now();
     let first = first_line_at.expect("a stdout event");
-    assert!(ended.duration_since(first) >= Duration::from_millis(400), "lines were not streamed while the command ran");
+    assert!(
+        ended.duration_since(first) >= Duration::from_millis(400),
+        "lines were not streamed while the command ran"
+    );
     let events = sse_events(&text);
     let lines = |kind: &str| -> Vec<String> {
-        events.iter().filter(|(e, _)| e == kind).map(|(_, d)| d["line"].as_str().expect("line").to_owned()).collect()
+        events
+            .iter()
+            .filter(|(e, _)| e == kind)
+            .map(|(_, d)| d["line"].as_str().expect("line").to_owned())
+            .collect()
     };
     assert_eq!(lines("stdout"), ["out1", "out2", "out3", "tail"]);
     assert_eq!(lines("stderr"), ["err1", "err2", "err3"]);
-    let position = |kind: &str, line: &str| events.iter().position(|(e, d)| e == kind && d["line"] == line).expect("event");
-    assert!(position("stderr", "err1") < position("stdout", "out2") && position("stderr", "err2") < position("stdout", "out3"));
+    let position = |kind: &str, line: &str| {
+        events
+            .iter()
+            .position(|(e, d)| e == kind && d["line"] == line)
+            .expect("event")
+    };
+    assert!(
+        position("stderr", "err1") < position("stdout", "out2")
+            && position("stderr", "err2") < position("stdout", "out3")
+    );
     let exit = events.last().expect("events");
     assert_eq!(exit.0, "exit");
     let result = json!({"exitCode": 4, "signaled": false, "stdout": "out1\nout2\nout3\ntail", "stderr": "err1\nerr2\nerr3\n"});
@@ -246,8 +401,14 @@ async fn sse_output_streams_live_and_replays_finished_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_code() {
     let emu = emulator(EmulatorOptions::default()).await;
-    let (mut exec, socket) =
-        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_MAX_BODY", "1024"), ("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", "2")]).await;
+    let (mut exec, socket) = executor_with_api(
+        &emu,
+        &[
+            ("HOOK_EXECUTOR_REMOTE_MAX_BODY", "1024"),
+            ("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", "2"),
+        ],
+    )
+    .await;
     for body in [
         "{not json",
         r#"{"command": 5}"#,
@@ -260,7 +421,10 @@ async fn every_error_code() {
         let (status, v) = api_json(&socket, "POST", "/remote/execute", Some(body)).await;
         assert_error(status, &v, 400);
     }
-    assert!(exec.log().contains("refused (400)"), "refused executes are audited");
+    assert!(
+        exec.log().contains("refused (400)"),
+        "refused executes are audited"
+    );
     let (status, v) = api_json(&socket, "POST", "/remote/task", Some(r#"{"pid": "x"}"#)).await;
     assert_error(status, &v, 400);
     let (status, v) = api_json(&socket, "GET", "/remote/task/999999", None).await;
@@ -273,10 +437,16 @@ async fn every_error_code() {
     assert_error(status, &v, 404);
     let a = api(&socket, "PUT", "/remote/status", None).await;
     assert_error(a.status, &a.json(), 405);
-    assert_eq!(a.headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET"));
+    assert_eq!(
+        a.headers.get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET")
+    );
     let a = api(&socket, "GET", "/remote/execute", None).await;
     assert_error(a.status, &a.json(), 405);
-    assert_eq!(a.headers.get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
+    assert_eq!(
+        a.headers.get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
 
     let big = format!(r#"{{"command": "echo {}"}}"#, "x".repeat(2000));
     let (status, v) = api_json(&socket, "POST", "/remote/execute", Some(&big)).await;
@@ -284,11 +454,25 @@ async fn every_error_code() {
 
     let a = remote_execute(&socket, r#"{"command": "sleep 30"}"#).await;
     let b = remote_execute(&socket, r#"{"command": "sleep 30"}"#).await;
-    let (status, v) = api_json(&socket, "POST", "/remote/execute", Some(r#"{"command": "true"}"#)).await;
+    let (status, v) = api_json(
+        &socket,
+        "POST",
+        "/remote/execute",
+        Some(r#"{"command": "true"}"#),
+    )
+    .await;
     assert_error(status, &v, 429);
-    assert!(exec.log().contains("refused (429)"), "refused executes are audited too");
+    assert!(
+        exec.log().contains("refused (429)"),
+        "refused executes are audited too"
+    );
     for pid in [a, b] {
-        assert_eq!(api_json(&socket, "DELETE", &format!("/remote/task/{pid}"), None).await.0, 200);
+        assert_eq!(
+            api_json(&socket, "DELETE", &format!("/remote/task/{pid}"), None)
+                .await
+                .0,
+            200
+        );
     }
     // A slot is free again.
     let c = remote_execute(&socket, r#"{"command": "true"}"#).await;
@@ -309,27 +493,69 @@ async fn socket_is_0600_and_a_peer_outside_the_allow_list_gets_403() {
     // Default allow-list (root and the executor's uid): mode 0600, so the
     // filesystem already refuses `nobody` (EACCES) before SO_PEERCRED.
     let (mut exec, socket) = executor_with_api(&emu, &[]).await;
-    assert_eq!(std::fs::metadata(&socket).expect("socket").permissions().mode() & 0o777, 0o600);
-    std::fs::set_permissions(exec.sandbox.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let (code, _, err) = executorctl(&["--socket", socket.to_str().expect("utf8"), "status"], Some(NOBODY));
+    assert_eq!(
+        std::fs::metadata(&socket)
+            .expect("socket")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    std::fs::set_permissions(exec.sandbox.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let (code, _, err) = executorctl(
+        &["--socket", socket.to_str().expect("utf8"), "status"],
+        Some(NOBODY),
+    );
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("permission denied"), "{err}");
     stop_executor(&emu, &mut exec).await;
 
     // An allow-list naming another uid opens the file (0666); SO_PEERCRED decides.
     let emu = emulator(EmulatorOptions::default()).await;
-    let (mut exec, socket) = executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_ALLOWED_UIDS", "0,1000")]).await;
-    assert_eq!(std::fs::metadata(&socket).expect("socket").permissions().mode() & 0o777, 0o666);
-    std::fs::set_permissions(exec.sandbox.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let (code, out, err) = executorctl(&["--socket", socket.to_str().expect("utf8"), "exec", "--", "touch", "pwned"], Some(NOBODY));
+    let (mut exec, socket) =
+        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_ALLOWED_UIDS", "0,1000")]).await;
+    assert_eq!(
+        std::fs::metadata(&socket)
+            .expect("socket")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o666
+    );
+    std::fs::set_permissions(exec.sandbox.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let (code, out, err) = executorctl(
+        &[
+            "--socket",
+            socket.to_str().expect("utf8"),
+            "exec",
+            "--",
+            "touch",
+            "pwned",
+        ],
+        Some(NOBODY),
+    );
     assert_eq!(code, 4, "{out}{err}");
-    assert!(err.contains("403") && err.contains("uid 65534 is not allowed"), "{err}");
+    assert!(
+        err.contains("403") && err.contains("uid 65534 is not allowed"),
+        "{err}"
+    );
     assert!(!exec.path("pwned").exists(), "a refused peer's command ran");
     let log = exec.log();
-    assert!(log.contains("remote API connection refused") && log.contains("peer_uid=65534"), "no audit line for the refused peer:\n{log}");
-    assert!(!log.contains("pwned"), "a refused peer's request was logged:\n{log}");
+    assert!(
+        log.contains("remote API connection refused") && log.contains("peer_uid=65534"),
+        "no audit line for the refused peer:\n{log}"
+    );
+    assert!(
+        !log.contains("pwned"),
+        "a refused peer's request was logged:\n{log}"
+    );
     // Root is on the list.
-    assert_eq!(api_json(&socket, "GET", "/remote/status", None).await.0, 200);
+    assert_eq!(
+        api_json(&socket, "GET", "/remote/status", None).await.0,
+        200
+    );
     stop_executor(&emu, &mut exec).await;
 }
 
@@ -343,19 +569,38 @@ fn long_dir(root: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_path_over_200_bytes_works() {
     let emu = emulator(EmulatorOptions::default()).await;
-    let root = tempfile::Builder::new().prefix("sandbox-").tempdir().expect("tempdir");
+    let root = tempfile::Builder::new()
+        .prefix("sandbox-")
+        .tempdir()
+        .expect("tempdir");
     let long = long_dir(root.path());
     let long_s = long.display().to_string();
     assert!(long.join("executor.sock").as_os_str().len() > 200);
-    let mut exec = Executor::start_in(&emu, &[("MESOS_SANDBOX", &long_s), ("MESOS_DIRECTORY", &long_s)], root);
+    let mut exec = Executor::start_in(
+        &emu,
+        &[("MESOS_SANDBOX", &long_s), ("MESOS_DIRECTORY", &long_s)],
+        root,
+    );
     emu.launch(sleeping_task("t-remote"));
-    wait_state(&emu, &exec, "t-remote", mesos_hook_executor::proto::v1::TaskState::TaskRunning).await;
+    wait_state(
+        &emu,
+        &exec,
+        "t-remote",
+        mesos_hook_executor::proto::v1::TaskState::TaskRunning,
+    )
+    .await;
     let socket = long.join("executor.sock");
     wait_api(&exec, &socket).await;
     let (status, v) = api_json(&socket, "GET", "/remote/status", None).await;
-    assert_eq!((status, v["sandbox_dir"].as_str()), (200, Some(long_s.as_str())));
+    assert_eq!(
+        (status, v["sandbox_dir"].as_str()),
+        (200, Some(long_s.as_str()))
+    );
     let pid = remote_execute(&socket, r#"{"command": "pwd"}"#).await;
-    assert_eq!(remote_result(&socket, pid).await["stdout"], format!("{long_s}\n"));
+    assert_eq!(
+        remote_result(&socket, pid).await["stdout"],
+        format!("{long_s}\n")
+    );
     let (code, out, err) = executorctl(&["--sandbox", &long_s, "status"], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("task_state    TASK_RUNNING"), "{out}");
@@ -368,7 +613,12 @@ async fn sandbox_path_over_200_bytes_works() {
 
 fn vm_kib(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).expect("field")
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("field")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,7 +626,11 @@ async fn two_hundred_concurrent_executes_all_get_complete_results() {
     let emu = emulator(EmulatorOptions::default()).await;
     let (mut exec, socket) = executor_with_api(
         &emu,
-        &[("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", "256"), ("HOOK_EXECUTOR_REMOTE_MAX_RETAINED", "256"), ("HOOK_EXECUTOR_LOG_LEVEL", "info")],
+        &[
+            ("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", "256"),
+            ("HOOK_EXECUTOR_REMOTE_MAX_RETAINED", "256"),
+            ("HOOK_EXECUTOR_LOG_LEVEL", "info"),
+        ],
     )
     .await;
     let mut handles = Vec::new();
@@ -385,7 +639,9 @@ async fn two_hundred_concurrent_executes_all_get_complete_results() {
         handles.push(tokio::spawn(async move {
             // Every 10th prints 64 KiB, so some output is substantial.
             let body = if i % 10 == 0 {
-                format!(r#"{{"command": "head -c 65536 /dev/zero | tr '\\0' x; echo; echo n-{i}"}}"#)
+                format!(
+                    r#"{{"command": "head -c 65536 /dev/zero | tr '\\0' x; echo; echo n-{i}"}}"#
+                )
             } else {
                 format!(r#"{{"command": "echo", "arguments": ["n-{i}"], "shell": false}}"#)
             };
@@ -397,28 +653,54 @@ async fn two_hundred_concurrent_executes_all_get_complete_results() {
         let (i, r) = h.await.expect("task");
         let out = r["stdout"].as_str().expect("stdout");
         if i % 10 == 0 {
-            assert_eq!(out.len(), 65536 + 1 + format!("n-{i}\n").len(), "incomplete output for {i}");
+            assert_eq!(
+                out.len(),
+                65536 + 1 + format!("n-{i}\n").len(),
+                "incomplete output for {i}"
+            );
             assert!(out.ends_with(&format!("\nn-{i}\n")));
         } else {
-            assert_eq!(r, json!({"exitCode": 0, "signaled": false, "stdout": format!("n-{i}\n"), "stderr": ""}));
+            assert_eq!(
+                r,
+                json!({"exitCode": 0, "signaled": false, "stdout": format!("n-{i}\n"), "stderr": ""})
+            );
         }
     }
     let (_, list) = api_json(&socket, "GET", "/remote/task", None).await;
     assert_eq!(list["pids"].as_array().map(Vec::len), Some(200));
     let hwm = vm_kib(exec.pid, "VmHWM:");
-    assert!(hwm < 64 * 1024, "executor peak RSS {hwm} KiB for 200 concurrent commands");
+    assert!(
+        hwm < 64 * 1024,
+        "executor peak RSS {hwm} KiB for 200 concurrent commands"
+    );
     stop_executor(&emu, &mut exec).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_over_the_cap_is_truncated_and_flagged() {
     let emu = emulator(EmulatorOptions::default()).await;
-    let (mut exec, socket) = executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_MAX_OUTPUT", "1000")]).await;
-    let pid = remote_execute(&socket, r#"{"command": "head -c 50000 /dev/zero | tr '\\0' a; echo err >&2"}"#).await;
+    let (mut exec, socket) =
+        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_MAX_OUTPUT", "1000")]).await;
+    let pid = remote_execute(
+        &socket,
+        r#"{"command": "head -c 50000 /dev/zero | tr '\\0' a; echo err >&2"}"#,
+    )
+    .await;
     let r = remote_result(&socket, pid).await;
     assert_eq!(r["stdout"], "a".repeat(1000));
-    assert_eq!((r["stdoutTruncated"].as_bool(), r.get("stderrTruncated"), r["stderr"].as_str()), (Some(true), None, Some("err\n")), "{r}");
-    assert_eq!(r["exitCode"], 0, "the command was not blocked by the cap: {r}");
+    assert_eq!(
+        (
+            r["stdoutTruncated"].as_bool(),
+            r.get("stderrTruncated"),
+            r["stderr"].as_str()
+        ),
+        (Some(true), None, Some("err\n")),
+        "{r}"
+    );
+    assert_eq!(
+        r["exitCode"], 0,
+        "the command was not blocked by the cap: {r}"
+    );
     stop_executor(&emu, &mut exec).await;
 }
 
@@ -439,9 +721,17 @@ async fn first_line(socket: &Path, pid: i32) -> String {
 async fn no_command_survives_the_executor_and_the_socket_is_removed() {
     let emu = emulator(EmulatorOptions::default()).await;
     let (mut exec, socket) = executor_with_api(&emu, &[]).await;
-    let plain = remote_execute(&socket, r#"{"command": "sleep", "arguments": ["600"], "shell": false}"#).await;
+    let plain = remote_execute(
+        &socket,
+        r#"{"command": "sleep", "arguments": ["600"], "shell": false}"#,
+    )
+    .await;
     let parent = remote_execute(&socket, r#"{"command": "sleep 600 & echo $!; wait"}"#).await;
-    let stubborn = remote_execute(&socket, r#"{"command": "trap '' TERM; sleep 600 & echo $!; wait"}"#).await;
+    let stubborn = remote_execute(
+        &socket,
+        r#"{"command": "trap '' TERM; sleep 600 & echo $!; wait"}"#,
+    )
+    .await;
     let child: i32 = first_line(&socket, parent).await.parse().expect("pid");
     let stubborn_child: i32 = first_line(&socket, stubborn).await.parse().expect("pid");
     let pids = [plain, parent, child, stubborn, stubborn_child];
@@ -456,25 +746,50 @@ async fn no_command_survives_the_executor_and_the_socket_is_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_socket_is_replaced_and_a_live_one_is_not_stolen() {
     let emu = emulator(EmulatorOptions::default()).await;
-    let sandbox = tempfile::Builder::new().prefix("sandbox-").tempdir().expect("tempdir");
+    let sandbox = tempfile::Builder::new()
+        .prefix("sandbox-")
+        .tempdir()
+        .expect("tempdir");
     let socket = sandbox.path().join("executor.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
     assert!(socket.exists(), "a stale socket file stays behind");
     let mut exec = Executor::start_in(&emu, &[], sandbox);
     emu.launch(sleeping_task("t-remote"));
-    wait_state(&emu, &exec, "t-remote", mesos_hook_executor::proto::v1::TaskState::TaskRunning).await;
+    wait_state(
+        &emu,
+        &exec,
+        "t-remote",
+        mesos_hook_executor::proto::v1::TaskState::TaskRunning,
+    )
+    .await;
     wait_api(&exec, &socket).await;
-    assert_eq!(api_json(&socket, "GET", "/remote/status", None).await.0, 200);
-    assert!(exec.log().contains("replacing a stale socket file"), "{}", exec.log());
+    assert_eq!(
+        api_json(&socket, "GET", "/remote/status", None).await.0,
+        200
+    );
+    assert!(
+        exec.log().contains("replacing a stale socket file"),
+        "{}",
+        exec.log()
+    );
     stop_executor(&emu, &mut exec).await;
 
     let emu = emulator(EmulatorOptions::default()).await;
-    let sandbox = tempfile::Builder::new().prefix("sandbox-").tempdir().expect("tempdir");
+    let sandbox = tempfile::Builder::new()
+        .prefix("sandbox-")
+        .tempdir()
+        .expect("tempdir");
     let socket = sandbox.path().join("executor.sock");
     let live = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
     let mut exec = Executor::start_in(&emu, &[], sandbox);
     emu.launch(sleeping_task("t-remote"));
-    wait_state(&emu, &exec, "t-remote", mesos_hook_executor::proto::v1::TaskState::TaskRunning).await;
+    wait_state(
+        &emu,
+        &exec,
+        "t-remote",
+        mesos_hook_executor::proto::v1::TaskState::TaskRunning,
+    )
+    .await;
     let start = Instant::now();
     while !exec.log().contains("in use by a live server") {
         assert!(start.elapsed() < SOON, "{}", exec.log());
@@ -485,36 +800,69 @@ async fn stale_socket_is_replaced_and_a_live_one_is_not_stolen() {
     live.set_nonblocking(true).expect("nonblocking");
     assert!(live.accept().is_ok(), "the live socket was taken over");
     stop_executor(&emu, &mut exec).await;
-    assert!(socket.exists(), "the executor removed a socket that was not its own");
+    assert!(
+        socket.exists(),
+        "the executor removed a socket that was not its own"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_listener_requires_the_bearer_token() {
     // Port 0: the executor binds a free port and logs the address it got.
     let emu = emulator(EmulatorOptions::default()).await;
-    let (mut exec, _socket) =
-        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_TCP", "127.0.0.1:0"), ("HOOK_EXECUTOR_REMOTE_TOKEN", "tcp-s3cret")]).await;
+    let (mut exec, _socket) = executor_with_api(
+        &emu,
+        &[
+            ("HOOK_EXECUTOR_REMOTE_TCP", "127.0.0.1:0"),
+            ("HOOK_EXECUTOR_REMOTE_TOKEN", "tcp-s3cret"),
+        ],
+    )
+    .await;
     let addr = poll(SOON, || {
         let log = exec.log();
-        let line = log.lines().find(|l| l.contains("TCP listener open"))?.to_owned();
+        let line = log
+            .lines()
+            .find(|l| l.contains("TCP listener open"))?
+            .to_owned();
         let at = line.find("address=")? + "address=".len();
-        Some(line[at..].split_whitespace().next()?.trim_matches('"').to_owned())
+        Some(
+            line[at..]
+                .split_whitespace()
+                .next()?
+                .trim_matches('"')
+                .to_owned(),
+        )
     })
     .await
     .unwrap_or_else(|| panic!("the TCP listener's address in the log: {}", exec.log()));
     let get = |token: Option<&'static str>| {
         let addr = addr.clone();
         async move {
-            let stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+            let stream = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
             tokio::spawn(conn);
-            let mut b = hyper::Request::builder().uri("/remote/status").header("host", "localhost");
+            let mut b = hyper::Request::builder()
+                .uri("/remote/status")
+                .header("host", "localhost");
             if let Some(t) = token {
                 b = b.header("authorization", format!("Bearer {t}"));
             }
-            let response =
-                sender.send_request(b.body(http_body_util::Full::new(bytes::Bytes::new())).expect("request")).await.expect("response");
-            (response.status().as_u16(), response.headers().get("www-authenticate").is_some())
+            let response = sender
+                .send_request(
+                    b.body(http_body_util::Full::new(bytes::Bytes::new()))
+                        .expect("request"),
+                )
+                .await
+                .expect("response");
+            (
+                response.status().as_u16(),
+                response.headers().get("www-authenticate").is_some(),
+            )
         }
     };
     assert_eq!(get(None).await, (401, true));
@@ -522,14 +870,28 @@ async fn tcp_listener_requires_the_bearer_token() {
     assert_eq!(get(Some("tcp-s3cret")).await, (200, false));
     // A refused client is answered and disconnected: it cannot sit on one of
     // the listener's connection slots with a kept-alive connection.
-    let mut raw = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-    tokio::io::AsyncWriteExt::write_all(&mut raw, b"GET /remote/status HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut answer))
+    let mut raw = tokio::net::TcpStream::connect(&addr)
         .await
-        .expect("the server closed the refused connection")
-        .expect("read");
-    assert!(answer.starts_with(b"HTTP/1.1 401"), "{}", String::from_utf8_lossy(&answer));
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut raw,
+        b"GET /remote/status HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut answer),
+    )
+    .await
+    .expect("the server closed the refused connection")
+    .expect("read");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     // executorctl takes the token from the environment only.
     let ctl = |token: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_executorctl"))
@@ -539,7 +901,12 @@ async fn tcp_listener_requires_the_bearer_token() {
             .expect("run executorctl")
     };
     let ok = ctl("tcp-s3cret");
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let refused = ctl("wrong");
     assert_eq!(refused.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
@@ -552,8 +919,18 @@ async fn disabled_api_has_no_socket() {
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[("HOOK_EXECUTOR_REMOTE_ENABLED", "false")]);
     emu.launch(sleeping_task("t-remote"));
-    wait_state(&emu, &exec, "t-remote", mesos_hook_executor::proto::v1::TaskState::TaskRunning).await;
-    assert!(exec.log().contains("remote execution API disabled"), "{}", exec.log());
+    wait_state(
+        &emu,
+        &exec,
+        "t-remote",
+        mesos_hook_executor::proto::v1::TaskState::TaskRunning,
+    )
+    .await;
+    assert!(
+        exec.log().contains("remote execution API disabled"),
+        "{}",
+        exec.log()
+    );
     assert!(!exec.path("executor.sock").exists());
     stop_executor(&emu, &mut exec).await;
 }
@@ -561,7 +938,8 @@ async fn disabled_api_has_no_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executorctl_end_to_end() {
     let emu = emulator(EmulatorOptions::default()).await;
-    let (mut exec, socket) = executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_KILL_GRACE", "500ms")]).await;
+    let (mut exec, socket) =
+        executor_with_api(&emu, &[("HOOK_EXECUTOR_REMOTE_KILL_GRACE", "500ms")]).await;
     let sandbox = exec.sandbox.path().display().to_string();
     let ctl = |args: &[&str]| {
         let mut all = vec!["--sandbox", sandbox.as_str()];
@@ -571,57 +949,106 @@ async fn executorctl_end_to_end() {
 
     let (code, out, err) = ctl(&["status"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("status        active") && out.contains("task_id       t-remote"), "{out}");
+    assert!(
+        out.contains("status        active") && out.contains("task_id       t-remote"),
+        "{out}"
+    );
     let (code, out, _) = ctl(&["--json", "status"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).expect("json");
-    assert_eq!((v["result"].as_str(), v["task_state"].as_str()), (Some("ok"), Some("TASK_RUNNING")));
+    assert_eq!(
+        (v["result"].as_str(), v["task_state"].as_str()),
+        (Some("ok"), Some("TASK_RUNNING"))
+    );
 
     let (code, out, err) = ctl(&["exec", "--", "echo", "hello", "world"]);
     assert_eq!(code, 0, "{err}");
-    let pid: i32 = out.trim().strip_prefix("started pid ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{out}"));
+    let pid: i32 = out
+        .trim()
+        .strip_prefix("started pid ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
     let (code, out, err) = ctl(&["result", &pid.to_string(), "--wait", "10"]);
     assert_eq!((code, out.as_str()), (0, "hello world\n"), "{err}");
     assert_eq!(err, format!("[pid {pid}: exited with code 0]\n"));
 
     let (code, out, err) = ctl(&["exec", "--follow", "--", "echo out; echo err >&2; exit 7"]);
     assert_eq!((code, out.as_str(), err.as_str()), (7, "out\n", "err\n"));
-    let (code, out, _) = ctl(&["exec", "--no-shell", "--follow", "--", "echo", "$PATH", "-n"]);
+    let (code, out, _) = ctl(&[
+        "exec",
+        "--no-shell",
+        "--follow",
+        "--",
+        "echo",
+        "$PATH",
+        "-n",
+    ]);
     assert_eq!((code, out.as_str()), (0, "$PATH -n\n"));
     let (code, _, err) = ctl(&["exec", "--timeout", "1", "--follow", "--", "sleep", "30"]);
     assert_eq!(code, 128 + 15, "{err}");
     assert!(err.contains("killed by signal 15, timed out"), "{err}");
     let (code, out, _) = ctl(&["--json", "exec", "--follow", "--", "echo", "j"]);
     assert_eq!(code, 0);
-    let docs: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let docs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
     assert_eq!(docs.last().map(|d| d["event"].clone()), Some(json!("exit")));
 
     let (code, out, _) = ctl(&["exec", "--", "sleep 30"]);
     assert_eq!(code, 0);
-    let sleeper = out.trim().strip_prefix("started pid ").expect("pid").to_owned();
+    let sleeper = out
+        .trim()
+        .strip_prefix("started pid ")
+        .expect("pid")
+        .to_owned();
     let (code, out, _) = ctl(&["list"]);
     assert_eq!(code, 0);
-    assert!(out.lines().any(|l| l.contains(&sleeper) && l.contains("running  sleep 30")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&sleeper) && l.contains("running  sleep 30")),
+        "{out}"
+    );
     assert!(out.contains(&pid.to_string()), "{out}");
     let (code, out, _) = ctl(&["result", &sleeper]);
     assert_eq!(code, 0);
-    assert!(out.starts_with(&format!("pid {sleeper} is running")), "{out}");
+    assert!(
+        out.starts_with(&format!("pid {sleeper} is running")),
+        "{out}"
+    );
     let (code, out, _) = ctl(&["kill", &sleeper]);
-    assert_eq!((code, out.trim()), (0, format!("pid {sleeper}: killed by signal 15, terminated").as_str()));
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            format!("pid {sleeper}: killed by signal 15, terminated").as_str()
+        )
+    );
     let (code, out, _) = ctl(&["--json", "list"]);
     assert_eq!(code, 0);
-    assert!(serde_json::from_str::<Value>(&out).expect("json")["pids"].as_array().is_some_and(|p| p.len() >= 5));
+    assert!(serde_json::from_str::<Value>(&out).expect("json")["pids"]
+        .as_array()
+        .is_some_and(|p| p.len() >= 5));
     let (code, _, err) = ctl(&["result", "999999"]);
     assert_eq!(code, 1);
-    assert!(err.contains("404") && err.contains("no command with pid 999999"), "{err}");
+    assert!(
+        err.contains("404") && err.contains("no command with pid 999999"),
+        "{err}"
+    );
 
     // Missing and stale sockets get clear messages.
     let (code, _, err) = executorctl(&["--socket", "/nonexistent/executor.sock", "status"], None);
     assert_eq!(code, 3);
-    assert!(err.contains("no executor socket at /nonexistent/executor.sock"), "{err}");
+    assert!(
+        err.contains("no executor socket at /nonexistent/executor.sock"),
+        "{err}"
+    );
     let dead = tempfile::tempdir().expect("tempdir");
     drop(std::os::unix::net::UnixListener::bind(dead.path().join("executor.sock")).expect("bind"));
-    let (code, _, err) = executorctl(&["--sandbox", dead.path().to_str().expect("utf8"), "status"], None);
+    let (code, _, err) = executorctl(
+        &["--sandbox", dead.path().to_str().expect("utf8"), "status"],
+        None,
+    );
     assert_eq!(code, 3);
     assert!(err.contains("stale"), "{err}");
     drop(socket);

@@ -38,8 +38,8 @@ pub enum Effect {
     RunHooks(HookCall),
     /// Abort the running before-start chain (the task was killed first).
     CancelBeforeStart,
-    /// Start the task's root process (on a blocking thread); the answer,
-    /// `Input::TaskSpawned` or `Input::SpawnFailed`, comes through the inbox.
+    /// Start the task's root process; the loop steps again at once with the
+    /// answer, `Input::TaskSpawned` or `Input::SpawnFailed`.
     Spawn(Box<LaunchSpec>),
     /// Start probing the task's armed health check and generic check.
     StartChecks {

@@ -21,7 +21,11 @@ mod step;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use nix::sys::signal::Signal;
 use tokio::{
@@ -35,7 +39,7 @@ pub(crate) use self::input::Input;
 pub(crate) use self::{effect::Effect, state::State};
 pub use crate::status::StatusSnapshot;
 use crate::{
-    agent::{subscription, AgentClient},
+    agent::{subscription, AgentClient, CallConnection},
     config::Config,
     health,
     hooks::{self, ChainResult, HookChain, HookContext, HookEvent},
@@ -89,6 +93,10 @@ struct Runtime {
     /// Environment base for hook scripts (no settings, no secrets).
     base_env: Arc<BTreeMap<String, String>>,
     sender: Option<Sender>,
+    /// The call connection opened at start, beside the first SUBSCRIBE, so
+    /// that the first updates (TASK_STARTING right after SUBSCRIBED) need no
+    /// handshake.
+    warm_calls: Option<JoinHandle<CallConnection>>,
     /// The task's running probes.
     checkers: health::Checkers,
     /// The before-start chain, so a KILL can abort it.
@@ -146,6 +154,7 @@ pub async fn run(cfg: Config) -> Outcome {
         info!(hooks = ?hooks.names(), "hook chain configured");
     }
     let mut state = State::new(cfg.clone(), !hooks.is_empty(), Instant::now());
+    let client_for_calls = client.clone();
     let mut runtime = Runtime {
         signaller: spawn_signaller(
             reaper.clone(),
@@ -158,6 +167,13 @@ pub async fn run(cfg: Config) -> Outcome {
         hooks,
         base_env,
         sender: None,
+        warm_calls: Some(tokio::spawn({
+            let mut calls = client_for_calls.calls();
+            async move {
+                calls.open().await;
+                calls
+            }
+        })),
         checkers: health::Checkers::default(),
         before_start: None,
         status,
@@ -170,7 +186,7 @@ pub async fn run(cfg: Config) -> Outcome {
             },
             () = crate::util::sleep_until(state.next_deadline()) => Input::Deadline,
         };
-        if let Some(outcome) = runtime.apply(&mut state, input) {
+        if let Some(outcome) = runtime.apply(&mut state, input).await {
             break outcome;
         }
         runtime.publish_status(&state);
@@ -258,13 +274,25 @@ fn spawn_signaller(reaper: Reaper, spared: Vec<String>) -> mpsc::UnboundedSender
 }
 
 impl Runtime {
-    /// Steps `state` with `input` and carries out the effects in order.
-    /// Returns the outcome once the run is over.
-    fn apply(&mut self, state: &mut State, input: Input) -> Option<Outcome> {
-        state
-            .step(input, Instant::now())
-            .into_iter()
-            .find_map(|effect| self.carry_out(effect))
+    /// Steps `state` with `input` and carries out the effects in order,
+    /// feeding the spawn's answer straight back in. Returns the outcome once
+    /// the run is over.
+    async fn apply(&mut self, state: &mut State, input: Input) -> Option<Outcome> {
+        let mut pending = VecDeque::from(state.step(input, Instant::now()));
+        while let Some(effect) = pending.pop_front() {
+            if let Effect::Spawn(spec) = effect {
+                // Let the update sender put TASK_STARTING on the wire first:
+                // its round trip to the agent then overlaps the spawn.
+                tokio::task::yield_now().await;
+                let answer = self.spawn_task(&spec);
+                pending.extend(state.step(answer, Instant::now()));
+                continue;
+            }
+            if let Some(outcome) = self.carry_out(effect) {
+                return Some(outcome);
+            }
+        }
+        None
     }
 
     fn carry_out(&mut self, effect: Effect) -> Option<Outcome> {
@@ -275,13 +303,21 @@ impl Runtime {
             Effect::StartSender { resend } => {
                 self.stop_sender();
                 let (queue, rx) = mpsc::unbounded_channel();
-                let handle = tokio::spawn(subscription::send_updates(
-                    self.client.calls(),
-                    rx,
+                // The first subscription takes the connection opened at start.
+                let warm = self.warm_calls.take();
+                let client = self.client.clone();
+                let (inbox, framework_id, executor_id) = (
                     self.inbox.clone(),
                     self.cfg.framework_id.clone(),
                     self.cfg.executor_id.clone(),
-                ));
+                );
+                let handle = tokio::spawn(async move {
+                    let conn = match warm {
+                        Some(opening) => opening.await.unwrap_or_else(|_| client.calls()),
+                        None => client.calls(),
+                    };
+                    subscription::send_updates(conn, rx, inbox, framework_id, executor_id).await;
+                });
                 for status in resend {
                     let _ = queue.send(status);
                 }
@@ -305,7 +341,8 @@ impl Runtime {
                     handle.abort();
                 }
             }
-            Effect::Spawn(spec) => self.spawn_task(*spec),
+            // Carried out by `apply`, which feeds the answer back.
+            Effect::Spawn(_) => {}
             Effect::StartChecks { armed, spec } => {
                 let LaunchSpec { env, cwd, .. } = *spec;
                 let ctx = health::TaskContext {
@@ -345,49 +382,40 @@ impl Runtime {
         None
     }
 
-    /// Forks the task's root process on a blocking thread: a fork costs a few
-    /// hundred microseconds, during which this thread keeps sending
-    /// TASK_STARTING. The answer comes back through the inbox.
-    fn spawn_task(&self, spec: LaunchSpec) {
-        let reaper = self.reaper.clone();
-        let inbox = self.inbox.clone();
-        tokio::spawn(async move {
-            let fork = tokio::task::spawn_blocking(move || {
-                let user = process::resolve_user(spec.user.as_deref()).map_err(|e| {
-                    Input::SpawnFailed {
-                        message: format!("Cannot launch task: {e}"),
-                        reason: Some(Reason::TaskInvalid),
-                    }
-                })?;
-                reaper.spawn_task(&spec, user).map_err(|cause| {
-                    let e = process::SpawnError::Exec {
-                        command: spec.program.display(),
-                        cwd: spec.cwd.display().to_string(),
-                        cause,
-                    };
-                    Input::SpawnFailed {
-                        message: format!("Cannot launch task: {e}"),
-                        reason: None,
-                    }
-                })
-            });
-            let answer = match fork.await {
-                Ok(Ok((pid, exit))) => {
-                    let watcher = inbox.clone();
-                    tokio::spawn(async move {
-                        let outcome = exit.await.unwrap_or(ExitOutcome::Exited(-1));
-                        let _ = watcher.send(Input::TaskExited(outcome)).await;
-                    });
-                    Input::TaskSpawned(i32::try_from(pid).unwrap_or(i32::MAX))
+    /// Starts the task's root process: `posix_spawn` where glibc allows
+    /// (about 0.1 ms, so it runs right here), a fork otherwise. The answer
+    /// goes straight back into the step.
+    fn spawn_task(&self, spec: &LaunchSpec) -> Input {
+        let user = match process::resolve_user(spec.user.as_deref()) {
+            Ok(user) => user,
+            Err(e) => {
+                return Input::SpawnFailed {
+                    message: format!("Cannot launch task: {e}"),
+                    reason: Some(Reason::TaskInvalid),
                 }
-                Ok(Err(failed)) => failed,
-                Err(e) => Input::SpawnFailed {
-                    message: format!("Cannot launch task: the spawning thread failed: {e}"),
+            }
+        };
+        match self.reaper.spawn_task(spec, user) {
+            Ok((pid, exit)) => {
+                let inbox = self.inbox.clone();
+                tokio::spawn(async move {
+                    let outcome = exit.await.unwrap_or(ExitOutcome::Exited(-1));
+                    let _ = inbox.send(Input::TaskExited(outcome)).await;
+                });
+                Input::TaskSpawned(i32::try_from(pid).unwrap_or(i32::MAX))
+            }
+            Err(cause) => {
+                let e = process::SpawnError::Exec {
+                    command: spec.program.display(),
+                    cwd: spec.cwd.display().to_string(),
+                    cause,
+                };
+                Input::SpawnFailed {
+                    message: format!("Cannot launch task: {e}"),
                     reason: None,
-                },
-            };
-            let _ = inbox.send(answer).await;
-        });
+                }
+            }
+        }
     }
 
     /// Runs a chain off the loop; its result comes back as `Input::HookDone`.

@@ -83,22 +83,11 @@ fn resolve(name: &str, path_var: &str, cwd: &Path) -> Result<PathBuf, ApiError> 
             )))
         };
     }
-    path_var
-        .split(':')
-        .map(|dir| {
-            if dir.is_empty() {
-                cwd.to_path_buf()
-            } else {
-                cwd.join(dir)
-            }
-            .join(name)
-        })
-        .find(|p| executable(p))
-        .ok_or_else(|| {
-            bad(format!(
-                "command not found: {name:?} (not on the command's PATH)"
-            ))
-        })
+    crate::task::launch::find_on_path(name, path_var, cwd).ok_or_else(|| {
+        bad(format!(
+            "command not found: {name:?} (not on the command's PATH)"
+        ))
+    })
 }
 
 /// Validates a request into a plan (pure but for the `PATH` lookup). `base`

@@ -25,7 +25,10 @@
 //!    resource's allocation role), and a default `PATH` if none is set;
 //! 4. variables returned by before-start hooks (added by the caller).
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use crate::proto::v1::{self, environment::variable::Type as VariableType};
 
@@ -284,6 +287,28 @@ pub fn launch_spec(
         user,
         source,
     })
+}
+
+/// Where `execvp` finds `name` (no slash) on `path_var` (the `PATH` the
+/// process will have), relative entries taken from `cwd`: the first regular
+/// file with an execute bit.
+#[must_use]
+pub(crate) fn find_on_path(name: &str, path_var: &str, cwd: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    path_var
+        .split(':')
+        .map(|dir| {
+            if dir.is_empty() {
+                cwd.to_path_buf()
+            } else {
+                cwd.join(dir)
+            }
+            .join(name)
+        })
+        .find(|p| executable(p))
 }
 
 #[cfg(test)]

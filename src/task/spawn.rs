@@ -19,7 +19,7 @@ use std::{
     sync::OnceLock,
 };
 
-use super::launch::{LaunchSpec, Program};
+use super::launch::{find_on_path, LaunchSpec, Program};
 
 type AddChdir = unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, *const c_char) -> c_int;
 
@@ -46,25 +46,7 @@ fn executable(program: &str, path_var: Option<&str>, cwd: &Path) -> Option<PathB
     if program.contains('/') {
         return Some(PathBuf::from(program));
     }
-    let is_executable = |p: &Path| {
-        let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
-            return false;
-        };
-        // SAFETY: a NUL-terminated path.
-        p.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
-    };
-    path_var
-        .unwrap_or("/bin:/usr/bin")
-        .split(':')
-        .map(|dir| {
-            if dir.is_empty() {
-                cwd.to_path_buf()
-            } else {
-                cwd.join(dir)
-            }
-        })
-        .map(|dir| dir.join(program))
-        .find(|p| is_executable(p))
+    find_on_path(program, path_var.unwrap_or("/bin:/usr/bin"), cwd)
 }
 
 fn cstring(s: impl AsRef<[u8]>) -> Option<CString> {

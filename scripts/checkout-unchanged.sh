@@ -4,7 +4,7 @@
 # never into the repository. Build output under the ignored target/ does not
 # count. Outside a git checkout the command just runs.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     exec "$@"
 fi

@@ -233,6 +233,37 @@ mod tests {
         );
     }
 
+    /// A script without `#!` (execvp runs it with /bin/sh) and a program not
+    /// on this PATH both go to the fork path, which reports them as before.
+    #[test]
+    fn what_posix_spawn_cannot_do_falls_back_to_the_fork_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let sandbox = tempfile::tempdir().expect("tempdir");
+        let script = sandbox.path().join("no-shebang");
+        std::fs::write(&script, "echo hi > out\n").expect("write script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let spec = |path: &str| LaunchSpec {
+            program: Program::Exec {
+                path: path.into(),
+                argv: Vec::new(),
+            },
+            env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned())]
+                .into_iter()
+                .collect(),
+            cwd: sandbox.path().to_path_buf(),
+            user: None,
+            source: CommandSource::TaskCommand,
+        };
+        assert!(
+            spawn_session(&spec(&script.display().to_string())).is_none(),
+            "ENOEXEC: fork and execvp instead"
+        );
+        assert!(
+            spawn_session(&spec("surely-not-installed-anywhere")).is_none(),
+            "not found here: the fork path says so"
+        );
+    }
+
     #[test]
     fn programs_are_found_on_the_tasks_path() {
         let cwd = Path::new("/");

@@ -290,3 +290,46 @@ async fn second_launch_fails_only_the_second_task() {
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     assert_gone(&[pid]).await;
 }
+
+/// A task with `CommandInfo.user` runs as that user when the executor is root
+/// (the fork path: posix_spawn cannot switch users), in its own session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_as_its_user_in_its_own_session() {
+    if !nix::unistd::Uid::effective().is_root() {
+        // Switching users needs root, as the suite has in CI.
+        eprintln!("skipped: needs root to run a task as nobody");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("a nobody user");
+    let emu = emulator(EmulatorOptions::default()).await;
+    let mut exec = Executor::start(&emu, &[]);
+    let mut task = shell_task(
+        "t-user",
+        "echo \"uid=$(id -u) sid=$(awk '{print $6}' /proc/self/stat) pid=$$\"",
+    );
+    if let Some(command) = task.command.as_mut() {
+        command.user = Some("nobody".into());
+    }
+    emu.launch(task);
+    wait_state(&emu, &exec, "t-user", TaskState::TaskFinished).await;
+    let out = exec.stdout();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("uid="))
+        .unwrap_or_else(|| panic!("the task's line in stdout: {out}"));
+    assert!(
+        line.starts_with(&format!("uid={} ", nobody.uid)),
+        "runs as nobody: {line}"
+    );
+    // `$(…)` runs awk in a subshell: its session is the task's, led by the shell.
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    assert_eq!(field("sid="), field("pid="), "its own session: {line}");
+    assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
+}

@@ -275,27 +275,26 @@ fn spawn_signaller(reaper: Reaper, spared: Vec<String>) -> mpsc::UnboundedSender
 
 impl Runtime {
     /// Steps `state` with `input` and carries out the effects in order,
-    /// feeding the spawn's answer straight back in. Returns the outcome once
-    /// the run is over.
+    /// stepping again at once with what an effect answers (the spawn).
+    /// Returns the outcome once the run is over.
     async fn apply(&mut self, state: &mut State, input: Input) -> Option<Outcome> {
         let mut pending = VecDeque::from(state.step(input, Instant::now()));
         while let Some(effect) = pending.pop_front() {
-            if let Effect::Spawn(spec) = effect {
+            if matches!(effect, Effect::Spawn(_)) {
                 // Let the update sender put TASK_STARTING on the wire first:
                 // its round trip to the agent then overlaps the spawn.
                 tokio::task::yield_now().await;
-                let answer = self.spawn_task(&spec);
-                pending.extend(state.step(answer, Instant::now()));
-                continue;
             }
-            if let Some(outcome) = self.carry_out(effect) {
-                return Some(outcome);
+            match self.carry_out(effect) {
+                Next::Continue => {}
+                Next::Step(answer) => pending.extend(state.step(answer, Instant::now())),
+                Next::Exit(outcome) => return Some(outcome),
             }
         }
         None
     }
 
-    fn carry_out(&mut self, effect: Effect) -> Option<Outcome> {
+    fn carry_out(&mut self, effect: Effect) -> Next {
         match effect {
             Effect::Subscribe { reply, call } => {
                 let _ = reply.send(call);
@@ -341,8 +340,7 @@ impl Runtime {
                     handle.abort();
                 }
             }
-            // Carried out by `apply`, which feeds the answer back.
-            Effect::Spawn(_) => {}
+            Effect::Spawn(spec) => return Next::Step(self.spawn_task(&spec)),
             Effect::StartChecks { armed, spec } => {
                 let LaunchSpec { env, cwd, .. } = *spec;
                 let ctx = health::TaskContext {
@@ -377,9 +375,9 @@ impl Runtime {
                     then,
                 });
             }
-            Effect::Exit(outcome) => return Some(outcome),
+            Effect::Exit(outcome) => return Next::Exit(outcome),
         }
-        None
+        Next::Continue
     }
 
     /// Starts the task's root process: `posix_spawn` where glibc allows
@@ -478,4 +476,14 @@ impl Runtime {
             changed
         });
     }
+}
+
+/// What the loop does after carrying out one effect.
+enum Next {
+    /// Go on with the next effect.
+    Continue,
+    /// Step at once with this answer (the spawn's).
+    Step(Input),
+    /// The run is over.
+    Exit(Outcome),
 }

@@ -102,14 +102,18 @@ impl Harness {
         });
     }
 
+    /// The LAUNCH event alone.
+    fn launch_event(&mut self, task: v1::TaskInfo) -> Vec<&Effect> {
+        self.event(Event {
+            r#type: Some(event::Type::Launch as i32),
+            launch: Some(event::Launch { task }),
+            ..Default::default()
+        })
+    }
+
     /// LAUNCH, the before-start chain (when hooks run) and the fork.
     fn launch(&mut self, task: v1::TaskInfo) {
-        let launch = event::Launch { task };
-        let effects = self.event(Event {
-            r#type: Some(event::Type::Launch as i32),
-            launch: Some(launch),
-            ..Default::default()
-        });
+        let effects = self.launch_event(task);
         let spawned = effects.iter().any(|e| matches!(e, Effect::Spawn(_)));
         if !spawned {
             let effects = self.input(Input::HookDone {
@@ -260,11 +264,7 @@ fn secs(s: u64) -> Duration {
 async fn launch_without_hooks_forks_in_the_same_step() {
     let mut h = Harness::new(&[], false);
     h.subscribe(false);
-    let effects = h.event(Event {
-        r#type: Some(event::Type::Launch as i32),
-        launch: Some(event::Launch { task: task(None) }),
-        ..Default::default()
-    });
+    let effects = h.launch_event(task(None));
     assert!(
         matches!(effects.as_slice(), [Effect::SendUpdate(s), Effect::Spawn(_)] if s.state() == TaskState::TaskStarting)
     );
@@ -467,10 +467,11 @@ async fn before_terminate_runs_once_when_the_task_exits_by_itself() {
         "the terminal update waits for the hooks"
     );
     let effects = h.hook_done(HookEvent::BeforeTerminate);
-    assert_eq!(
-        signals(&effects),
-        vec![Signal::SIGKILL],
-        "leftovers are swept before the report"
+    // The terminal update rides on the sweep of the leftovers: the loop
+    // hands it to the sender only once the SIGKILL is out.
+    assert!(
+        matches!(effects.as_slice(), [Effect::SignalTree { signal: Signal::SIGKILL, then: Some(s), .. }] if s.state() == TaskState::TaskFinished),
+        "leftovers are swept before the report: {effects:?}"
     );
     assert_eq!(h.states().last(), Some(&TaskState::TaskFinished));
     h.kill(None);
@@ -686,11 +687,7 @@ async fn never_registering_gives_up_at_the_registration_timeout() {
 async fn a_kill_before_the_process_exists_reports_killed_and_never_forks() {
     let mut h = Harness::new(&[], true);
     h.subscribe(false);
-    h.event(Event {
-        r#type: Some(event::Type::Launch as i32),
-        launch: Some(event::Launch { task: task(None) }),
-        ..Default::default()
-    });
+    h.launch_event(task(None));
     let effects = h.kill(None);
     assert!(effects
         .iter()
@@ -752,11 +749,7 @@ async fn a_failed_before_start_hook_fails_the_task_without_a_process() {
     // A policy refusal is REASON_TASK_UNAUTHORIZED, whatever the hook's name.
     let mut h = Harness::new(&[], true);
     h.subscribe(false);
-    h.event(Event {
-        r#type: Some(event::Type::Launch as i32),
-        launch: Some(event::Launch { task: task(None) }),
-        ..Default::default()
-    });
+    h.launch_event(task(None));
     let effects = h.input(Input::HookDone {
         event: HookEvent::BeforeStart,
         result: ChainResult::Failed {
@@ -937,11 +930,7 @@ async fn without_a_health_check_after_healthy_follows_after_start() {
 async fn a_kill_during_the_fork_reports_killed_and_kills_the_late_process() {
     let mut h = Harness::new(&[], false);
     h.subscribe(false);
-    h.event(Event {
-        r#type: Some(event::Type::Launch as i32),
-        launch: Some(event::Launch { task: task(None) }),
-        ..Default::default()
-    });
+    h.launch_event(task(None));
     let effects = h.kill(None);
     assert!(signals(&effects).is_empty(), "no process to signal yet");
     assert_eq!(

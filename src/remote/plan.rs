@@ -69,13 +69,9 @@ fn no_nul(what: &str, s: &str) -> Result<(), ApiError> {
 /// Finds `name` the way `execvp` would with the command's own `PATH`, so the
 /// lookup uses the environment the command gets, not the executor's.
 fn resolve(name: &str, path_var: &str, cwd: &Path) -> Result<PathBuf, ApiError> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     if name.contains('/') {
         let p = cwd.join(name);
-        return if executable(&p) {
+        return if crate::task::launch::is_executable(&p) {
             Ok(p)
         } else {
             Err(bad(format!(

@@ -294,10 +294,6 @@ pub fn launch_spec(
 /// file with an execute bit.
 #[must_use]
 pub(crate) fn find_on_path(name: &str, path_var: &str, cwd: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     path_var
         .split(':')
         .map(|dir| {
@@ -308,7 +304,14 @@ pub(crate) fn find_on_path(name: &str, path_var: &str, cwd: &Path) -> Option<Pat
             }
             .join(name)
         })
-        .find(|p| executable(p))
+        .find(|p| is_executable(p))
+}
+
+/// A regular file with an execute bit, as `execvp` would try to run.
+#[must_use]
+pub(crate) fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]

@@ -153,14 +153,19 @@ async fn leftovers_of_a_task_that_exits_by_itself_are_killed() {
         "sleep 1000 & echo $! > bg.pid; {} daemonize daemon.pid; exit 0",
         sh_quote(&task_helper())
     );
+    // Without ACKs the executor stays up: the leftovers must die with the
+    // terminal update, not only in the sweep before the executor exits.
+    emu.withhold_acks(true);
     emu.launch(shell_task("t-left", &script));
     wait_state(&emu, &exec, "t-left", TaskState::TaskFinished).await;
     let pids = [
         exec.read_pid("bg.pid").await,
         exec.read_pid("daemon.pid").await,
     ];
-    assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
     assert_gone(&pids).await;
+    assert!(exec.running(), "still waiting for the acknowledgement");
+    emu.withhold_acks(false);
+    assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 DIST := dist/mesos-hook-executor-$(VERSION)-$(REV)-linux-$(shell uname -m)
 
-.PHONY: all build test demo bench fuzz release clean lint vagrant-up vagrant-deploy vagrant-destroy
+.PHONY: all build tools test demo bench fuzz release clean lint vagrant-up vagrant-deploy vagrant-destroy
 
 all: build
 
@@ -15,9 +15,14 @@ build:
 ## The test suite: shell scripts and Vagrantfile (scripts/lint-scripts.sh),
 ## unit tests, the integration suite against the agent emulator, and the fuzz
 ## target's body over a generated corpus.
-test: build lint
+test: tools build lint
 	bash scripts/lint-scripts.sh
 	bash scripts/checkout-unchanged.sh $(CARGO) test --lib --tests -- --test-threads=2
+
+## The real tools the tests run (scripts/test-tools.txt): installed with apt
+## when run as root, otherwise the run stops naming the missing packages.
+tools:
+	bash scripts/require-tools.sh
 
 ## Lints: rustfmt (default width) and clippy on every target with warnings as
 ## errors (the allow-list, with reasons, is [lints.clippy] in Cargo.toml).

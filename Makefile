@@ -1,23 +1,34 @@
-# mesos-hook-executor — every target needs only the Rust toolchain (vagrant-*
-# also need Vagrant with VirtualBox or libvirt: see vagrant/README.md).
+# mesos-hook-executor. Prerequisites (README, "The two commands"): Linux, Rust
+# 1.85+, a C compiler, make, git. `make release` also needs cargo-zigbuild and
+# ziglang (installed with pip when missing); vagrant-* need Vagrant with
+# VirtualBox or libvirt (vagrant/README.md).
 CARGO ?= cargo
+# Cargo's output directory: CARGO_TARGET_DIR when set, as cargo itself does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-DIST := dist/mesos-hook-executor-$(VERSION)-$(REV)-linux-$(shell uname -m)
+# Release binaries link against glibc 2.17 symbols at most (CentOS 7 and
+# later), whatever the build machine's glibc: cargo-zigbuild links with zig
+# against that glibc version's symbol set.
+GLIBC_FLOOR := 2.17
+RELEASE_TARGET := x86_64-unknown-linux-gnu
+RELEASE_DIR := $(TARGET_DIR)/$(RELEASE_TARGET)/release
+DIST := dist/mesos-hook-executor-$(VERSION)-$(REV)-linux-x86_64
 
-.PHONY: all build tools test demo bench fuzz release clean lint vagrant-up vagrant-deploy vagrant-destroy
+.PHONY: all build tools test demo bench fuzz release release-tools clean lint vagrant-up vagrant-deploy vagrant-destroy
 
 all: build
 
 build:
 	$(CARGO) build --bins --examples
 
-## The test suite: shell scripts and Vagrantfile (scripts/lint-scripts.sh),
-## unit tests, the integration suite against the agent emulator, and the fuzz
-## target's body over a generated corpus.
+## The test suite: lints, shell scripts and Vagrantfile
+## (scripts/lint-scripts.sh), unit tests, the integration suite against the
+## agent emulator, and the fuzz target's body over a generated corpus; then a
+## closing summary (totals, ignored and skipped checks with why:
+## scripts/run-tests.sh).
 test: tools build lint
-	bash scripts/lint-scripts.sh
-	bash scripts/checkout-unchanged.sh $(CARGO) test --lib --tests -- --test-threads=2
+	CARGO="$(CARGO)" bash scripts/run-tests.sh
 
 ## The real tools the tests run (scripts/test-tools.txt): installed with apt
 ## when run as root, otherwise the run stops naming the missing packages.
@@ -31,12 +42,14 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 ## The main job on one machine: the real executor against the local agent
-## emulator, running marathon-test-app.json's task end to end.
-demo:
-	$(CARGO) build --release --bin mesos-hook-executor --bin executorctl --example demo --example task-helper
-	./target/release/examples/demo
+## emulator, running marathon-test-app.json's task end to end. It builds what
+## `make test` builds (the dev profile, same command), so either reuses the
+## other's artefacts; a release build (fat LTO) would cost minutes and share
+## nothing.
+demo: build
+	$(TARGET_DIR)/debug/examples/demo
 
-## Benchmarks (medians over many runs; see README "Benchmarks").
+## Benchmarks (medians over many runs; see docs/benchmarks.md).
 bench:
 	$(CARGO) build --release --bin mesos-hook-executor --examples
 	$(CARGO) bench --bench executor
@@ -47,25 +60,36 @@ fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run recordio_events -- -max_total_time=$${FUZZ_SECONDS:-60}
 
-## Optimised, stripped binaries (`--version` prints version and git revision),
-## hooks.tar.gz and docs, with SHA-256 checksums: dist/<name>/, dist/<name>.tar.gz
-## (+ .sha256), and dist/latest/ (the same files; what the Vagrant VM serves).
-## The executor and executorctl, both stripped.
-release:
-	$(CARGO) build --release --bins
+## Release: the executor and executorctl for x86_64 Linux with glibc 2.17 or
+## later, optimised and stripped (`--version` prints version and git revision),
+## with hooks.tar.gz, LICENSE, NOTICE, CHANGELOG.md and docs, and SHA-256
+## checksums: dist/<name>/, dist/<name>.tar.gz (+ .sha256), and dist/latest/
+## (the same files; what the Vagrant VM serves). Fails when a binary needs a
+## glibc symbol version above $(GLIBC_FLOOR) (tests/it/glibc.rs reads the ELF).
+release: release-tools
+	$(CARGO) zigbuild --release --bins --target $(RELEASE_TARGET).$(GLIBC_FLOOR)
+	RELEASE_BINARIES="$(RELEASE_DIR)/mesos-hook-executor $(RELEASE_DIR)/executorctl" GLIBC_CEILING=$(GLIBC_FLOOR) \
+		$(CARGO) test --test it glibc:: -- --include-ignored --show-output --test-threads=2
 	rm -rf $(DIST) dist/latest
 	mkdir -p $(DIST)
-	cp target/release/mesos-hook-executor $(DIST)/
-	cp target/release/executorctl $(DIST)/
+	cp $(RELEASE_DIR)/mesos-hook-executor $(RELEASE_DIR)/executorctl $(DIST)/
 	tar --sort=name --owner=0 --group=0 --numeric-owner -czf $(DIST)/hooks.tar.gz hooks
-	cp -R README.md marathon-test-app.json docs $(DIST)/
+	cp -R README.md CHANGELOG.md LICENSE NOTICE marathon-test-app.json docs $(DIST)/
 	$(DIST)/mesos-hook-executor --version > $(DIST)/VERSION
 	cd $(DIST) && sha256sum mesos-hook-executor executorctl hooks.tar.gz > SHA256SUMS
-	tar -C dist -czf $(DIST).tar.gz $(notdir $(DIST))
+	tar --sort=name --owner=0 --group=0 --numeric-owner -C dist -czf $(DIST).tar.gz $(notdir $(DIST))
 	cd dist && sha256sum $(notdir $(DIST)).tar.gz > $(notdir $(DIST)).tar.gz.sha256
 	cp -R $(DIST) dist/latest
 	@cat $(DIST)/VERSION $(DIST)/SHA256SUMS
-	@ls -l $(DIST)/mesos-hook-executor $(DIST).tar.gz
+	@ls -l $(DIST)/mesos-hook-executor $(DIST)/executorctl $(DIST).tar.gz
+
+## cargo-zigbuild and zig (PyPI packages cargo-zigbuild and ziglang): installed
+## with pip when missing, otherwise the run stops naming them.
+release-tools:
+	@command -v cargo-zigbuild >/dev/null 2>&1 && { command -v zig >/dev/null 2>&1 || python3 -m ziglang version >/dev/null 2>&1; } || \
+		{ echo "release: installing cargo-zigbuild and ziglang with pip"; python3 -m pip install --quiet cargo-zigbuild ziglang; } || \
+		{ echo "release: needs cargo-zigbuild and zig: pip install cargo-zigbuild ziglang" >&2; exit 1; }
+	@command -v cargo-zigbuild >/dev/null 2>&1 || { echo "release: cargo-zigbuild is not on PATH after pip install (add pip's bin directory to PATH)" >&2; exit 1; }
 
 ## A VM with Mesos, Marathon, ZooKeeper and Consul serving dist/latest at
 ## http://192.168.56.10/ (vagrant/README.md); then `make vagrant-deploy`.

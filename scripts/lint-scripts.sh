@@ -6,10 +6,9 @@
 #   * vagrant/Vagrantfile: ruby -c and an evaluation against a stub of Vagrant's
 #     API, when Ruby is installed
 #   * vagrant/provision.sh: idempotence, by scripts/provision-dry-run.sh (root only)
-# Shellcheck runs at its default (strictest) severity. When it is not
-# installed the check fails under CI (`.ci/run` installs it from the OS
-# packages) or with LINT_REQUIRE_SHELLCHECK=1, and is skipped with a warning
-# otherwise, so `make test` still needs nothing but the Rust toolchain.
+# Shellcheck runs at its default (strictest) severity. A missing shellcheck or
+# ruby fails the run (never a quiet skip): `make test` installs both first as
+# root (scripts/require-tools.sh, scripts/test-tools.txt) or stops naming them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,14 +35,17 @@ for f in "${hook_scripts[@]}"; do
     check sh -n "$f"
 done
 
-if command -v shellcheck >/dev/null 2>&1; then
-    check shellcheck -x "${bash_scripts[@]}" "${hook_scripts[@]}"
-elif [ -n "${CI:-}" ] || [ "${LINT_REQUIRE_SHELLCHECK:-0}" = 1 ]; then
-    echo "lint-scripts: shellcheck is not installed (apt-get install shellcheck)" >&2
+# A required tool that is missing counts as a failed check.
+missing() {
+    echo "lint-scripts: FAILED: $1 is not installed (apt-get install $2, or run make test as root)" >&2
     checks=$((checks + 1))
     failed=$((failed + 1))
+}
+
+if command -v shellcheck >/dev/null 2>&1; then
+    check shellcheck -x "${bash_scripts[@]}" "${hook_scripts[@]}"
 else
-    echo "lint-scripts: warning: shellcheck is not installed; skipped (apt-get install shellcheck)" >&2
+    missing shellcheck shellcheck
 fi
 
 # Evaluates the Vagrantfile against a stub of Vagrant's configuration API, so
@@ -75,7 +77,7 @@ if command -v ruby >/dev/null 2>&1; then
     check ruby -c vagrant/Vagrantfile >/dev/null
     check vagrantfile_runs
 else
-    echo "lint-scripts: ruby is not installed; vagrant/Vagrantfile not syntax-checked" >&2
+    missing ruby ruby
 fi
 
 # vagrant/provision.sh run twice against stubs: the second run must change nothing.

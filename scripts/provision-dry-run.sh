@@ -16,7 +16,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-skip() { echo "provision-dry-run: skipped: $*"; exit 0; }
+# A skip is said, and listed in make test's summary (scripts/run-tests.sh).
+skip() {
+    echo "provision-dry-run: skipped: $*"
+    if [ -n "${TEST_SUMMARY_DIR:-}" ]; then echo "provision dry run (scripts/provision-dry-run.sh): $*" >>"$TEST_SUMMARY_DIR/skipped"; fi
+    exit 0
+}
 [ "$(id -u)" = 0 ] || skip "needs root (mount namespace and overlays)"
 if ! command -v unshare >/dev/null || ! command -v python3 >/dev/null; then skip "needs unshare and python3"; fi
 for port in 80 2181 5050 5051 8080 8500; do

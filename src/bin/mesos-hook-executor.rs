@@ -4,32 +4,92 @@
 use std::process::ExitCode;
 
 use mesos_hook_executor::{
-    config::{self, Config, LogFormat},
-    Outcome, RELEASE,
+    config::{self, Config},
+    logging, Outcome, RELEASE,
 };
+
+/// `--help`: what it is, how it is started, where the reference is.
+const USAGE: &str = "\
+mesos-hook-executor: a custom Apache Mesos executor with hook chains, health
+checks and a remote-execution API on the task sandbox's Unix socket.
+
+Usage: started by the Mesos agent, once per task, e.g. as a Marathon app's
+\"executor\": Marathon runs `chmod ug+rx '<path>' && exec '<path>' <app cmd>`.
+It is configured by environment variables only (the agent's MESOS_* ones and
+HOOK_EXECUTOR_* from the app's env); other arguments are ignored, so it can
+stand in for mesos-executor, whose flags the agent passes.
+
+Options:
+  --help       this text
+  --help-env   every environment variable with its type, default and meaning
+  --version    version and git revision
+
+Reference: docs/configuration.md in the source repository and the release
+archive. The remote API's client is `executorctl`.
+";
+
+/// What the command line asks for: one of the informational flags, or a run.
+#[derive(Debug, PartialEq, Eq)]
+enum Mode {
+    Help,
+    HelpEnv,
+    Version,
+    Run,
+}
+
+/// A flag counts anywhere on a command line typed by a person. When the agent
+/// started us (`started_by_agent`: `MESOS_EXECUTOR_ID` is set) the arguments
+/// are the agent's flags and Marathon's app command, where a `-h` or
+/// `--version` belongs to the task: then only a flag given alone counts.
+fn mode(args: &[String], started_by_agent: bool) -> Mode {
+    if started_by_agent && args.len() > 1 {
+        return Mode::Run;
+    }
+    let has = |names: &[&str]| args.iter().any(|a| names.contains(&a.as_str()));
+    if has(&["--help", "-h"]) {
+        Mode::Help
+    } else if has(&["--help-env"]) {
+        Mode::HelpEnv
+    } else if has(&["--version", "-V"]) {
+        Mode::Version
+    } else {
+        Mode::Run
+    }
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [flag] if flag == "--help" || flag == "-h" => {
+    match mode(&args, std::env::var_os("MESOS_EXECUTOR_ID").is_some()) {
+        Mode::Help => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Mode::HelpEnv => {
             print!("{}", config::help_text());
             return ExitCode::SUCCESS;
         }
-        [flag] if flag == "--version" || flag == "-V" => {
+        Mode::Version => {
             println!("mesos-hook-executor {RELEASE}");
             return ExitCode::SUCCESS;
         }
-        _ => {}
+        Mode::Run => {}
     }
     let cfg = match Config::from_env() {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("mesos-hook-executor: {e}");
-            eprintln!("mesos-hook-executor: see `mesos-hook-executor --help` for every variable");
+            eprintln!(
+                "mesos-hook-executor: see `mesos-hook-executor --help-env` for every variable"
+            );
             return ExitCode::from(2);
         }
     };
-    init_logging(cfg.settings.log_format, &cfg.settings.log_level);
+    logging::init(cfg.settings.log_format, &cfg.settings.log_level);
+    // Entered on this thread for the whole run: the current-thread runtime
+    // polls every task here, so every line (spawned tasks included: audit,
+    // subscription retries, hooks, the exit line) carries the ids.
+    let span = tracing::info_span!("executor", framework_id = %cfg.framework_id, executor_id = %cfg.executor_id);
+    let _in_span = span.enter();
     if !args.is_empty() {
         // The agent passes mesos-executor's flags (--launcher_dir=…), Marathon
         // passes the app command after `exec '<path>'`: neither drives us.
@@ -51,11 +111,7 @@ fn main() -> ExitCode {
             return ExitCode::from(4);
         }
     };
-    let span = tracing::info_span!("executor", framework_id = %cfg.framework_id, executor_id = %cfg.executor_id);
-    let outcome = runtime.block_on(tracing::Instrument::instrument(
-        mesos_hook_executor::run(cfg),
-        span,
-    ));
+    let outcome = runtime.block_on(mesos_hook_executor::run(cfg));
     match &outcome {
         Outcome::Completed => tracing::info!("exiting"),
         Outcome::Internal(why) => tracing::error!(cause = %why, "exiting after an internal error"),
@@ -64,28 +120,31 @@ fn main() -> ExitCode {
     ExitCode::from(outcome.exit_code())
 }
 
-/// Installs the log subscriber. The filter is `tracing_subscriber`'s
-/// `Targets` (levels per target), not `EnvFilter`: span-field matching is not
-/// worth the regex engine it brings into the binary.
-fn init_logging(format: LogFormat, level: &str) {
-    use tracing_subscriber::{filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt};
-    let filter: Targets = level
-        .parse()
-        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
-    let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .init(),
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            )
-            .init(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn informational_flags_are_found_anywhere_on_a_typed_command_line() {
+        let by_hand = |list: &[&str]| mode(&args(list), false);
+        assert_eq!(by_hand(&[]), Mode::Run);
+        assert_eq!(by_hand(&["--launcher_dir=/usr/libexec/mesos"]), Mode::Run);
+        assert_eq!(by_hand(&["exec", "./server", "--help"]), Mode::Help);
+        assert_eq!(by_hand(&["-h"]), Mode::Help);
+        assert_eq!(by_hand(&["x", "--help-env"]), Mode::HelpEnv);
+        assert_eq!(by_hand(&["--version", "--help"]), Mode::Help);
+        assert_eq!(by_hand(&["a", "-V"]), Mode::Version);
+    }
+
+    #[test]
+    fn under_the_agent_a_flag_in_the_app_command_belongs_to_the_task() {
+        let by_agent = |list: &[&str]| mode(&args(list), true);
+        assert_eq!(by_agent(&["./server", "-h", "0.0.0.0"]), Mode::Run);
+        assert_eq!(by_agent(&["./tool", "--version"]), Mode::Run);
+        assert_eq!(by_agent(&["--help"]), Mode::Help);
     }
 }

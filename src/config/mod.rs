@@ -79,13 +79,16 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Log output format.
+/// Log output format (`HOOK_EXECUTOR_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LogFormat {
-    /// Human-readable lines.
+    /// Human-readable lines with the framework and executor ids (`full`,
+    /// formerly `text`).
     #[default]
-    Text,
-    /// One JSON object per line.
+    Full,
+    /// Short human-readable lines without the ids, for a terminal (`compact`).
+    Compact,
+    /// One JSON object per line (`json`).
     Json,
 }
 
@@ -712,7 +715,7 @@ mod tests {
             ("HOOK_EXECUTOR_REMOTE_ENABLED", ""),
         ]))
         .expect("valid");
-        assert_eq!(c.settings.log_format, LogFormat::Text);
+        assert_eq!(c.settings.log_format, LogFormat::Full);
         assert_eq!(c.settings.ack_timeout, Duration::from_secs(60));
         assert_eq!(c.settings.remote.max_running, 64);
         assert!(c.settings.remote.enabled);

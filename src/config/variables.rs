@@ -1,7 +1,7 @@
 //! Every variable the executor reads, declared once: name, kind, default,
 //! parser and meaning. The declaration drives reading and validating the
 //! variable ([`Reader::get`]), the `--help` text ([`help_text`]) and the
-//! README's configuration table (generated from it and compared by a test,
+//! configuration table in docs/configuration.md (generated from it and compared by a test,
 //! so the two cannot drift). Rules that involve several variables (which agent
 //! address wins, what checkpointing or a hook requires) live in
 //! `Config::from_vars`, next to the struct they fill.
@@ -10,7 +10,7 @@
 //! whole struct through serde and stops at the first bad value, while an
 //! operator must get every problem at once; its errors are strings
 //! (`envy::Error::Custom`), so the cause could not be kept as a source; a serde
-//! field cannot carry the default and meaning that `--help` and the README
+//! field cannot carry the default and meaning that `--help` and the reference table
 //! need, so each variable would again be declared twice (field and table); and
 //! no variable could use envy's own value parsing: durations take Mesos syntax,
 //! `MESOS_CHECKPOINT` only `1` or `0`, lists are trimmed (envy splits on commas
@@ -23,7 +23,7 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Dura
 
 use super::{duration, LogFormat, Secret, HOOK_NAMES};
 
-/// How a variable's value is written: what `--help` and the README show as its
+/// How a variable's value is written: what `--help` and docs/configuration.md show as its
 /// type, and the bounds its parser enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -99,7 +99,7 @@ impl fmt::Display for Fallback {
     }
 }
 
-/// What `--help`, the README and the unknown-variable check know of a variable.
+/// What `--help`, docs/configuration.md and the unknown-variable check know of a variable.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
     /// Full name.
@@ -159,7 +159,7 @@ impl<T> Var<T> {
 macro_rules! variables {
     ($($id:ident: $t:ty = $var:expr;)*) => {
         $(pub(crate) const $id: Var<$t> = $var;)*
-        /// Every variable the executor reads, in `--help` and README order.
+        /// Every variable the executor reads, in `--help` and docs/configuration.md order.
         pub const VARIABLES: &[Spec] = &[$($id.spec),*];
     };
 }
@@ -199,8 +199,8 @@ variables! {
         "CA bundle to verify the agent's certificate with.");
     SSL_VERIFY_CERT: bool = Var::new("LIBPROCESS_SSL_VERIFY_CERT", Kind::Switch, Value("0"), parse::flag,
         "1 or true: verify the agent's certificate (libprocess does not by default).");
-    LOG_FORMAT: LogFormat = Var::new("HOOK_EXECUTOR_LOG_FORMAT", Kind::Choice(&["text", "json"]), Value("text"), parse::log_format,
-        "Log line format on stderr.");
+    LOG_FORMAT: LogFormat = Var::new("HOOK_EXECUTOR_LOG_FORMAT", Kind::Choice(&["json", "compact", "full"]), Value("full"), parse::log_format,
+        "Log line format on stderr: `json` (one object per line), `compact` (short human lines: time, level, message, fields; no ids), `full` (human lines with the framework and executor ids; `text` is accepted for it).");
     LOG_LEVEL: String = Var::new("HOOK_EXECUTOR_LOG_LEVEL", Kind::Text, Value("info"), parse::log_filter,
         "Log filter: a level, or comma-separated `target=level` directives with an optional default level (e.g. `debug`, `mesos_hook_executor=trace,info`).");
     KILL_GRACE_PERIOD: Duration = Var::new("HOOK_EXECUTOR_KILL_GRACE_PERIOD", Kind::Duration, Value("3secs"), parse::duration,
@@ -556,11 +556,12 @@ mod parse {
 
     pub(super) fn log_format(value: &str, _: Kind) -> Result<LogFormat, ValueError> {
         match value.trim() {
-            "text" => Ok(LogFormat::Text),
+            "full" | "text" => Ok(LogFormat::Full),
+            "compact" => Ok(LogFormat::Compact),
             "json" => Ok(LogFormat::Json),
             other => Err(ValueError::NotOneOf {
                 value: other.to_owned(),
-                expected: "`text` or `json`".to_owned(),
+                expected: "`json`, `compact` or `full`".to_owned(),
             }),
         }
     }
@@ -676,11 +677,7 @@ pub(crate) fn hook_chain_problems(chain: &[String]) -> Vec<ValueError> {
 #[must_use]
 pub fn help_text() -> String {
     let mut out = String::from(
-        "mesos-hook-executor: a Mesos executor with hook chains, health checks and a remote-execution API.\n\n\
-         Usage: started by the Mesos agent (e.g. as a Marathon app's `executor`); configured only by\n\
-         environment variables. Arguments other than --help and --version are ignored (so it can stand\n\
-         in for mesos-executor, whose flags the agent passes).\n\n\
-         Environment variables (an empty value counts as unset):\n",
+        "mesos-hook-executor: every environment variable it reads (an empty value counts as unset).\n\n",
     );
     for v in VARIABLES {
         out.push_str(&format!(
@@ -699,7 +696,7 @@ pub fn help_text() -> String {
     out
 }
 
-/// The README's configuration table, generated from [`VARIABLES`].
+/// docs/configuration.md's table, generated from [`VARIABLES`].
 #[cfg(test)]
 fn reference_table() -> String {
     let cell = |text: String| text.replace('|', "\\|");
@@ -724,20 +721,20 @@ mod tests {
         "<!-- BEGIN variables: generated from src/config/variables.rs; `UPDATE_DOCS=1 cargo test --lib config::` rewrites it -->\n";
     const END: &str = "<!-- END variables -->";
 
-    /// The README's table is the one the declarations generate. With
-    /// `UPDATE_DOCS=1` the test rewrites it instead of failing.
+    /// docs/configuration.md's table is the one the declarations generate.
+    /// With `UPDATE_DOCS=1` the test rewrites it instead of failing.
     #[test]
-    fn readme_table_is_generated_from_the_declarations() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-        let readme = std::fs::read_to_string(path).expect("README.md");
+    fn reference_table_is_generated_from_the_declarations() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+        let readme = std::fs::read_to_string(path).expect("docs/configuration.md");
         let start = readme
             .find(BEGIN)
-            .expect("README.md has the BEGIN variables marker")
+            .expect("docs/configuration.md has the BEGIN variables marker")
             + BEGIN.len();
         let end = start
             + readme[start..]
                 .find(END)
-                .expect("README.md has the END variables marker");
+                .expect("docs/configuration.md has the END variables marker");
         let expected = reference_table();
         if readme[start..end] == expected {
             return;
@@ -747,9 +744,9 @@ mod tests {
                 path,
                 format!("{}{expected}{}", &readme[..start], &readme[end..]),
             )
-            .expect("README.md written");
+            .expect("docs/configuration.md written");
         } else {
-            panic!("README.md's configuration table is stale: run `UPDATE_DOCS=1 cargo test --lib config::` and commit the result");
+            panic!("docs/configuration.md's configuration table is stale: run `UPDATE_DOCS=1 cargo test --lib config::` and commit the result");
         }
     }
 

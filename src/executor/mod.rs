@@ -250,7 +250,10 @@ fn spawn_signaller(reaper: Reaper, spared: Vec<String>) -> mpsc::UnboundedSender
         {
             let reaper = reaper.clone();
             let spared = if spare { spared.clone() } else { Vec::new() };
+            // The walk's own log lines (spared processes) keep the executor's ids.
+            let span = tracing::Span::current();
             let walk = tokio::task::spawn_blocking(move || {
+                let _in_span = span.enter();
                 process::signal_task_tree(root, &reaper.auxiliary_pids(), signal, &spared)
             });
             match walk.await {

@@ -47,16 +47,19 @@ impl Attempt {
 
 /// The one audit line of an execute request, accepted or refused.
 pub(crate) fn audit(peer: &Peer, attempt: &Attempt, result: Result<i32, &ApiError>) {
+    // Each fact once: the started command's pid is the `pid` field only.
     let outcome = match result {
-        Ok(pid) => format!("started pid {pid}"),
+        Ok(_) => "started".to_owned(),
         Err(e) => format!("refused ({}): {e}", e.status().as_u16()),
     };
+    // Unix peers are named by uid and pid, TCP peers by address; an absent
+    // field is left out of the line.
     info!(
         target: "mesos_hook_executor::audit",
         event = "execute",
-        peer = %peer,
         peer_uid = peer.uid(),
         peer_pid = peer.pid(),
+        peer_addr = peer.addr().map(tracing::field::display),
         command = ?attempt.command,
         arguments = ?attempt.arguments,
         shell = ?attempt.shell,

@@ -66,6 +66,15 @@ impl Peer {
             Self::Tcp(_) => None,
         }
     }
+
+    /// The peer's address, for TCP peers.
+    #[must_use]
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Unix { .. } => None,
+            Self::Tcp(addr) => Some(*addr),
+        }
+    }
 }
 
 impl fmt::Display for Peer {

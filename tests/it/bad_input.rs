@@ -37,13 +37,26 @@ async fn missing_and_invalid_variables_are_all_named_before_any_network_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_and_version_and_ignored_mesos_executor_flags() {
     let bin = env!("CARGO_BIN_EXE_mesos-hook-executor");
+    // --help anywhere on a typed command line: the short usage.
     let help = std::process::Command::new(bin)
-        .arg("--help")
+        .args(["some", "words", "--help"])
+        .env_remove("MESOS_EXECUTOR_ID")
         .output()
         .expect("runs");
+    assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.starts_with("mesos-hook-executor: "), "{text}");
+    for needed in ["Usage:", "Marathon", "--help-env", "docs/configuration.md"] {
+        assert!(text.contains(needed), "--help lacks {needed}:\n{text}");
+    }
+    assert!(text.lines().count() < 30, "--help is short:\n{text}");
+    let help_env = std::process::Command::new(bin)
+        .arg("--help-env")
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&help_env.stdout);
     for v in mesos_hook_executor::config::VARIABLES {
-        assert!(text.contains(v.name), "--help lacks {}", v.name);
+        assert!(text.contains(v.name), "--help-env lacks {}", v.name);
     }
     let version = std::process::Command::new(bin)
         .arg("--version")

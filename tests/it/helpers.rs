@@ -480,3 +480,22 @@ pub fn reserve_port() -> ReservedPort {
         port: addr.port(),
     }
 }
+
+/// Reports a test that could not run here and returns, so it is never
+/// skipped silently: the reason goes to stderr and, under `make test`, to
+/// the closing summary (a line appended to `$TEST_SUMMARY_DIR/skipped`; see
+/// scripts/run-tests.sh).
+pub fn report_skip(test: &str, why: &str) {
+    eprintln!("skipped: {test}: {why}");
+    if let Some(dir) = std::env::var_os("TEST_SUMMARY_DIR") {
+        use std::io::Write;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Path::new(&dir).join("skipped"))
+            .and_then(|mut f| writeln!(f, "{test}: {why}"));
+        if let Err(e) = appended {
+            eprintln!("cannot record the skip in {}: {e}", dir.to_string_lossy());
+        }
+    }
+}

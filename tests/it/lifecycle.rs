@@ -297,7 +297,10 @@ async fn second_launch_fails_only_the_second_task() {
 async fn a_task_runs_as_its_user_in_its_own_session() {
     if !nix::unistd::Uid::effective().is_root() {
         // Switching users needs root, as the suite has in CI.
-        eprintln!("skipped: needs root to run a task as nobody");
+        report_skip(
+            "lifecycle::a_task_runs_as_its_user_in_its_own_session",
+            "needs root to run a task as nobody",
+        );
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody")

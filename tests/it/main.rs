@@ -3,13 +3,16 @@
 
 mod apps;
 mod bad_input;
+mod docs;
 mod fake_consul;
+mod glibc;
 mod health;
 mod helpers;
 mod hooks;
 mod kill;
 mod layout;
 mod lifecycle;
+mod logs;
 mod reconnect;
 mod remote;
 mod transport;

@@ -132,12 +132,18 @@ async fn compatible_shape_examples_answer_exactly() {
     );
 
     let log = exec.log();
+    let audit = log
+        .lines()
+        .find(|l| l.contains("remote execute") && l.contains(&format!(" pid={ls} ")))
+        .unwrap_or_else(|| panic!("no audit line for pid {ls}:\n{log}"));
+    // Each fact once, with the executor's ids like every other line.
     assert!(
-        log.contains("remote execute")
-            && log.contains("peer_uid=0")
-            && log.contains(&format!("started pid {ls}")),
-        "no audit line:\n{log}"
+        audit.contains("peer_uid=0") && audit.contains("outcome=started"),
+        "{audit}"
     );
+    for fact in ["uid=", "framework_id=", "executor_id=", "started"] {
+        assert_eq!(audit.matches(fact).count(), 1, "{fact} once: {audit}");
+    }
     assert!(
         log.contains("are ignored when \"shell\" is true"),
         "the ignored arguments are not logged:\n{log}"
@@ -486,7 +492,10 @@ const NOBODY: u32 = 65534;
 async fn socket_is_0600_and_a_peer_outside_the_allow_list_gets_403() {
     if !nix::unistd::geteuid().is_root() {
         // Dropping to `nobody` needs root (as the suite runs in CI).
-        eprintln!("skipped: needs root to run a peer as nobody");
+        report_skip(
+            "remote::socket_is_0600_and_a_peer_outside_the_allow_list_gets_403",
+            "needs root to run a peer as nobody",
+        );
         return;
     }
     let emu = emulator(EmulatorOptions::default()).await;

@@ -39,7 +39,7 @@ echo "tests: $(total passed) passed, $(total failed) failed, $(total ignored) ig
 grep -E '^test .* \.\.\. FAILED$' "$dir/cargo.log" | sed 's/^test \(.*\) \.\.\. FAILED$/  failed: \1/' | sort -u
 grep -E '^test .* \.\.\. ignored' "$dir/cargo.log" | sed 's/^test \(.*\) \.\.\. ignored,* *\(.*\)$/  ignored: \1 (\2)/' | sort -u
 grep -E '^lint-scripts: [0-9]+ bash' "$dir/scripts.log" | sed 's/^lint-scripts: /scripts: /' || echo "scripts: the script checks did not finish"
-grep -E '^provision-dry-run: (ok|skipped)' "$dir/scripts.log" | sed 's/^/  /'
+grep -E '^provision-dry-run: (ok|skipped)' "$dir/scripts.log" | sed -e 's/=[0-9a-f]\{64\}/=<sha256>/g' -e 's/^/  /'
 if [ -s "$dir/skipped" ]; then
     echo "skipped checks ($(wc -l <"$dir/skipped")):"
     sed 's/^/  /' "$dir/skipped"

@@ -1,6 +1,6 @@
 //! HTTP client for the agent's v1 executor API.
 //!
-//! Two kinds of connection, as the agent requires (`mesos-executor-api.md` §2.5):
+//! Two kinds of connection, as the agent requires (Apache Mesos, executor HTTP API):
 //! a dedicated one per SUBSCRIBE, whose response body is the endless event
 //! stream, and a persistent keep-alive one for every other call. The agent never
 //! answers a request pipelined behind an open stream, so calls must not share the

@@ -15,7 +15,7 @@ use crate::proto::{
 };
 
 /// Builds a status with everything the agent requires: uuid, source,
-/// executor id and timestamp (`mesos-executor-api.md` §4.3).
+/// executor id and timestamp (the agent refuses an update without them).
 #[must_use]
 pub fn new_status(task_id: &v1::TaskId, state: TaskState, executor_id: &str) -> v1::TaskStatus {
     v1::TaskStatus {

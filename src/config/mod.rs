@@ -1,5 +1,5 @@
 //! Configuration, read once from the environment at start and validated as a
-//! whole: the `MESOS_*` variables the agent sets (`mesos-executor-api.md` §1) and
+//! whole: the `MESOS_*` variables the agent sets (Apache Mesos documents them with its executor HTTP API) and
 //! our own `HOOK_EXECUTOR_*` settings. Every problem is collected and reported
 //! together, naming each variable, so an operator fixes an app definition in one
 //! round trip. Secrets are wrapped in [`Secret`] so they never reach `Debug`

@@ -6,7 +6,7 @@
 //! address wins, what checkpointing or a hook requires) live in
 //! `Config::from_vars`, next to the struct they fill.
 //!
-//! Why not `envy`, the design card's crate (dropped): envy deserialises the
+//! Why not `envy`, the crate first planned for this (dropped): envy deserialises the
 //! whole struct through serde and stops at the first bad value, while an
 //! operator must get every problem at once; its errors are strings
 //! (`envy::Error::Custom`), so the cause could not be kept as a source; a serde

@@ -1,5 +1,5 @@
 //! A local Mesos agent emulator: the agent side of the v1 executor HTTP API
-//! (`mesos-executor-api.md` §2–§4), for the integration tests (which run the
+//! (as Apache Mesos' agent implements it), for the integration tests (which run the
 //! real executor binary against it) and for `make demo`.
 //!
 //! It is a behavioural model, not a mock: requests are answered with the status

@@ -65,7 +65,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The process exit code (documented in the README).
+    /// The process exit code (documented in docs/lifecycle.md).
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {

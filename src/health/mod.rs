@@ -1,7 +1,7 @@
 //! Mesos health checks (`TaskInfo.health_check`) and generic checks
 //! (`TaskInfo.check`), as the Mesos command executor runs them
-//! (`src/checks/health_checker.cpp`, `checker.cpp`, `checker_process.cpp`;
-//! `mesos-executor-api.md` §5.3), but without a helper process per probe: HTTP,
+//! (Apache Mesos' `src/checks/health_checker.cpp`, `checker.cpp`,
+//! `checker_process.cpp`), but without a helper process per probe: HTTP,
 //! HTTPS and TCP probes are made in-process, only COMMAND checks fork.
 //!
 //! # Shape

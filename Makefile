@@ -5,7 +5,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 DIST := dist/mesos-hook-executor-$(VERSION)-$(REV)-linux-$(shell uname -m)
 
-.PHONY: all build tools test demo bench fuzz release clean lint vagrant-up vagrant-deploy vagrant-destroy
+.PHONY: all build tools test demo bench fuzz release clean lint completions vagrant-up vagrant-deploy vagrant-destroy
 
 all: build
 
@@ -66,6 +66,20 @@ release:
 	cp -R $(DIST) dist/latest
 	@cat $(DIST)/VERSION $(DIST)/SHA256SUMS
 	@ls -l $(DIST)/mesos-hook-executor $(DIST).tar.gz
+
+## executorctl's shell completions (bash, zsh, fish) and man pages, generated
+## from its clap definition, into DEST (man pages in DEST/man1):
+## `make completions DEST=dir`. CTL is the executorctl to run (default: a
+## debug build; the output is the same).
+DEST ?= dist/completions
+CTL ?= $(CARGO) run --quiet --bin executorctl --
+completions:
+	mkdir -p $(DEST)
+	$(CTL) completions bash > $(DEST)/executorctl.bash
+	$(CTL) completions zsh > $(DEST)/_executorctl
+	$(CTL) completions fish > $(DEST)/executorctl.fish
+	mkdir -p $(DEST)/man1
+	$(CTL) man --dir $(DEST)/man1
 
 ## A VM with Mesos, Marathon, ZooKeeper and Consul serving dist/latest at
 ## http://192.168.56.10/ (vagrant/README.md); then `make vagrant-deploy`.

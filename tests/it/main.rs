@@ -3,6 +3,7 @@
 
 mod apps;
 mod bad_input;
+mod ctl;
 mod fake_consul;
 mod health;
 mod helpers;

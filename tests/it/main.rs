@@ -1,6 +1,7 @@
 //! The one integration-test binary: the real executor binary, real processes,
 //! real sockets, against the in-repo Mesos agent emulator.
 
+mod allegro;
 mod apps;
 mod bad_input;
 mod ctl;

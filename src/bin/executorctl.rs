@@ -801,11 +801,14 @@ async fn run(cli: Cli) -> Result<u8, CtlError> {
         }
         _ => {}
     }
-    // Calls that wait on purpose get no overall timeout (the executor bounds
-    // `wait` and the command's own timeout bounds `--follow`).
+    // Calls that wait on purpose get no overall timeout: the executor bounds
+    // `wait` and `kill` (its kill grace), the command's own timeout bounds
+    // `--follow`.
     let waits = matches!(
         cli.command,
-        Command::Exec { follow: true, .. } | Command::Result { wait: Some(_), .. }
+        Command::Exec { follow: true, .. }
+            | Command::Result { wait: Some(_), .. }
+            | Command::Kill { .. }
     );
     let t = Target::new(resolve(&cli).await?, (!waits).then_some(CALL_TIMEOUT))?;
     match cli.command {

@@ -153,8 +153,10 @@ pub fn select<'a>(
     if let Some(exact) = entries.iter().find(|e| e.task_id() == Some(query)) {
         return Ok(exact);
     }
+    // An empty query is a prefix of everything; it names nothing.
     let matches: Vec<&Entry> = entries
         .iter()
+        .filter(|_| !query.is_empty())
         .filter(|e| {
             e.task_id().is_some_and(|t| t.starts_with(query))
                 || e.app_id().is_some_and(|a| app_matches(a, query))
@@ -271,6 +273,10 @@ mod tests {
         // A stale socket has no task to match; "/" alone names no app.
         assert!(matches!(pick(&entries, "x"), Err(CtlError::NoTask { .. })));
         assert!(matches!(pick(&entries, "/"), Err(CtlError::NoTask { .. })));
+        assert!(matches!(
+            pick(&entries[..1], ""),
+            Err(CtlError::NoTask { .. })
+        ));
     }
 
     #[test]

@@ -977,6 +977,43 @@ mod tests {
     }
 
     #[test]
+    fn ls_shows_sockets_it_cannot_ask_without_failing() {
+        let entry = |probe| Entry {
+            found: discover::Found {
+                socket: "/w/run/executor.sock".into(),
+                framework_id: "F".into(),
+                executor_id: "E".into(),
+            },
+            probe,
+        };
+        let unreachable = entry(Probe::Unreachable("permission denied on /w".into()));
+        assert_eq!(
+            ls_row(&unreachable),
+            [
+                "-",
+                "-",
+                "unreachable: permission denied on /w",
+                "-",
+                "/w/run/executor.sock"
+            ]
+            .map(str::to_owned)
+        );
+        let v = ls_json(&unreachable);
+        assert_eq!(
+            (
+                v["executor"].as_str(),
+                v["error"].as_str(),
+                v["task_id"].is_null()
+            ),
+            (Some("unreachable"), Some("permission denied on /w"), true)
+        );
+        let stale = entry(Probe::Stale);
+        assert_eq!(ls_row(&stale)[2], "stale socket");
+        assert_eq!(ls_json(&stale)["executor"], "stale");
+        assert_eq!(ls_json(&stale)["error"], serde_json::Value::Null);
+    }
+
+    #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
     }

@@ -15,7 +15,7 @@ RELEASE_TARGET := x86_64-unknown-linux-gnu
 RELEASE_DIR := $(TARGET_DIR)/$(RELEASE_TARGET)/release
 DIST := dist/mesos-hook-executor-$(VERSION)-$(REV)-linux-x86_64
 
-.PHONY: all build tools test demo bench fuzz release release-tools clean lint vagrant-up vagrant-deploy vagrant-destroy
+.PHONY: all build tools test demo bench fuzz release release-tools completions clean lint vagrant-up vagrant-deploy vagrant-destroy
 
 all: build
 
@@ -75,6 +75,7 @@ release: release-tools
 	cp $(RELEASE_DIR)/mesos-hook-executor $(RELEASE_DIR)/executorctl $(DIST)/
 	tar --sort=name --owner=0 --group=0 --numeric-owner -czf $(DIST)/hooks.tar.gz hooks
 	cp -R README.md CHANGELOG.md LICENSE NOTICE marathon-test-app.json docs $(DIST)/
+	$(MAKE) --no-print-directory completions DEST=$(DIST)/completions CTL=$(DIST)/executorctl
 	$(DIST)/mesos-hook-executor --version > $(DIST)/VERSION
 	cd $(DIST) && sha256sum mesos-hook-executor executorctl hooks.tar.gz > SHA256SUMS
 	tar --sort=name --owner=0 --group=0 --numeric-owner -C dist -czf $(DIST).tar.gz $(notdir $(DIST))
@@ -90,6 +91,20 @@ release-tools:
 		{ echo "release: installing cargo-zigbuild and ziglang with pip"; python3 -m pip install --quiet cargo-zigbuild ziglang; } || \
 		{ echo "release: needs cargo-zigbuild and zig: pip install cargo-zigbuild ziglang" >&2; exit 1; }
 	@command -v cargo-zigbuild >/dev/null 2>&1 || { echo "release: cargo-zigbuild is not on PATH after pip install (add pip's bin directory to PATH)" >&2; exit 1; }
+
+## executorctl's shell completions (bash, zsh, fish) and man pages, generated
+## from its clap definition, into DEST (man pages in DEST/man1):
+## `make completions DEST=dir`. CTL is the executorctl to run (default: a
+## debug build; the output is the same).
+DEST ?= dist/completions
+CTL ?= $(CARGO) run --quiet --bin executorctl --
+completions:
+	mkdir -p $(DEST)
+	$(CTL) completions bash > $(DEST)/executorctl.bash
+	$(CTL) completions zsh > $(DEST)/_executorctl
+	$(CTL) completions fish > $(DEST)/executorctl.fish
+	mkdir -p $(DEST)/man1
+	$(CTL) man --dir $(DEST)/man1
 
 ## A VM with Mesos, Marathon, ZooKeeper and Consul serving dist/latest at
 ## http://192.168.56.10/ (vagrant/README.md); then `make vagrant-deploy`.

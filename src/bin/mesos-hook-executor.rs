@@ -99,7 +99,18 @@ fn main() -> ExitCode {
         );
     }
     for name in cfg.unknown_variables() {
-        tracing::warn!(variable = %name, "unknown HOOK_EXECUTOR_ variable (typo?); ignored");
+        if name.starts_with(mesos_hook_executor::config::ALLEGRO_PREFIX) {
+            tracing::warn!(variable = %name, "allegro setting with no counterpart here (docs/allegro-migration.md); ignored");
+        } else {
+            tracing::warn!(variable = %name, "unknown HOOK_EXECUTOR_ variable (typo?); ignored");
+        }
+    }
+    for alias in cfg.alias_uses() {
+        if alias.shadowed {
+            tracing::warn!(variable = alias.variable, alias = alias.alias, "{alias}");
+        } else {
+            tracing::info!(variable = alias.variable, alias = alias.alias, "{alias}");
+        }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -16,7 +16,7 @@ mod variables;
 
 #[allow(clippy::wildcard_imports)]
 use variables::*;
-pub use variables::{help_text, Spec, VARIABLES};
+pub use variables::{help_text, AliasUse, Spec, ALLEGRO_PREFIX, VARIABLES};
 use variables::{Problem, Reader, ValueError};
 
 /// Prefix of every variable of ours.
@@ -362,17 +362,30 @@ impl Config {
     }
 
     /// `HOOK_EXECUTOR_*` variables in the environment that we do not know, most
-    /// likely typos; the caller logs them (not an error, so that rolling back to
-    /// an older binary with a newer app definition still starts).
+    /// likely typos, and `ALLEGRO_EXECUTOR_*` ones with no counterpart here;
+    /// the caller logs them (not an error, so that rolling back to an older
+    /// binary with a newer app definition still starts, and an allegro app
+    /// definition starts as it is).
     #[must_use]
     pub fn unknown_variables(&self) -> Vec<String> {
         let known: Vec<&str> = VARIABLES.iter().map(|v| v.name).collect();
         self.environment
             .0
             .keys()
-            .filter(|k| k.starts_with(PREFIX) && !known.contains(&k.as_str()))
+            .filter(|k| {
+                (k.starts_with(PREFIX) && !known.contains(&k.as_str()))
+                    || (k.starts_with(ALLEGRO_PREFIX) && !variables::is_alias(k))
+            })
             .cloned()
             .collect()
+    }
+
+    /// Settings read from another name (allegro's `ALLEGRO_EXECUTOR_*`, or
+    /// libprocess' older one), and other names ignored because ours is set
+    /// too; the caller logs each once at start.
+    #[must_use]
+    pub fn alias_uses(&self) -> Vec<AliasUse> {
+        variables::alias_uses(&self.environment.0)
     }
 }
 
@@ -761,6 +774,136 @@ mod tests {
         let mut declared: Vec<&str> = VARIABLES.iter().map(|v| v.name).collect();
         declared.sort_unstable();
         assert_eq!(read, declared);
+    }
+
+    /// The settings allegro's names can give, for comparison.
+    fn allegro_visible(
+        c: &Config,
+    ) -> (
+        String,
+        Duration,
+        Vec<String>,
+        Duration,
+        Duration,
+        Option<String>,
+    ) {
+        let s = &c.settings;
+        (
+            s.log_level.clone(),
+            s.kill_grace_period,
+            s.sigterm_exclude_processes.clone(),
+            s.ack_timeout,
+            s.call_timeout,
+            s.hooks.consul_token.as_ref().map(|t| t.expose().to_owned()),
+        )
+    }
+
+    #[test]
+    fn allegro_aliases_reach_the_same_settings() {
+        let ours = Config::from_vars(with(&[
+            ("HOOK_EXECUTOR_LOG_LEVEL", "debug"),
+            ("HOOK_EXECUTOR_KILL_GRACE_PERIOD", "7s"),
+            ("HOOK_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES", "nginx,envoy"),
+            ("HOOK_EXECUTOR_ACK_TIMEOUT", "12s"),
+            ("HOOK_EXECUTOR_CALL_TIMEOUT", "4s"),
+            ("CONSUL_HTTP_TOKEN", "c-tok"),
+        ]))
+        .expect("valid");
+        let allegro = Config::from_vars(with(&[
+            ("ALLEGRO_EXECUTOR_DEBUG", "true"),
+            ("ALLEGRO_EXECUTOR_KILL_POLICY_GRACE_PERIOD", "7s"),
+            ("ALLEGRO_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES", "nginx, envoy"),
+            ("ALLEGRO_EXECUTOR_STATE_UPDATE_WAIT_TIMEOUT", "12s"),
+            ("ALLEGRO_EXECUTOR_HTTPT_IMEOUT", "4s"),
+            ("ALLEGRO_EXECUTOR_CONSUL_TOKEN", "c-tok"),
+        ]))
+        .expect("valid");
+        assert_eq!(allegro_visible(&allegro), allegro_visible(&ours));
+        assert_ne!(
+            allegro_visible(&Config::from_vars(base()).expect("valid")),
+            allegro_visible(&ours),
+            "the values differ from the defaults, so the aliases were read"
+        );
+        assert!(allegro.unknown_variables().is_empty());
+        let uses: Vec<String> = allegro
+            .alias_uses()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            uses,
+            [
+                "read HOOK_EXECUTOR_LOG_LEVEL from allegro's ALLEGRO_EXECUTOR_DEBUG",
+                "read HOOK_EXECUTOR_KILL_GRACE_PERIOD from allegro's ALLEGRO_EXECUTOR_KILL_POLICY_GRACE_PERIOD",
+                "read HOOK_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES from allegro's ALLEGRO_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES",
+                "read HOOK_EXECUTOR_ACK_TIMEOUT from allegro's ALLEGRO_EXECUTOR_STATE_UPDATE_WAIT_TIMEOUT",
+                "read HOOK_EXECUTOR_CALL_TIMEOUT from allegro's ALLEGRO_EXECUTOR_HTTPT_IMEOUT",
+                "read CONSUL_HTTP_TOKEN from allegro's ALLEGRO_EXECUTOR_CONSUL_TOKEN",
+            ]
+        );
+        // The other spellings allegro users have: the example's
+        // HTTP_TIMEOUT, the unprefixed CONSUL_TOKEN, DEBUG=false.
+        let c = Config::from_vars(with(&[
+            ("ALLEGRO_EXECUTOR_HTTP_TIMEOUT", "4s"),
+            ("CONSUL_TOKEN", "c-tok"),
+            ("ALLEGRO_EXECUTOR_DEBUG", "0"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.settings.call_timeout, Duration::from_secs(4));
+        assert_eq!(
+            c.settings.hooks.consul_token.as_ref().map(Secret::expose),
+            Some("c-tok")
+        );
+        assert_eq!(c.settings.log_level, "info");
+    }
+
+    #[test]
+    fn our_name_wins_over_allegro_and_says_so() {
+        let c = Config::from_vars(with(&[
+            ("HOOK_EXECUTOR_KILL_GRACE_PERIOD", "9s"),
+            ("ALLEGRO_EXECUTOR_KILL_POLICY_GRACE_PERIOD", "1s"),
+            ("ALLEGRO_EXECUTOR_HTTPT_IMEOUT", "2s"),
+            ("ALLEGRO_EXECUTOR_HTTP_TIMEOUT", "3s"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.settings.kill_grace_period, Duration::from_secs(9));
+        assert_eq!(c.settings.call_timeout, Duration::from_secs(2));
+        let uses: Vec<String> = c.alias_uses().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            uses,
+            [
+                "allegro's ALLEGRO_EXECUTOR_KILL_POLICY_GRACE_PERIOD ignored: HOOK_EXECUTOR_KILL_GRACE_PERIOD is set too and wins",
+                "read HOOK_EXECUTOR_CALL_TIMEOUT from allegro's ALLEGRO_EXECUTOR_HTTPT_IMEOUT",
+                "allegro's ALLEGRO_EXECUTOR_HTTP_TIMEOUT ignored: HOOK_EXECUTOR_CALL_TIMEOUT is set too and wins",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_allegro_values_name_the_alias_and_unknown_ones_are_reported() {
+        let err = Config::from_vars(with(&[
+            ("ALLEGRO_EXECUTOR_KILL_POLICY_GRACE_PERIOD", "soon"),
+            ("ALLEGRO_EXECUTOR_DEBUG", "maybe"),
+        ]))
+        .expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("HOOK_EXECUTOR_KILL_GRACE_PERIOD: (read from ALLEGRO_EXECUTOR_KILL_POLICY_GRACE_PERIOD) \"soon\" is not a duration"),
+            "{text}"
+        );
+        assert!(
+            text.contains("HOOK_EXECUTOR_LOG_LEVEL: (read from ALLEGRO_EXECUTOR_DEBUG) \"maybe\""),
+            "{text}"
+        );
+        let c = Config::from_vars(with(&[
+            ("ALLEGRO_EXECUTOR_SENTRY_DSN", "https://k@sentry/1"),
+            ("ALLEGRO_EXECUTOR_KILL_POLICY_GRACE_PERIOD", "5s"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            c.unknown_variables(),
+            vec!["ALLEGRO_EXECUTOR_SENTRY_DSN".to_owned()]
+        );
     }
 }
 

@@ -104,8 +104,9 @@ impl fmt::Display for Fallback {
 pub struct Spec {
     /// Full name.
     pub name: &'static str,
-    /// A second name read when the first is unset (libprocess' `SSL_ENABLED`).
-    pub(crate) also_read_as: Option<&'static str>,
+    /// Other names read, in order, when this one is unset (libprocess'
+    /// `SSL_ENABLED`, allegro's `ALLEGRO_EXECUTOR_*`).
+    pub(crate) also_read_as: &'static [Alias],
     pub(crate) kind: Kind,
     pub(crate) fallback: Fallback,
     /// What it does, one or two sentences.
@@ -113,11 +114,56 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// The help text, with the second name if there is one.
+    /// The help text, with the other names if there are any.
     fn meaning(&self) -> String {
-        match self.also_read_as {
-            Some(alias) => format!("{} Also read as {alias}.", self.help),
-            None => self.help.to_owned(),
+        if self.also_read_as.is_empty() {
+            return self.help.to_owned();
+        }
+        let names: Vec<String> = self
+            .also_read_as
+            .iter()
+            .map(|a| match a.translate {
+                Some((_, how)) => format!("{}{} ({how})", a.owner(), a.name),
+                None => format!("{}{}", a.owner(), a.name),
+            })
+            .collect();
+        format!("{} Also read as {}.", self.help, names.join(", "))
+    }
+}
+
+/// Prefix of allegro/mesos-executor's settings, accepted as aliases of ours
+/// (docs/allegro-migration.md).
+pub const ALLEGRO_PREFIX: &str = "ALLEGRO_EXECUTOR_";
+
+/// Another name of a variable, read when the variable itself is unset.
+#[derive(Debug, Clone, Copy)]
+pub struct Alias {
+    /// The other name.
+    pub name: &'static str,
+    /// When the alias' values are written differently: the function mapping
+    /// its value to ours (`None` when it has no counterpart) and a short
+    /// description for `--help`.
+    pub(crate) translate: Option<(Translate, &'static str)>,
+}
+
+/// Maps an alias' value to ours; `None` when the value has no counterpart.
+pub(crate) type Translate = fn(&str) -> Option<&'static str>;
+
+impl Alias {
+    /// A name whose values mean the same as ours.
+    const fn same(name: &'static str) -> Self {
+        Self {
+            name,
+            translate: None,
+        }
+    }
+
+    /// `allegro's ` for allegro's names, for messages.
+    pub(crate) fn owner(&self) -> &'static str {
+        if self.name.starts_with(ALLEGRO_PREFIX) {
+            "allegro's "
+        } else {
+            ""
         }
     }
 }
@@ -139,7 +185,7 @@ impl<T> Var<T> {
         Self {
             spec: Spec {
                 name,
-                also_read_as: None,
+                also_read_as: &[],
                 kind,
                 fallback,
                 help,
@@ -148,8 +194,8 @@ impl<T> Var<T> {
         }
     }
 
-    const fn also_read_as(mut self, name: &'static str) -> Self {
-        self.spec.also_read_as = Some(name);
+    const fn also_read_as(mut self, aliases: &'static [Alias]) -> Self {
+        self.spec.also_read_as = aliases;
         self
     }
 }
@@ -194,7 +240,7 @@ variables! {
     AUTHENTICATION_TOKEN: Option<Secret> = Var::new("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", Kind::Secret, Unset("—"), parse::secret,
         "Sent as `Authorization: Bearer` on every agent request; never logged, never passed to the task.");
     SSL_ENABLED: bool = Var::new("LIBPROCESS_SSL_ENABLED", Kind::Switch, Value("0"), parse::flag,
-        "1 or true: reach the agent over HTTPS.").also_read_as("SSL_ENABLED");
+        "1 or true: reach the agent over HTTPS.").also_read_as(&[Alias::same("SSL_ENABLED")]);
     SSL_CA_FILE: Option<PathBuf> = Var::new("LIBPROCESS_SSL_CA_FILE", Kind::Path, Unset("system roots"), parse::path,
         "CA bundle to verify the agent's certificate with.");
     SSL_VERIFY_CERT: bool = Var::new("LIBPROCESS_SSL_VERIFY_CERT", Kind::Switch, Value("0"), parse::flag,
@@ -202,15 +248,20 @@ variables! {
     LOG_FORMAT: LogFormat = Var::new("HOOK_EXECUTOR_LOG_FORMAT", Kind::Choice(&["json", "compact", "full"]), Value("full"), parse::log_format,
         "Log line format on stderr: `json` (one object per line), `compact` (short human lines: time, level, message, fields; no ids), `full` (human lines with the framework and executor ids; `text` is accepted for it).");
     LOG_LEVEL: String = Var::new("HOOK_EXECUTOR_LOG_LEVEL", Kind::Text, Value("info"), parse::log_filter,
-        "Log filter: a level, or comma-separated `target=level` directives with an optional default level (e.g. `debug`, `mesos_hook_executor=trace,info`).");
+        "Log filter: a level, or comma-separated `target=level` directives with an optional default level (e.g. `debug`, `mesos_hook_executor=trace,info`).")
+        .also_read_as(&[Alias { name: "ALLEGRO_EXECUTOR_DEBUG", translate: Some((allegro::debug, "true: debug, false: info")) }]);
     KILL_GRACE_PERIOD: Duration = Var::new("HOOK_EXECUTOR_KILL_GRACE_PERIOD", Kind::Duration, Value("3secs"), parse::duration,
-        "SIGTERM→SIGKILL grace when neither the KILL nor the task carries a kill policy.");
+        "SIGTERM→SIGKILL grace when neither the KILL nor the task carries a kill policy.")
+        .also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_KILL_POLICY_GRACE_PERIOD")]);
     SIGTERM_EXCLUDE_PROCESSES: Vec<String> = Var::new("HOOK_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES", Kind::List, Unset("—"), parse::list,
-        "Process names (comm) spared from SIGTERM; they are still SIGKILLed at the deadline.");
+        "Process names (comm) spared from SIGTERM; they are still SIGKILLed at the deadline.")
+        .also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SIGTERM_EXCLUDE_PROCESSES")]);
     ACK_TIMEOUT: Duration = Var::new("HOOK_EXECUTOR_ACK_TIMEOUT", Kind::Duration, Value("60secs"), parse::duration,
-        "How long to wait for the terminal update's acknowledgement before exiting with code 1.");
+        "How long to wait for the terminal update's acknowledgement before exiting with code 1.")
+        .also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_STATE_UPDATE_WAIT_TIMEOUT")]);
     CALL_TIMEOUT: Duration = Var::new("HOOK_EXECUTOR_CALL_TIMEOUT", Kind::Duration, Value("5secs"), parse::nonzero_duration,
-        "Timeout of each agent call and connection attempt.");
+        "Timeout of each agent call and connection attempt.")
+        .also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_HTTPT_IMEOUT"), Alias::same("ALLEGRO_EXECUTOR_HTTP_TIMEOUT")]);
     REGISTRATION_TIMEOUT: Duration = Var::new("HOOK_EXECUTOR_REGISTRATION_TIMEOUT", Kind::Duration, Value("1mins"), parse::duration,
         "How long to retry the first SUBSCRIBE before exiting with code 3 (the agent's own limit is 1 min).");
     MAX_RECORD_SIZE: usize = Var::new("HOOK_EXECUTOR_MAX_RECORD_SIZE", Kind::Bytes { min: 1024, max: usize::MAX }, Value("67108864"), parse::count,
@@ -238,7 +289,8 @@ variables! {
     CONSUL_HTTP_ADDR: String = Var::new("CONSUL_HTTP_ADDR", Kind::Text, Value("127.0.0.1:8500"), parse::text,
         "`consul`: the local Consul agent (`host:port` or URL), Consul's own convention.");
     CONSUL_HTTP_TOKEN: Option<Secret> = Var::new("CONSUL_HTTP_TOKEN", Kind::Secret, Unset("—"), parse::secret,
-        "`consul`: ACL token sent as `X-Consul-Token`; never logged or passed to the task or hooks.");
+        "`consul`: ACL token sent as `X-Consul-Token`; never logged or passed to the task or hooks.")
+        .also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_CONSUL_TOKEN"), Alias::same("CONSUL_TOKEN")]);
     WEBHOOK_URLS: Vec<String> = Var::new("HOOK_EXECUTOR_WEBHOOK_URLS", Kind::List, RequiredWhen("with `webhook`"), parse::http_urls,
         "`webhook`: http(s) URLs each event is POSTed to as JSON.");
     WEBHOOK_REQUIRED: bool = Var::new("HOOK_EXECUTOR_WEBHOOK_REQUIRED", Kind::Switch, Value("false"), parse::flag,
@@ -360,6 +412,12 @@ pub(crate) enum ValueError {
     },
     #[error("requires HOOK_EXECUTOR_REMOTE_TOKEN (the TCP listener is never open without a bearer token)")]
     TcpWithoutToken,
+    /// The value came from another name, which the message names.
+    #[error("(read from {alias}) {source}")]
+    FromAlias {
+        alias: &'static str,
+        source: Box<ValueError>,
+    },
     /// Several items of a list are wrong; each is reported on its own.
     #[error("{} items are invalid", .0.len())]
     Items(Vec<ValueError>),
@@ -379,6 +437,87 @@ pub(crate) enum ValueError {
 pub(crate) struct Problem {
     pub(crate) variable: &'static str,
     pub(crate) error: ValueError,
+}
+
+/// `name`'s value when set: present and not blank.
+fn set_value<'a>(vars: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
+    vars.get(name)
+        .map(String::as_str)
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// A setting whose value was read from another name, or whose other name was
+/// ignored because the setting itself is set too: logged once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasUse {
+    /// Our variable.
+    pub variable: &'static str,
+    /// The other name.
+    pub alias: &'static str,
+    /// Both are set: ours wins and the alias is ignored.
+    pub shadowed: bool,
+}
+
+impl fmt::Display for AliasUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let owner = if self.alias.starts_with(ALLEGRO_PREFIX) {
+            "allegro's "
+        } else {
+            ""
+        };
+        if self.shadowed {
+            write!(
+                f,
+                "{owner}{} ignored: {} is set too and wins",
+                self.alias, self.variable
+            )
+        } else {
+            write!(f, "read {} from {owner}{}", self.variable, self.alias)
+        }
+    }
+}
+
+/// Which settings `vars` gives through an alias, and which aliases it sets
+/// in vain (the setting itself is set as well), in table order.
+pub(crate) fn alias_uses(vars: &BTreeMap<String, String>) -> Vec<AliasUse> {
+    let mut uses = Vec::new();
+    for spec in VARIABLES {
+        let ours = set_value(vars, spec.name).is_some();
+        let mut first = true;
+        for alias in spec.also_read_as {
+            if set_value(vars, alias.name).is_none() {
+                continue;
+            }
+            uses.push(AliasUse {
+                variable: spec.name,
+                alias: alias.name,
+                // Only the first set alias is read; later ones lose as well.
+                shadowed: ours || !first,
+            });
+            first = false;
+        }
+    }
+    uses
+}
+
+/// Whether `name` is one of the declared aliases.
+pub(crate) fn is_alias(name: &str) -> bool {
+    VARIABLES
+        .iter()
+        .any(|v| v.also_read_as.iter().any(|a| a.name == name))
+}
+
+/// Value translations for allegro's settings written differently from ours.
+mod allegro {
+    /// `ALLEGRO_EXECUTOR_DEBUG` is a Go bool (`strconv.ParseBool`): true means
+    /// log level debug, false the default, info.
+    pub(super) fn debug(value: &str) -> Option<&'static str> {
+        match value.trim() {
+            "1" | "t" | "T" | "TRUE" | "true" | "True" => Some("debug"),
+            "0" | "f" | "F" | "FALSE" | "false" | "False" => Some("info"),
+            _ => None,
+        }
+    }
 }
 
 /// The variables of one environment, read through their declarations; every
@@ -401,15 +540,15 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The variable's text, `None` when unset: absent, empty or blank.
-    fn text(&self, spec: &Spec) -> Option<&'a str> {
-        let value = |name: &str| {
-            self.vars
-                .get(name)
-                .map(String::as_str)
-                .filter(|v| !v.trim().is_empty())
-        };
-        value(spec.name).or_else(|| spec.also_read_as.and_then(value))
+    /// The variable's text, `None` when unset: absent, empty or blank. When
+    /// it is unset, the first set alias is read instead, and returned too.
+    fn text(&self, spec: &Spec) -> Option<(&'a str, Option<&'static Alias>)> {
+        if let Some(v) = set_value(self.vars, spec.name) {
+            return Some((v, None));
+        }
+        spec.also_read_as
+            .iter()
+            .find_map(|a| set_value(self.vars, a.name).map(|v| (v, Some(a))))
     }
 
     /// Whether the variable is set (present and not blank).
@@ -425,7 +564,21 @@ impl<'a> Reader<'a> {
         #[cfg(test)]
         self.read.push(spec.name);
         let parsed = match (self.text(spec), spec.fallback) {
-            (Some(text), _) => (var.parse)(text, spec.kind),
+            (Some((text, None)), _) => (var.parse)(text, spec.kind),
+            (Some((text, Some(alias))), _) => {
+                let ours = match alias.translate {
+                    Some((translate, how)) => translate(text).ok_or_else(|| ValueError::NotOneOf {
+                        value: text.to_owned(),
+                        expected: format!("true or false ({how})"),
+                    }),
+                    None => Ok(text),
+                };
+                ours.and_then(|t| (var.parse)(t, spec.kind))
+                    .map_err(|e| ValueError::FromAlias {
+                        alias: alias.name,
+                        source: Box::new(e),
+                    })
+            }
             (None, Fallback::Value(default)) => {
                 (var.parse)(default, spec.kind).map_err(|e| ValueError::BadDefault {
                     default,

@@ -137,6 +137,7 @@ fn status(shared: &Shared) -> StatusResponse {
         framework_id: s.framework_id,
         executor_id: s.executor_id,
         task_id: s.task_id,
+        marathon_app_id: shared.marathon_app_id.clone(),
         task_state: s.state,
         task_pid: s.pid,
         healthy: s.healthy,

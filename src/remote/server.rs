@@ -113,6 +113,8 @@ pub(crate) struct Shared {
     pub(crate) sandbox_dir: String,
     /// `work_dir` of `/remote/status`.
     pub(crate) work_dir: String,
+    /// `marathon_app_id` of `/remote/status`: `MARATHON_APP_ID`, if set.
+    pub(crate) marathon_app_id: Option<String>,
     /// `HOOK_EXECUTOR_REMOTE_MAX_BODY`.
     pub(crate) max_body: usize,
     /// Cancelled by [`Server::stop`]: ends connections and SSE streams.
@@ -309,6 +311,12 @@ pub(crate) fn start(
             .unwrap_or(&cfg.sandbox)
             .display()
             .to_string(),
+        marathon_app_id: cfg
+            .environment
+            .0
+            .get("MARATHON_APP_ID")
+            .filter(|v| !v.is_empty())
+            .cloned(),
         allowed_uids,
         token: r.token.clone(),
         max_body: r.max_body,

@@ -31,6 +31,10 @@ pub struct StatusResponse {
     pub executor_id: String,
     /// Our extra: the task, once launched.
     pub task_id: Option<String>,
+    /// Our extra: the Marathon app (`MARATHON_APP_ID`), so `executorctl ls`
+    /// can name it; absent from executors that predate it.
+    #[serde(default)]
+    pub marathon_app_id: Option<String>,
     /// Our extra: the task's last state (`TASK_RUNNING`, …).
     pub task_state: Option<String>,
     /// Our extra: the task's root pid while it runs.

@@ -39,6 +39,9 @@ pub const BUILTIN_DENYLIST: &[&str] = &[
     "CONSUL_HTTP_TOKEN",
     "CONSUL_TOKEN",
     "HOOK_EXECUTOR_*",
+    // allegro's settings, accepted as aliases, hold tokens too (Consul, VaaS,
+    // the Sentry DSN); allegro meant to strip them and leaked them.
+    "ALLEGRO_EXECUTOR_*",
 ];
 
 /// `PATH` given to a task whose environment has none (what
@@ -475,6 +478,7 @@ mod tests {
             ("MESOS_FRAMEWORK_ID", "fw"),
             ("HOOK_EXECUTOR_KILL_GRACE_PERIOD", "5s"),
             ("CONSUL_HTTP_TOKEN", "secret"),
+            ("ALLEGRO_EXECUTOR_CONSUL_TOKEN", "secret"),
             ("MY_SECRET_KEY", "secret"),
             ("VAULT_TOKEN", "secret"),
             ("OVERRIDDEN", "old"),

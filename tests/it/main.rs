@@ -1,8 +1,10 @@
 //! The one integration-test binary: the real executor binary, real processes,
 //! real sockets, against the in-repo Mesos agent emulator.
 
+mod allegro;
 mod apps;
 mod bad_input;
+mod ctl;
 mod docs;
 mod fake_consul;
 mod glibc;

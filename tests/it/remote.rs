@@ -47,7 +47,7 @@ async fn compatible_shape_examples_answer_exactly() {
         v,
         json!({
             "release": mesos_hook_executor::RELEASE, "result": "ok", "sandbox_dir": sandbox, "status": "active", "work_dir": sandbox,
-            "framework_id": "framework-1", "executor_id": "executor-1", "task_id": "t-remote", "task_state": "TASK_RUNNING",
+            "framework_id": "framework-1", "executor_id": "executor-1", "task_id": "t-remote", "marathon_app_id": null, "task_state": "TASK_RUNNING",
             "task_pid": task_pid, "healthy": null, "running_commands": 0, "retained_results": 0
         })
     );

@@ -5,7 +5,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 DIST := dist/mesos-hook-executor-$(VERSION)-$(REV)-linux-$(shell uname -m)
 
-.PHONY: all build tools test demo bench fuzz release clean lint vagrant-up vagrant-deploy vagrant-destroy
+.PHONY: all build tools test test-mesos demo bench fuzz release clean lint vagrant-up vagrant-deploy vagrant-destroy
 
 all: build
 
@@ -14,10 +14,17 @@ build:
 
 ## The test suite: shell scripts and Vagrantfile (scripts/lint-scripts.sh),
 ## unit tests, the integration suite against the agent emulator, and the fuzz
-## target's body over a generated corpus.
+## target's body over a generated corpus. Then the real-Mesos suite when a
+## Mesos is found (else one line says it did not run, and why).
 test: tools build lint
 	bash scripts/lint-scripts.sh
 	bash scripts/checkout-unchanged.sh $(CARGO) test --lib --tests -- --test-threads=2
+	CARGO=$(CARGO) bash scripts/mesos-suite.sh --if-found
+
+## The executor under a real Mesos master and agent (tests/mesos/,
+## docs/real-mesos.md): $$MESOS_HOME, else ../shared/mesos; none is an error.
+test-mesos: tools
+	CARGO=$(CARGO) bash scripts/mesos-suite.sh
 
 ## The real tools the tests run (scripts/test-tools.txt): installed with apt
 ## when run as root, otherwise the run stops naming the missing packages.

@@ -60,8 +60,9 @@ fn main() -> ExitCode {
         }
     };
     println!("real-Mesos suite: Mesos from {}", home.display());
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("mesos-suite-{}", std::process::id()));
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    sweep_interrupted_runs(&tmp);
+    let base = tmp.join(format!("mesos-suite-{}", std::process::id()));
     let fixtures = match scenarios::Fixtures::create(&base) {
         Ok(f) => f,
         Err(e) => {
@@ -219,6 +220,37 @@ fn run_shape(
         });
     }
     outcomes
+}
+
+/// Kills what an interrupted earlier run left behind. A run killed outright
+/// (SIGKILL, a CI timeout) cannot clean up: its master and agent die with it
+/// (`PR_SET_PDEATHSIG`), but executors and tasks are not their children and
+/// would keep running; they are found under that run's directory, whose
+/// suite process is gone.
+fn sweep_interrupted_runs(tmp: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("mesos-suite-")
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue; // a run in progress (or a recycled pid): leave it
+        }
+        let left = cluster::processes_under(&entry.path());
+        for (pid, cmd) in &left {
+            eprintln!("real-Mesos suite: killing {pid} ({cmd}), left by an interrupted run");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 /// `MESOS_SUITE_KEEP=1` keeps every cluster directory (logs, sandboxes) even

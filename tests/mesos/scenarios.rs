@@ -253,10 +253,9 @@ impl<'c> Ctx<'c> {
         };
         let framework_id = fw.id.value.clone();
         let (shape, scenario, fixtures) = (self.shape, self.scenario, self.fixtures);
-        let mut built = Err(String::new());
         let task = fw
             .launch(SOON, |offer| {
-                built = build_task(
+                build_task(
                     shape,
                     scenario,
                     fixtures,
@@ -264,12 +263,10 @@ impl<'c> Ctx<'c> {
                     &task_id,
                     &framework_id,
                     spec,
-                );
-                built.clone().unwrap_or_default()
+                )
             })
             .await
             .map_err(|e| e.to_string())?;
-        built?;
         let agent_id = task.agent_id.value.clone();
         if let Some(entry) = self
             .frameworks

@@ -49,6 +49,8 @@ pub enum SchedulerError {
     Timeout(Duration, String),
     #[error("the master sent ERROR: {0}")]
     MasterError(String),
+    #[error("building the task from the offer: {0}")]
+    Build(String),
 }
 
 type Result<T> = std::result::Result<T, SchedulerError>;
@@ -291,17 +293,24 @@ impl Framework {
 
     /// Waits for an offer, launches the task `build` makes from it (one
     /// LAUNCH operation in an ACCEPT) and declines every other offer held.
+    /// If `build` fails, every offer is declined and nothing is launched.
     pub async fn launch(
         &mut self,
         timeout: Duration,
-        build: impl FnOnce(&Offer) -> v1::TaskInfo,
+        build: impl FnOnce(&Offer) -> std::result::Result<v1::TaskInfo, String>,
     ) -> Result<v1::TaskInfo> {
         let deadline = Instant::now() + timeout;
         while self.offers.is_empty() {
             self.next_event(deadline, "an offer").await?;
         }
+        let task = match build(&self.offers[0]) {
+            Ok(task) => task,
+            Err(e) => {
+                self.decline_held().await?;
+                return Err(SchedulerError::Build(e));
+            }
+        };
         let offer = self.offers.remove(0);
-        let task = build(&offer);
         self.call(
             "ACCEPT",
             Call {

@@ -597,9 +597,16 @@ async fn finishes(ctx: &mut Ctx<'_>) -> Outcome {
             .any(|s| s.state == v1::TaskState::TaskRunning as i32),
         || format!("no TASK_RUNNING before the end: {}", fw.update_summary()),
     )?;
-    let stdout = std::fs::read_to_string(sandbox(&l)?.join("stdout")).map_err(err)?;
+    let sandbox = sandbox(&l)?;
+    let stdout = std::fs::read_to_string(sandbox.join("stdout")).map_err(err)?;
     ensure(stdout.contains("suite says finish-mark"), || {
         format!("the sandbox stdout lacks the task's output: {stdout:?}")
+    })?;
+    // Our executor ran it (in the drop-in shape, not upstream's
+    // mesos-executor): its log is the sandbox's stderr.
+    let stderr = std::fs::read_to_string(sandbox.join("stderr")).map_err(err)?;
+    ensure(stderr.contains("mesos_hook_executor"), || {
+        format!("the sandbox stderr has no mesos-hook-executor log: {stderr:?}")
     })
 }
 

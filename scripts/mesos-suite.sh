@@ -71,7 +71,8 @@ fi
 
 echo "mesos-suite: Mesos from $home ($origin)"
 log=$(mktemp)
-MESOS_HOME=$home "$cargo" test --test mesos 2>&1 | tee "$log"
+# The suite's own result line is printed once, last, by finish.
+MESOS_HOME=$home "$cargo" test --test mesos 2>&1 | tee "$log" | grep -Ev '^real-Mesos suite: (PASSED|FAILED)'
 status=${PIPESTATUS[0]}
 scenario_lines=$(grep -E '^  (ok|FAILED) ' "$log")
 result=$(grep -E '^real-Mesos suite: (PASSED|FAILED)' "$log" | tail -n 1)

@@ -167,12 +167,14 @@ impl Cluster {
     /// Starts a master and an agent under `dir`. With `dropin`, `dropin_bin` is
     /// the agent's `mesos-executor` (the operator's drop-in replacement of the
     /// command executor); `executor_env` becomes the agent's
-    /// `--executor_environment_variables`.
+    /// `--executor_environment_variables`; `ports` is its port range
+    /// (`[begin-end]`).
     pub async fn start(
         home: &Path,
         dir: PathBuf,
         dropin_bin: Option<&Path>,
         executor_env: &serde_json::Value,
+        ports: &str,
     ) -> Result<Self, String> {
         for sub in [
             "master",
@@ -222,7 +224,7 @@ impl Cluster {
             "--containerizers=mesos".to_owned(),
             "--no-systemd_enable_support".to_owned(),
             "--http_command_executor".to_owned(),
-            "--resources=cpus:4;mem:4096;disk:4096;ports:[31000-31999]".to_owned(),
+            format!("--resources=cpus:4;mem:4096;disk:4096;ports:{ports}"),
             format!("--executor_environment_variables={executor_env}"),
         ];
         let client = reqwest::Client::builder()

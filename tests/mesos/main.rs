@@ -166,6 +166,7 @@ fn run_shape(
         base.join(shape.name()),
         fixtures.dropin_bin(shape),
         &fixtures.executor_env(shape),
+        scenarios::Fixtures::ports(shape),
     )) {
         Ok(c) => c,
         Err(e) => return vec![failure(shape, "cluster start", e)],

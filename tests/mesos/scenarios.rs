@@ -169,6 +169,14 @@ impl Fixtures {
     /// The agent's `--executor_environment_variables`: a drop-in executor's
     /// settings can only come from there (the agent builds a command task's
     /// executor environment without the task's); Marathon's come with the app.
+    /// The agent's port range: disjoint per shape, as both clusters run at once.
+    pub fn ports(shape: Shape) -> &'static str {
+        match shape {
+            Shape::Marathon => "[31000-31499]",
+            Shape::DropIn => "[31500-31999]",
+        }
+    }
+
     pub fn executor_env(&self, shape: Shape) -> serde_json::Value {
         match shape {
             Shape::Marathon => json!({}),
@@ -455,7 +463,9 @@ fn scalar(offer: &Offer, name: &str, amount: f64) -> Result<v1::Resource, String
     Ok(r)
 }
 
-/// One port of the offer, as a resource and a number.
+/// One port of the offer that is free on this machine right now (the two
+/// clusters offer disjoint ranges, but other programs may hold a port), as a
+/// resource and a number.
 fn port_of(offer: &Offer) -> Result<(v1::Resource, u16), String> {
     let mut r = offer
         .resources
@@ -463,16 +473,21 @@ fn port_of(offer: &Offer) -> Result<(v1::Resource, u16), String> {
         .find(|r| r.name == "ports")
         .cloned()
         .ok_or("the offer has no ports")?;
-    let begin = r
+    let port = r
         .ranges
-        .as_ref()
-        .and_then(|rs| rs.range.first())
-        .map(|range| range.begin)
-        .ok_or("the offer's ports are empty")?;
+        .iter()
+        .flat_map(|rs| rs.range.iter())
+        .flat_map(|range| range.begin..=range.end)
+        .filter_map(|p| u16::try_from(p).ok())
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .ok_or("no offered port is free")?;
     r.ranges = Some(v1::value::Ranges {
-        range: vec![v1::value::Range { begin, end: begin }],
+        range: vec![v1::value::Range {
+            begin: u64::from(port),
+            end: u64::from(port),
+        }],
     });
-    Ok((r, u16::try_from(begin).map_err(|e| e.to_string())?))
+    Ok((r, port))
 }
 
 /// The sandbox of the launched task's executor (the agent's `runs/latest`).

@@ -15,7 +15,7 @@ RELEASE_TARGET := x86_64-unknown-linux-gnu
 RELEASE_DIR := $(TARGET_DIR)/$(RELEASE_TARGET)/release
 DIST := dist/mesos-hook-executor-$(VERSION)-$(REV)-linux-x86_64
 
-.PHONY: all build tools test demo bench fuzz release release-tools completions clean lint vagrant-up vagrant-deploy vagrant-destroy
+.PHONY: all build tools test test-mesos demo bench fuzz release release-tools completions clean lint vagrant-up vagrant-deploy vagrant-destroy
 
 all: build
 
@@ -29,6 +29,12 @@ build:
 ## scripts/run-tests.sh).
 test: tools build lint
 	CARGO="$(CARGO)" bash scripts/run-tests.sh
+
+## The executor under a real Mesos master and agent (tests/mesos/,
+## docs/real-mesos.md): $$MESOS_HOME, else ../shared/mesos; none is an error.
+## `make test` runs it too when it finds a Mesos, else its summary says why not.
+test-mesos: tools
+	CARGO="$(CARGO)" bash scripts/mesos-suite.sh
 
 ## The real tools the tests run (scripts/test-tools.txt): installed with apt
 ## when run as root, otherwise the run stops naming the missing packages.

@@ -1,7 +1,8 @@
 //! Compiles our Mesos v1 proto subset with prost (and serde impls with pbjson, for
 //! the Mesos JSON field names used by hooks and the agent emulator), using the
 //! `protoc` shipped by the `protoc-bin-vendored` crate so a fresh machine needs
-//! nothing but the Rust toolchain. Also embeds the git revision for `--version`.
+//! nothing but the Rust toolchain. Also embeds the git revision for `--version`,
+//! and generates the scheduler subset used only by the real-Mesos test suite.
 
 use std::{env, path::PathBuf, process::Command};
 
@@ -33,6 +34,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .replace("Self::Self =>", "Self::Self_ =>")
         .replace("sandbox_path::Type::Self)", "sandbox_path::Type::Self_)");
     std::fs::write(&serde_path, serde_code)?;
+
+    // The framework side (scheduler calls and events), for the real-Mesos test
+    // suite only: generated into its own directory and included by
+    // tests/mesos/ alone, so neither the library nor the release binaries
+    // compile it.
+    let scheduler_dir = out_dir.join("scheduler");
+    std::fs::create_dir_all(&scheduler_dir)?;
+    prost_build::Config::new()
+        .out_dir(&scheduler_dir)
+        .compile_protos(&["proto/mesos/v1/scheduler/scheduler.proto"], &["proto"])?;
 
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=.git/HEAD");

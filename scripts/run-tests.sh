@@ -6,6 +6,7 @@
 #   * tests passed, failed and ignored, summed over every cargo test binary,
 #     with each ignored test and its reason;
 #   * the scripts checked;
+#   * the real-Mesos suite's result line;
 #   * every check that was skipped, with why.
 # A check that cannot run here reports itself by appending one line,
 # "<check>: <why>", to "$TEST_SUMMARY_DIR/skipped" (Rust tests through
@@ -27,6 +28,10 @@ bash scripts/lint-scripts.sh 2>&1 | tee "$dir/scripts.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 bash scripts/checkout-unchanged.sh "$cargo" test --lib --tests -- --test-threads=2 2>&1 | tee "$dir/cargo.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
+# The real-Mesos suite (tests/mesos/) when a Mesos is found; otherwise it
+# reports itself as skipped. Its "test result:" line joins the totals.
+CARGO="$cargo" bash scripts/mesos-suite.sh --if-found 2>&1 | tee -a "$dir/cargo.log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 # Sums one field ("passed", "failed", "ignored") over every "test result:" line.
 total() {
@@ -40,6 +45,7 @@ grep -E '^test .* \.\.\. FAILED$' "$dir/cargo.log" | sed 's/^test \(.*\) \.\.\. 
 grep -E '^test .* \.\.\. ignored' "$dir/cargo.log" | sed 's/^test \(.*\) \.\.\. ignored,* *\(.*\)$/  ignored: \1 (\2)/' | sort -u
 grep -E '^lint-scripts: [0-9]+ bash' "$dir/scripts.log" | sed 's/^lint-scripts: /scripts: /' || echo "scripts: the script checks did not finish"
 grep -E '^provision-dry-run: (ok|skipped)' "$dir/scripts.log" | sed -e 's/=[0-9a-f]\{64\}/=<sha256>/g' -e 's/^/  /'
+[ -s "$dir/mesos.txt" ] && tail -n 1 "$dir/mesos.txt"
 if [ -s "$dir/skipped" ]; then
     echo "skipped checks ($(wc -l <"$dir/skipped")):"
     sed 's/^/  /' "$dir/skipped"

@@ -52,6 +52,11 @@ pub const DEFAULT_FRAMEWORK_ID: &str = "framework-1";
 pub const DEFAULT_EXECUTOR_ID: &str = "executor-1";
 /// Agent id used by [`EmulatorOptions::default`] and [`task_info`].
 pub const DEFAULT_AGENT_ID: &str = "agent-1";
+/// The `PATH` the Mesos containerizer's `launch` helper sets for an executor
+/// when its environment has none, which is always the case on a real agent:
+/// the executor's environment is built from empty, not inherited from the
+/// agent (seen under a real Mesos 1.12 agent, tests/mesos).
+pub const CONTAINER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How the emulated agent is configured; the executor sees most of it through
 /// [`AgentEmulator::executor_env`] and the SUBSCRIBED event.
@@ -177,6 +182,10 @@ pub struct StatusRecord {
     pub after_terminal: bool,
     /// `agent_id` named another agent: silently dropped, never ACKed.
     pub foreign_agent: bool,
+    /// Arrived while the framework was being torn down: answered 202 but
+    /// ignored, never ACKed (the real agent's "Ignoring status update … for
+    /// terminating framework").
+    pub framework_terminating: bool,
 }
 
 impl StatusRecord {
@@ -184,7 +193,10 @@ impl StatusRecord {
     /// scheduler would eventually see).
     #[must_use]
     pub fn effective(&self) -> bool {
-        !self.duplicate && !self.after_terminal && !self.foreign_agent
+        !self.duplicate
+            && !self.after_terminal
+            && !self.foreign_agent
+            && !self.framework_terminating
     }
 
     /// The state, if it is a known one.
@@ -266,6 +278,8 @@ struct State {
     /// Agent state RECOVERING until then (non-SUBSCRIBE calls get 503).
     recovering_until: Option<Instant>,
     framework_known: bool,
+    /// The framework is being torn down: updates are ignored, never ACKed.
+    framework_terminating: bool,
     phase: ExecutorPhase,
     stream: Option<StreamSlot>,
     queued: Vec<TaskInfo>,
@@ -398,6 +412,7 @@ impl AgentEmulator {
                 containerizer_recovering: false,
                 recovering_until: None,
                 framework_known: true,
+                framework_terminating: false,
                 phase: ExecutorPhase::Registering,
                 stream: None,
                 queued: Vec::new(),
@@ -435,17 +450,15 @@ impl AgentEmulator {
 
     /// What the agent and its containerizer give the executor process:
     /// [`executor_env`](Self::executor_env) plus `MESOS_SANDBOX` and
-    /// `MESOS_DIRECTORY` set to `sandbox`, and this process's `PATH`.
+    /// `MESOS_DIRECTORY` set to `sandbox`, and the `PATH` the Mesos
+    /// containerizer gives every executor (the agent's own is not inherited).
     #[must_use]
     pub fn executor_env_in(&self, sandbox: &std::path::Path) -> Vec<(String, String)> {
         let mut env = self.executor_env();
         let sandbox = sandbox.display().to_string();
         env.push(("MESOS_SANDBOX".into(), sandbox.clone()));
         env.push(("MESOS_DIRECTORY".into(), sandbox));
-        env.push((
-            "PATH".into(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
-        ));
+        env.push(("PATH".into(), CONTAINER_PATH.into()));
         env
     }
 
@@ -587,6 +600,17 @@ impl AgentEmulator {
             .send_locked(&mut st, &event(event::Type::Shutdown));
         drop(st);
         self.inner.changed();
+    }
+
+    /// Framework teardown (the scheduler's TEARDOWN): as [`shutdown`](Self::shutdown),
+    /// and from now on the executor's status updates are answered 202 but
+    /// ignored and never acknowledged, as a real agent does for a terminating
+    /// framework (seen in tests/mesos `framework_teardown`); the executor can
+    /// only end by its shutdown budget.
+    pub fn teardown_framework(&self) {
+        self.inner.lock().framework_terminating = true;
+        info!("tearing down the framework");
+        self.shutdown();
     }
 
     /// Sends a framework MESSAGE; dropped unless the executor is RUNNING and
@@ -1064,7 +1088,14 @@ impl Inner {
             duplicate: false,
             after_terminal: false,
             foreign_agent: false,
+            framework_terminating: false,
         };
+        if st.framework_terminating {
+            warn!(task = %task_id.value, "ignoring status update for a terminating framework: no ACK");
+            record.framework_terminating = true;
+            st.log.push(record);
+            return None;
+        }
         if let Some(agent) = record
             .status
             .agent_id

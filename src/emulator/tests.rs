@@ -955,3 +955,57 @@ async fn unix_socket_serves_only_the_agent_path() {
         Some(Transport::Unix)
     );
 }
+
+/// Seen under a real agent (tests/mesos `framework_teardown`): after a
+/// framework teardown the agent sends SHUTDOWN and answers the executor's
+/// updates 202 but ignores them, never acknowledging.
+#[tokio::test]
+async fn teardown_shuts_down_and_ignores_updates_without_ack() {
+    let emu = AgentEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("start");
+    emu.launch(emu.task_info("t1", None));
+    let (mut stream, _) = Stream::open(emu.addr(), PB).await;
+    assert_eq!(stream.next_type().await, event::Type::Subscribed);
+    assert_eq!(stream.next_type().await, event::Type::Launch);
+    let mut c = connect(emu.addr()).await;
+    let running = status("t1", TaskState::TaskRunning);
+    assert_eq!(
+        post_pb(&mut c, &update_call(running)).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(stream.next_type().await, event::Type::Acknowledged);
+
+    emu.teardown_framework();
+    assert_eq!(stream.next_type().await, event::Type::Shutdown);
+    assert_eq!(emu.executor_phase(), ExecutorPhase::Terminating);
+    let killed = status("t1", TaskState::TaskKilled);
+    assert_eq!(
+        post_pb(&mut c, &update_call(killed)).await.0,
+        StatusCode::ACCEPTED
+    );
+    // No ACK: the next event is the heartbeat sent after the update.
+    emu.heartbeat();
+    assert_eq!(stream.next_type().await, event::Type::Heartbeat);
+    let last = emu.status_log().pop().expect("the update was recorded");
+    assert!(last.framework_terminating && !last.effective());
+    assert_eq!(emu.states("t1"), vec![TaskState::TaskRunning]);
+}
+
+/// Seen under a real agent (tests/mesos): the executor's `PATH` is the
+/// containerizer's fixed one, not the agent's (or the test runner's).
+#[tokio::test]
+async fn executor_path_is_the_containerizers_not_inherited() {
+    let emu = AgentEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("start");
+    let env: HashMap<String, String> = emu
+        .executor_env_in(std::path::Path::new("/sandbox"))
+        .into_iter()
+        .collect();
+    assert_eq!(env.get("PATH").map(String::as_str), Some(CONTAINER_PATH));
+    assert_eq!(
+        env.get("PATH").map(String::as_str),
+        Some("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    );
+}

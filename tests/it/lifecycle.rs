@@ -336,3 +336,39 @@ async fn a_task_runs_as_its_user_in_its_own_session() {
     assert_eq!(field("sid="), field("pid="), "its own session: {line}");
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
 }
+
+/// Framework teardown as a real agent does it (tests/mesos `framework_teardown`):
+/// SHUTDOWN, then the executor's updates are accepted but never acknowledged;
+/// the task still stops gracefully and the executor exits 0 when its shutdown
+/// budget is spent, leaving no process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_teardown_ends_task_and_executor_without_acks() {
+    let emu = emulator(EmulatorOptions {
+        shutdown_grace: "2secs".to_owned(),
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let mut exec = Executor::start(&emu, &[]);
+    emu.launch(argv_task(
+        "t-teardown",
+        task_helper().to_str().expect("utf8"),
+        &["task-helper", "term-exit", "task.pid"],
+    ));
+    wait_state(&emu, &exec, "t-teardown", TaskState::TaskRunning).await;
+    let pid = exec.read_pid("task.pid").await;
+    emu.teardown_framework();
+    assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
+    assert_gone(&[pid]).await;
+    let ignored: Vec<_> = emu
+        .status_log()
+        .into_iter()
+        .filter(|r| r.framework_terminating)
+        .filter_map(|r| r.state())
+        .collect();
+    assert!(ignored.contains(&TaskState::TaskKilled), "{ignored:?}");
+    assert!(
+        exec.log().contains("shutdown budget over"),
+        "{}",
+        exec.log()
+    );
+}

@@ -21,6 +21,8 @@
 //!   registry and output capture. → task, status.
 //! - [`net`]: outbound connections other than the agent's (TLS trust, HTTP).
 //! - [`config`]: the environment, read once and validated as a whole.
+//! - [`logging`]: the executor's own log writers, which drop and count a
+//!   failed write instead of failing (a leaf).
 //! - [`status`], `util`, [`proto`]: leaves — the status snapshot the remote API
 //!   reads, small helpers (deadline sleep, lock), generated Mesos v1 types.
 //! - `emulator` (cargo feature `emulator`, on for tests, benches and examples
@@ -53,6 +55,7 @@ pub mod emulator;
 pub mod executor;
 pub mod health;
 pub mod hooks;
+pub mod logging;
 pub mod net;
 pub mod proto;
 pub mod remote;

@@ -5,27 +5,57 @@ use std::process::ExitCode;
 
 use mesos_hook_executor::{
     config::{self, Config, LogFormat},
+    logging::{self, print_stderr, print_stdout},
     Outcome, RELEASE,
 };
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // A panic is a bug; release builds abort on one (`panic = "abort"`).
+    // Debug builds (the integration tests run them) abort too, instead of
+    // tokio quietly ending the one task that panicked, so a test sees every
+    // panic the release binary would die of.
+    std::panic::set_hook(Box::new(|info| {
+        print_stderr(&format!("mesos-hook-executor: internal error: {info}"));
+        std::process::abort();
+    }));
+    logging::ignore_sigpipe();
+    // Before any secret is read: from here on same-uid processes (the task,
+    // hooks, remote commands) cannot read our environ or memory.
+    if let Err(e) = config::protect::make_undumpable() {
+        print_stderr(&format!(
+            "mesos-hook-executor: cannot make the process non-dumpable: {e}"
+        ));
+        return ExitCode::from(4);
+    }
+    // `std::env::args` panics on an argument that is not UTF-8, and the
+    // arguments are not ours to judge (the agent passes mesos-executor's
+    // flags, Marathon the app's command): read them lossily.
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     match args.as_slice() {
         [flag] if flag == "--help" || flag == "-h" => {
-            print!("{}", config::help_text());
+            print_stdout(&config::help_text());
             return ExitCode::SUCCESS;
         }
         [flag] if flag == "--version" || flag == "-V" => {
-            println!("mesos-hook-executor {RELEASE}");
+            print_stdout(&format!("mesos-hook-executor {RELEASE}\n"));
             return ExitCode::SUCCESS;
         }
         _ => {}
     }
-    let cfg = match Config::from_env() {
+    let read = Config::from_env();
+    // Whatever the outcome, the secrets now live in the configuration (or
+    // nowhere): wipe them from the process's own environment block.
+    config::protect::scrub_secrets();
+    let cfg = match read {
         Ok(cfg) => cfg,
         Err(e) => {
-            eprintln!("mesos-hook-executor: {e}");
-            eprintln!("mesos-hook-executor: see `mesos-hook-executor --help` for every variable");
+            print_stderr(&format!("mesos-hook-executor: {e}"));
+            print_stderr(
+                "mesos-hook-executor: see `mesos-hook-executor --help` for every variable",
+            );
             return ExitCode::from(2);
         }
     };
@@ -47,7 +77,9 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mesos-hook-executor: cannot start the async runtime: {e}");
+            print_stderr(&format!(
+                "mesos-hook-executor: cannot start the async runtime: {e}"
+            ));
             return ExitCode::from(4);
         }
     };
@@ -56,17 +88,22 @@ fn main() -> ExitCode {
         mesos_hook_executor::run(cfg),
         span,
     ));
+    let dropped = logging::dropped_writes();
     match &outcome {
-        Outcome::Completed => tracing::info!("exiting"),
-        Outcome::Internal(why) => tracing::error!(cause = %why, "exiting after an internal error"),
-        other => tracing::warn!(outcome = ?other, "exiting"),
+        Outcome::Completed => tracing::info!(dropped_log_writes = dropped, "exiting"),
+        Outcome::Internal(why) => {
+            tracing::error!(cause = %why, dropped_log_writes = dropped, "exiting after an internal error")
+        }
+        other => tracing::warn!(outcome = ?other, dropped_log_writes = dropped, "exiting"),
     }
     ExitCode::from(outcome.exit_code())
 }
 
 /// Installs the log subscriber. The filter is `tracing_subscriber`'s
 /// `Targets` (levels per target), not `EnvFilter`: span-field matching is not
-/// worth the regex engine it brings into the binary.
+/// worth the regex engine it brings into the binary. Both formats write
+/// through [`logging::LossyStderr`], and the formatter's own error report
+/// (an `eprintln!` that panics when stderr is what failed) is off.
 fn init_logging(format: LogFormat, level: &str) {
     use tracing_subscriber::{filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt};
     let filter: Targets = level
@@ -75,7 +112,11 @@ fn init_logging(format: LogFormat, level: &str) {
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .log_internal_errors(false)
+                    .with_writer(logging::LossyStderr),
+            )
             .init(),
         LogFormat::Json => registry
             .with(
@@ -84,7 +125,8 @@ fn init_logging(format: LogFormat, level: &str) {
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .log_internal_errors(false)
+                    .with_writer(logging::LossyStderr),
             )
             .init(),
     }

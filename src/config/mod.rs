@@ -12,6 +12,7 @@
 use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 pub(crate) mod duration;
+pub mod protect;
 mod variables;
 
 #[allow(clippy::wildcard_imports)]
@@ -666,6 +667,30 @@ mod tests {
             c.auth_token.as_ref().map(Secret::expose),
             Some("s3cr3t-jwt")
         );
+    }
+
+    #[test]
+    fn durations_beyond_the_maximum_are_named() {
+        let err = Config::from_vars(with(&[
+            ("HOOK_EXECUTOR_KILL_GRACE_PERIOD", "400days"),
+            ("HOOK_EXECUTOR_ACK_TIMEOUT", "584942417355years"),
+            (
+                "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD",
+                "1000000000000000secs",
+            ),
+        ]))
+        .expect_err("too long");
+        let text = err.to_string();
+        for name in [
+            "HOOK_EXECUTOR_KILL_GRACE_PERIOD: \"400days\" is longer than the maximum of 365days",
+            "HOOK_EXECUTOR_ACK_TIMEOUT:",
+            "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD:",
+        ] {
+            assert!(text.contains(name), "{name} in {text}");
+        }
+        let c = Config::from_vars(with(&[("HOOK_EXECUTOR_KILL_GRACE_PERIOD", "365days")]))
+            .expect("the maximum itself is fine");
+        assert_eq!(c.settings.kill_grace_period, variables::MAX_DURATION);
     }
 
     #[test]

@@ -269,6 +269,11 @@ variables! {
         "How long a finished result is kept.");
 }
 
+/// The longest duration any variable accepts: far beyond any sensible
+/// timeout or grace, and far inside what clock arithmetic can hold (a larger
+/// value would only ever be a typo, or an overflow waiting to happen).
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 /// A libprocess UPID `id@host:port`, split.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Upid {
@@ -295,6 +300,8 @@ pub(crate) enum ValueError {
     Duration(#[from] duration::DurationError),
     #[error("must be greater than zero")]
     Zero,
+    #[error("{value:?} is longer than the maximum of 365days")]
+    TooLong { value: String },
     #[error("{value:?} is not {expected}")]
     NotOneOf { value: String, expected: String },
     #[error("{value:?} is not a {what} from {min} to {max}")]
@@ -489,7 +496,13 @@ mod parse {
     }
 
     pub(super) fn duration(value: &str, _: Kind) -> Result<Duration, ValueError> {
-        Ok(duration::parse(value.trim())?)
+        let d = duration::parse(value.trim())?;
+        if d > MAX_DURATION {
+            return Err(ValueError::TooLong {
+                value: value.trim().to_owned(),
+            });
+        }
+        Ok(d)
     }
 
     pub(super) fn nonzero_duration(value: &str, kind: Kind) -> Result<Duration, ValueError> {
@@ -680,7 +693,8 @@ pub fn help_text() -> String {
          Usage: started by the Mesos agent (e.g. as a Marathon app's `executor`); configured only by\n\
          environment variables. Arguments other than --help and --version are ignored (so it can stand\n\
          in for mesos-executor, whose flags the agent passes).\n\n\
-         Environment variables (an empty value counts as unset):\n",
+         Environment variables (an empty value counts as unset; durations are at most 365days;\n\
+         a value that is not UTF-8 is an error for every variable listed here):\n",
     );
     for v in VARIABLES {
         out.push_str(&format!(

@@ -307,7 +307,7 @@ impl HookChain {
         let started = tokio::time::Instant::now();
         let mut failure: Option<(&'static str, HookError)> = None;
         for hook in &self.hooks {
-            let mut limit = self.timeout + hook.extra_time(event);
+            let mut limit = self.timeout.saturating_add(hook.extra_time(event));
             if let Some(budget) = budget {
                 limit = limit.min(budget.saturating_sub(started.elapsed()));
             }

@@ -4,6 +4,7 @@
 mod apps;
 mod bad_input;
 mod fake_consul;
+mod hardening;
 mod health;
 mod helpers;
 mod hooks;

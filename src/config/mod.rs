@@ -209,6 +209,17 @@ pub struct Settings {
     pub(crate) remote: RemoteSettings,
 }
 
+/// Who runs `exec` hook scripts (`HOOK_EXECUTOR_HOOKS_EXEC_USER`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecHookUser {
+    /// The executor's own user (root on most nodes): only files owned by
+    /// root or that user run.
+    #[default]
+    Executor,
+    /// The task's user: task-owned hooks, which then cannot run as root.
+    Task,
+}
+
 /// Names of the built-in hooks, as `HOOK_EXECUTOR_HOOKS` spells them.
 pub const HOOK_NAMES: [&str; 4] = ["policy", "exec", "consul", "webhook"];
 
@@ -221,6 +232,10 @@ pub struct HookSettings {
     pub(crate) timeout: Duration,
     /// `exec`: the scripts' directory.
     pub(crate) dir: Option<PathBuf>,
+    /// `exec`: who runs the scripts.
+    pub(crate) exec_user: ExecHookUser,
+    /// `exec`: most bytes a before-start script may print on stdout.
+    pub(crate) max_output: usize,
     /// `policy`: allow Docker privileged.
     pub(crate) allow_privileged: bool,
     /// `policy`: allowed host path prefixes.
@@ -488,6 +503,8 @@ fn hook_settings(r: &mut Reader<'_>) -> HookSettings {
     HookSettings {
         timeout: r.get(&HOOK_TIMEOUT),
         dir,
+        exec_user: r.get(&HOOKS_EXEC_USER),
+        max_output: r.get(&HOOK_MAX_OUTPUT),
         allow_privileged: r.get(&POLICY_ALLOW_PRIVILEGED),
         allowed_host_paths: r
             .get(&POLICY_ALLOWED_HOST_PATHS)

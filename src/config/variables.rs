@@ -21,7 +21,7 @@
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use super::{duration, LogFormat, Secret, HOOK_NAMES};
+use super::{duration, ExecHookUser, LogFormat, Secret, HOOK_NAMES};
 
 /// How a variable's value is written: what `--help` and the README show as its
 /// type, and the bounds its parser enforces.
@@ -223,6 +223,11 @@ variables! {
         "Time limit of each hook call (the Consul drain wait and webhook retries come on top).");
     HOOKS_DIR: Option<PathBuf> = Var::new("HOOK_EXECUTOR_HOOKS_DIR", Kind::Path, RequiredWhen("with `exec`"), parse::path,
         "Directory holding `<event>.d/` script folders for the `exec` hook.");
+    // Production hardening: exec hooks' user and output limit.
+    HOOKS_EXEC_USER: ExecHookUser = Var::new("HOOK_EXECUTOR_HOOKS_EXEC_USER", Kind::Choice(&["executor", "task"]), Value("executor"), parse::exec_user,
+        "`exec`: who runs hook scripts. `executor`: the executor's user; only files owned by root or that user, writable by their owner only, run. `task`: the task's user (task-owned hooks; files owned by that user are accepted too).");
+    HOOK_MAX_OUTPUT: usize = Var::new("HOOK_EXECUTOR_HOOK_MAX_OUTPUT", Kind::Bytes { min: 1024, max: 16 * 1024 * 1024 }, Value("65536"), parse::count,
+        "`exec`: most bytes a before-start script may print on stdout; more fails the hook.");
     POLICY_ALLOW_PRIVILEGED: bool = Var::new("HOOK_EXECUTOR_POLICY_ALLOW_PRIVILEGED", Kind::Switch, Value("false"), parse::flag,
         "`policy`: allow Docker privileged mode.");
     POLICY_ALLOWED_HOST_PATHS: Vec<String> = Var::new("HOOK_EXECUTOR_POLICY_ALLOWED_HOST_PATHS", Kind::List, Unset("— (sandbox only)"), parse::list,
@@ -574,6 +579,17 @@ mod parse {
             other => Err(ValueError::NotOneOf {
                 value: other.to_owned(),
                 expected: "`text` or `json`".to_owned(),
+            }),
+        }
+    }
+
+    pub(super) fn exec_user(value: &str, _: Kind) -> Result<ExecHookUser, ValueError> {
+        match value.trim() {
+            "executor" => Ok(ExecHookUser::Executor),
+            "task" => Ok(ExecHookUser::Task),
+            other => Err(ValueError::NotOneOf {
+                value: other.to_owned(),
+                expected: "`executor` or `task`".to_owned(),
             }),
         }
     }

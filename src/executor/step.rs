@@ -771,11 +771,15 @@ impl State {
         budget: Option<Duration>,
     ) {
         let agent = self.agent.as_ref().map(|a| a.agent.clone());
+        let task_user = task.as_deref().and_then(|t| {
+            crate::task::launch::task_user(t, self.agent.as_ref().map(|a| &a.executor))
+        });
         self.effects.push(Effect::RunHooks(HookCall {
             event,
             task,
             agent,
             budget,
+            task_user,
         }));
     }
 

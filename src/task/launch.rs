@@ -314,6 +314,26 @@ pub(crate) fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The user the task runs as when the executor is root, for hooks: the
+/// task's `CommandInfo.user`, else the executor's (Marathon's command lives
+/// there); an empty name is none. (The launch spec applies the same rule,
+/// knowing which command it runs.)
+#[must_use]
+pub(crate) fn task_user(
+    task: &v1::TaskInfo,
+    executor: Option<&v1::ExecutorInfo>,
+) -> Option<String> {
+    task.command
+        .as_ref()
+        .and_then(|c| c.user.clone())
+        .or_else(|| {
+            executor
+                .and_then(|e| e.command.as_ref())
+                .and_then(|c| c.user.clone())
+        })
+        .filter(|u| !u.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

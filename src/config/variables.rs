@@ -305,6 +305,8 @@ pub(crate) enum ValueError {
     Duration(#[from] duration::DurationError),
     #[error("must be greater than zero")]
     Zero,
+    #[error("is not valid UTF-8")]
+    NotUtf8,
     #[error("{value:?} is longer than the maximum of 365days")]
     TooLong { value: String },
     #[error("{value:?} is not {expected}")]
@@ -397,6 +399,8 @@ pub(crate) struct Problem {
 /// problem is collected rather than returned, so all are reported together.
 pub(crate) struct Reader<'a> {
     vars: &'a BTreeMap<String, String>,
+    /// Variables present with a value that is not UTF-8.
+    not_utf8: Vec<&'static str>,
     problems: Vec<Problem>,
     /// Names read so far, for the test that every declared variable is read.
     #[cfg(test)]
@@ -407,10 +411,25 @@ impl<'a> Reader<'a> {
     pub(crate) fn new(vars: &'a BTreeMap<String, String>) -> Self {
         Self {
             vars,
+            not_utf8: Vec::new(),
             problems: Vec::new(),
             #[cfg(test)]
             read: Vec::new(),
         }
+    }
+
+    /// Names variables that are present but not UTF-8: reading one is a
+    /// problem naming it, and it counts as set.
+    pub(crate) fn not_utf8(mut self, names: &[&'static str]) -> Self {
+        self.not_utf8 = names.to_vec();
+        self
+    }
+
+    /// Whether `spec` (or its second name) is set to a value that is not UTF-8.
+    fn is_not_utf8(&self, spec: &Spec) -> Option<&'static str> {
+        std::iter::once(spec.name)
+            .chain(spec.also_read_as)
+            .find(|n| self.not_utf8.contains(n))
     }
 
     /// The variable's text, `None` when unset: absent, empty or blank.
@@ -426,7 +445,7 @@ impl<'a> Reader<'a> {
 
     /// Whether the variable is set (present and not blank).
     pub(crate) fn is_set<T>(&self, var: &Var<T>) -> bool {
-        self.text(&var.spec).is_some()
+        self.text(&var.spec).is_some() || self.is_not_utf8(&var.spec).is_some()
     }
 
     /// The variable's value: parsed when set, its fallback otherwise. A
@@ -436,6 +455,13 @@ impl<'a> Reader<'a> {
         let spec = &var.spec;
         #[cfg(test)]
         self.read.push(spec.name);
+        if let Some(name) = self.is_not_utf8(spec) {
+            self.problems.push(Problem {
+                variable: name,
+                error: ValueError::NotUtf8,
+            });
+            return T::default();
+        }
         let parsed = match (self.text(spec), spec.fallback) {
             (Some(text), _) => (var.parse)(text, spec.kind),
             (None, Fallback::Value(default)) => {

@@ -413,6 +413,7 @@ impl State {
             .or(self.agent.as_ref().map(|a| &a.executor));
         let ctx = LaunchContext {
             executor_env: &self.cfg.environment.0,
+            executor_env_other: &self.cfg.environment.1,
             denylist: &self.cfg.settings.env_denylist,
             sandbox: &self.cfg.sandbox,
         };

@@ -662,6 +662,7 @@ pub(crate) fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Comma
     let mut cmd = program_command(&spec.program);
     cmd.env_clear()
         .envs(&spec.env)
+        .envs(spec.unshadowed_other_env().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
         .stdin(Stdio::null());
     // SAFETY: only async-signal-safe calls (setsid, setgroups, setgid, setuid)

@@ -609,3 +609,80 @@ async fn a_sigkilled_executor_leaves_no_hook_or_check_process() {
     );
     assert_gone(&[task]).await;
 }
+
+// ---- Input edges: values that are not UTF-8 ----
+
+/// The executor binary with extra variables given as raw bytes.
+fn start_with_bytes(
+    emu: &mesos_hook_executor::emulator::AgentEmulator,
+    extra: &[(&str, &[u8])],
+) -> Executor {
+    use std::os::unix::ffi::OsStrExt;
+    let sandbox = tempfile::Builder::new()
+        .prefix("sandbox-")
+        .tempdir()
+        .expect("tempdir");
+    let stdout = std::fs::File::create(sandbox.path().join("stdout")).expect("stdout file");
+    let stderr = std::fs::File::create(sandbox.path().join("stderr")).expect("stderr file");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mesos-hook-executor"));
+    command
+        .env_clear()
+        .envs(emu.executor_env_in(sandbox.path()))
+        .current_dir(sandbox.path())
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    for (name, value) in extra {
+        command.env(name, std::ffi::OsStr::from_bytes(value));
+    }
+    let child = command.spawn().expect("spawn executor");
+    let pid = i32::try_from(child.id()).expect("pid");
+    Executor {
+        child: Some(child),
+        sandbox,
+        pid,
+    }
+}
+
+/// A variable of ours (or Mesos') that is not UTF-8 stops the start with
+/// exit 2 naming it; any other reaches the task byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_that_are_not_utf8_are_named_if_ours_and_passed_on_otherwise() {
+    let emu = emulator(EmulatorOptions::default()).await;
+    for name in [
+        "HOOK_EXECUTOR_KILL_GRACE_PERIOD",
+        "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD",
+    ] {
+        let mut exec = start_with_bytes(&emu, &[(name, b"5\xffsecs")]);
+        assert_eq!(
+            exec.wait_exit(SOON).await.code(),
+            Some(2),
+            "log:\n{}",
+            exec.log()
+        );
+        let log = exec.log();
+        assert!(
+            log.contains(&format!("{name}: is not valid UTF-8")),
+            "{log}"
+        );
+    }
+    assert!(emu.updates().is_empty());
+
+    let value: &[u8] = b"caf\xe9 \xff\xfe end";
+    let mut exec = start_with_bytes(&emu, &[("APP_BYTES", value)]);
+    emu.launch(shell_task(
+        "t-bytes",
+        "printf %s \"$APP_BYTES\" > bytes.out",
+    ));
+    wait_state(&emu, &exec, "t-bytes", TaskState::TaskFinished).await;
+    assert_eq!(
+        exec.wait_exit(SOON).await.code(),
+        Some(0),
+        "log:\n{}",
+        exec.log()
+    );
+    assert_eq!(
+        std::fs::read(exec.path("bytes.out")).expect("bytes.out"),
+        value
+    );
+}

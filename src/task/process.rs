@@ -917,6 +917,44 @@ mod tests {
         }
     }
 
+    /// The guard exits exactly as its command did (code, signal), keeps no
+    /// pipe open (EOF once the command is done), and a command that cannot
+    /// be executed is a spawn error, not a hang.
+    #[tokio::test]
+    async fn a_guarded_child_reports_like_its_command() {
+        use tokio::io::AsyncReadExt;
+        let reaper = Reaper::install().expect("reaper");
+        let run = |script: &str| {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(script);
+            c
+        };
+        let mut aux = reaper
+            .spawn_guarded(run("echo out; exit 3"), AuxiliaryStdio::piped(), None)
+            .expect("spawned");
+        let mut out = String::new();
+        if let Some(mut stdout) = aux.stdout.take() {
+            stdout.read_to_string(&mut out).await.expect("read");
+        }
+        assert_eq!(out, "out\n");
+        assert_eq!(aux.wait().await.ok(), Some(ExitOutcome::Exited(3)));
+        let mut aux = reaper
+            .spawn_guarded(run("kill -TERM $$"), AuxiliaryStdio::piped(), None)
+            .expect("spawned");
+        assert!(matches!(
+            aux.wait().await,
+            Ok(ExitOutcome::Signaled { signal: 15, .. })
+        ));
+        let err = reaper
+            .spawn_guarded(
+                Command::new("/nonexistent/program"),
+                AuxiliaryStdio::piped(),
+                None,
+            )
+            .expect_err("cannot exec");
+        assert!(err.to_string().contains("No such file"), "{err}");
+    }
+
     #[test]
     fn parses_stat_with_odd_comm() {
         let info = parse_stat("1234 (my (weird) proc) S 1 1234 1234 0 -1 4194560").expect("parses");

@@ -57,7 +57,7 @@ release:
 	mkdir -p $(DIST)
 	cp target/release/mesos-hook-executor $(DIST)/
 	cp target/release/executorctl $(DIST)/
-	tar --sort=name --owner=0 --group=0 --numeric-owner -czf $(DIST)/hooks.tar.gz hooks
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mode=go-w -czf $(DIST)/hooks.tar.gz hooks
 	cp -R README.md marathon-test-app.json docs $(DIST)/
 	$(DIST)/mesos-hook-executor --version > $(DIST)/VERSION
 	cd $(DIST) && sha256sum mesos-hook-executor executorctl hooks.tar.gz > SHA256SUMS

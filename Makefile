@@ -79,7 +79,7 @@ release: release-tools
 	rm -rf $(DIST) dist/latest
 	mkdir -p $(DIST)
 	cp $(RELEASE_DIR)/mesos-hook-executor $(RELEASE_DIR)/executorctl $(DIST)/
-	tar --sort=name --owner=0 --group=0 --numeric-owner -czf $(DIST)/hooks.tar.gz hooks
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mode=go-w -czf $(DIST)/hooks.tar.gz hooks
 	cp -R README.md CHANGELOG.md LICENSE NOTICE marathon-test-app.json docs $(DIST)/
 	$(MAKE) --no-print-directory completions DEST=$(DIST)/completions CTL=$(DIST)/executorctl
 	$(DIST)/mesos-hook-executor --version > $(DIST)/VERSION

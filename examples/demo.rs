@@ -25,14 +25,23 @@ use mesos_hook_executor::{
 };
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // Hook files must be writable by their owner only (strict modes), even
+    // from a checkout made under a group-writable umask.
+    let owner_only = |path: &std::path::Path| -> std::io::Result<()> {
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & !0o022))
+    };
     std::fs::create_dir_all(to)?;
+    owner_only(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
         if entry.file_type()?.is_dir() {
             copy_dir(&entry.path(), &target)?;
         } else {
-            std::fs::copy(entry.path(), target)?;
+            std::fs::copy(entry.path(), &target)?;
+            owner_only(&target)?;
         }
     }
     Ok(())

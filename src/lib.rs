@@ -21,8 +21,9 @@
 //!   registry and output capture. → task, status.
 //! - [`net`]: outbound connections other than the agent's (TLS trust, HTTP).
 //! - [`config`]: the environment, read once and validated as a whole.
-//! - [`logging`]: the executor's log formats (`json`, `compact`, `full`).
-//!   → config.
+//! - [`logging`]: the executor's log formats (`json`, `compact`, `full`),
+//!   written through a stderr writer that drops and counts a failed write
+//!   instead of failing. → config.
 //! - [`status`], `util`, [`proto`]: leaves — the status snapshot the remote API
 //!   reads, small helpers (deadline sleep, lock), generated Mesos v1 types.
 //! - `emulator` (cargo feature `emulator`, on for tests, benches and examples

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use mesos_hook_executor::{
     config::{self, Config},
-    logging, Outcome, RELEASE,
+    logging::{self, print_stderr, print_stdout},
+    Outcome, RELEASE,
 };
 
 /// `--help`: what it is, how it is started, where the reference is.
@@ -58,28 +59,55 @@ fn mode(args: &[String], started_by_agent: bool) -> Mode {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // A panic is a bug; release builds abort on one (`panic = "abort"`).
+    // Debug builds (the integration tests run them) abort too, instead of
+    // tokio quietly ending the one task that panicked, so a test sees every
+    // panic the release binary would die of.
+    std::panic::set_hook(Box::new(|info| {
+        print_stderr(&format!("mesos-hook-executor: internal error: {info}"));
+        std::process::abort();
+    }));
+    logging::ignore_sigpipe();
+    // Before any secret is read: from here on same-uid processes (the task,
+    // hooks, remote commands) cannot read our environ or memory.
+    if let Err(e) = config::protect::make_undumpable() {
+        print_stderr(&format!(
+            "mesos-hook-executor: cannot make the process non-dumpable: {e}"
+        ));
+        return ExitCode::from(4);
+    }
+    // `std::env::args` panics on an argument that is not UTF-8, and the
+    // arguments are not ours to judge (the agent passes mesos-executor's
+    // flags, Marathon the app's command): read them lossily.
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     match mode(&args, std::env::var_os("MESOS_EXECUTOR_ID").is_some()) {
         Mode::Help => {
-            print!("{USAGE}");
+            print_stdout(USAGE);
             return ExitCode::SUCCESS;
         }
         Mode::HelpEnv => {
-            print!("{}", config::help_text());
+            print_stdout(&config::help_text());
             return ExitCode::SUCCESS;
         }
         Mode::Version => {
-            println!("mesos-hook-executor {RELEASE}");
+            print_stdout(&format!("mesos-hook-executor {RELEASE}\n"));
             return ExitCode::SUCCESS;
         }
         Mode::Run => {}
     }
-    let cfg = match Config::from_env() {
+    let read = Config::from_env();
+    // Whatever the outcome, the secrets now live in the configuration (or
+    // nowhere): wipe them from the process's own environment block.
+    config::protect::scrub_secrets();
+    let cfg = match read {
         Ok(cfg) => cfg,
         Err(e) => {
-            eprintln!("mesos-hook-executor: {e}");
-            eprintln!(
-                "mesos-hook-executor: see `mesos-hook-executor --help-env` for every variable"
+            print_stderr(&format!("mesos-hook-executor: {e}"));
+            print_stderr(
+                "mesos-hook-executor: see `mesos-hook-executor --help-env` for every variable",
             );
             return ExitCode::from(2);
         }
@@ -118,15 +146,20 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mesos-hook-executor: cannot start the async runtime: {e}");
+            print_stderr(&format!(
+                "mesos-hook-executor: cannot start the async runtime: {e}"
+            ));
             return ExitCode::from(4);
         }
     };
     let outcome = runtime.block_on(mesos_hook_executor::run(cfg));
+    let dropped = logging::dropped_writes();
     match &outcome {
-        Outcome::Completed => tracing::info!("exiting"),
-        Outcome::Internal(why) => tracing::error!(cause = %why, "exiting after an internal error"),
-        other => tracing::warn!(outcome = ?other, "exiting"),
+        Outcome::Completed => tracing::info!(dropped_log_writes = dropped, "exiting"),
+        Outcome::Internal(why) => {
+            tracing::error!(cause = %why, dropped_log_writes = dropped, "exiting after an internal error")
+        }
+        other => tracing::warn!(outcome = ?other, dropped_log_writes = dropped, "exiting"),
     }
     ExitCode::from(outcome.exit_code())
 }

@@ -47,8 +47,10 @@ fn parse_mesos(input: &str) -> Option<Duration> {
     if !secs.is_finite() || !(0.0..=1e15).contains(&secs) {
         return None;
     }
-    // Round to whole nanoseconds, as stout stores durations in int64 ns.
-    let nanos = (secs * 1e9).round();
+    // Round to whole nanoseconds, as stout stores durations in int64 ns;
+    // but a positive value stays positive (a timeout of `0.1ns` is a very
+    // short timeout, not zero, which often means "none").
+    let nanos = (secs * 1e9).round().max(if secs > 0.0 { 1.0 } else { 0.0 });
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     Some(Duration::from_nanos(nanos as u64))
 }
@@ -94,6 +96,11 @@ mod tests {
         assert_eq!(parse_mesos("2mins"), Some(Duration::from_secs(120)));
         assert_eq!(parse_mesos("15mins"), Some(Duration::from_secs(900)));
         assert_eq!(parse_mesos("0ns"), Some(Duration::ZERO));
+        assert_eq!(parse_mesos("0.1ns"), Some(Duration::from_nanos(1)));
+        assert_eq!(
+            parse_mesos("0.0000000000001secs"),
+            Some(Duration::from_nanos(1))
+        );
         assert_eq!(parse_mesos("1.5secs"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_mesos("3hrs"), Some(Duration::from_secs(3 * 3600)));
         assert_eq!(parse_mesos("1weeks"), Some(Duration::from_secs(604_800)));

@@ -9,9 +9,10 @@
 //! declared values into [`Config`] and applies the rules that span several
 //! variables.
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, ffi::OsString, fmt, path::PathBuf, time::Duration};
 
 pub(crate) mod duration;
+pub mod protect;
 mod variables;
 
 #[allow(clippy::wildcard_imports)]
@@ -173,13 +174,21 @@ pub struct Config {
     pub(crate) environment: Environment,
 }
 
-/// The executor's environment. `Debug` shows names only: values may be secrets.
+/// The executor's environment: the variables that are text, and those
+/// whose name or value is not UTF-8 (none of ours; passed to the task byte
+/// for byte). `Debug` shows names only: values may be secrets.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub(crate) struct Environment(pub(crate) BTreeMap<String, String>);
+pub(crate) struct Environment(
+    pub(crate) BTreeMap<String, String>,
+    pub(crate) BTreeMap<OsString, OsString>,
+);
 
 impl fmt::Debug for Environment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
+        f.debug_set()
+            .entries(self.0.keys())
+            .entries(self.1.keys())
+            .finish()
     }
 }
 
@@ -211,6 +220,17 @@ pub struct Settings {
     pub(crate) remote: RemoteSettings,
 }
 
+/// Who runs `exec` hook scripts (`HOOK_EXECUTOR_HOOKS_EXEC_USER`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecHookUser {
+    /// The executor's own user (root on most nodes): only files owned by
+    /// root or that user run.
+    #[default]
+    Executor,
+    /// The task's user: task-owned hooks, which then cannot run as root.
+    Task,
+}
+
 /// Names of the built-in hooks, as `HOOK_EXECUTOR_HOOKS` spells them.
 pub const HOOK_NAMES: [&str; 4] = ["policy", "exec", "consul", "webhook"];
 
@@ -223,6 +243,10 @@ pub struct HookSettings {
     pub(crate) timeout: Duration,
     /// `exec`: the scripts' directory.
     pub(crate) dir: Option<PathBuf>,
+    /// `exec`: who runs the scripts.
+    pub(crate) exec_user: ExecHookUser,
+    /// `exec`: most bytes a before-start script may print on stdout.
+    pub(crate) max_output: usize,
     /// `policy`: allow Docker privileged.
     pub(crate) allow_privileged: bool,
     /// `policy`: allowed host path prefixes.
@@ -279,18 +303,42 @@ pub(crate) struct RemoteSettings {
 impl Config {
     /// Reads the configuration from this process's environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-        )
+        Self::from_os_vars(std::env::vars_os())
+    }
+
+    /// Reads the configuration from variables that need not be UTF-8: a
+    /// variable of ours (one [`VARIABLES`] declares) that is not is an
+    /// error naming it; any other is kept, byte for byte, for the task.
+    pub fn from_os_vars(
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Self, ConfigError> {
+        let (text, other) = split_utf8(vars);
+        let not_utf8: Vec<&'static str> = other
+            .keys()
+            .filter_map(|k| declared_name(&k.to_string_lossy()))
+            .collect();
+        let mut config = Self::read_checked(text, &not_utf8)?;
+        config.environment.1 = other
+            .into_iter()
+            .filter(|(k, _)| declared_name(&k.to_string_lossy()).is_none())
+            .collect();
+        Ok(config)
     }
 
     /// Reads the configuration from the given variables (the testable core).
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut vars: BTreeMap<String, String> = vars.into_iter().collect();
-        let mut reader = Reader::new(&vars);
+        Self::read_checked(vars.into_iter().collect(), &[])
+    }
+
+    /// Reads `vars`; the variables named in `not_utf8` were present with a
+    /// value that is not UTF-8, each a problem of its own.
+    fn read_checked(
+        mut vars: BTreeMap<String, String>,
+        not_utf8: &[&'static str],
+    ) -> Result<Self, ConfigError> {
+        let mut reader = Reader::new(&vars).not_utf8(not_utf8);
         let config = Self::read(&mut reader);
         let problems = reader.finish();
         match config {
@@ -298,7 +346,7 @@ impl Config {
                 // Keep the token out of the environment we hand down, as the
                 // Mesos executor library erases it from its own.
                 vars.remove(AUTHENTICATION_TOKEN.spec.name);
-                config.environment = Environment(vars);
+                config.environment = Environment(vars, BTreeMap::new());
                 Ok(config)
             }
             // `read` returns `None` only after recording why.
@@ -387,6 +435,35 @@ impl Config {
     pub fn alias_uses(&self) -> Vec<AliasUse> {
         variables::alias_uses(&self.environment.0)
     }
+}
+
+/// Splits variables into those that are text and those whose name or value
+/// is not UTF-8.
+fn split_utf8(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> (BTreeMap<String, String>, BTreeMap<OsString, OsString>) {
+    let mut text = BTreeMap::new();
+    let mut other = BTreeMap::new();
+    for (k, v) in vars {
+        match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => {
+                text.insert(k, v);
+            }
+            (k, v) => {
+                let os = |r: Result<String, OsString>| r.map_or_else(|e| e, OsString::from);
+                other.insert(os(k), os(v));
+            }
+        }
+    }
+    (text, other)
+}
+
+/// The declared name (or second name) `name` is, if it is one of ours.
+fn declared_name(name: &str) -> Option<&'static str> {
+    VARIABLES
+        .iter()
+        .flat_map(|v| std::iter::once(v.name).chain(v.also_read_as.iter().map(|a| a.name)))
+        .find(|n| *n == name)
 }
 
 /// The agent's address: the Unix socket if given, else the UPID's address
@@ -503,6 +580,8 @@ fn hook_settings(r: &mut Reader<'_>) -> HookSettings {
     HookSettings {
         timeout: r.get(&HOOK_TIMEOUT),
         dir,
+        exec_user: r.get(&HOOKS_EXEC_USER),
+        max_output: r.get(&HOOK_MAX_OUTPUT),
         allow_privileged: r.get(&POLICY_ALLOW_PRIVILEGED),
         allowed_host_paths: r
             .get(&POLICY_ALLOWED_HOST_PATHS)
@@ -682,6 +761,66 @@ mod tests {
             c.auth_token.as_ref().map(Secret::expose),
             Some("s3cr3t-jwt")
         );
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_are_errors_for_ours_and_kept_for_others() {
+        use std::os::unix::ffi::OsStringExt;
+        let os = |s: &str| OsString::from(s);
+        let bytes = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let mut vars: Vec<(OsString, OsString)> =
+            base().into_iter().map(|(k, v)| (os(&k), os(&v))).collect();
+        vars.retain(|(k, _)| k != "MESOS_FRAMEWORK_ID");
+        vars.push((os("MESOS_FRAMEWORK_ID"), bytes(b"fw-\xff")));
+        vars.push((os("HOOK_EXECUTOR_KILL_GRACE_PERIOD"), bytes(b"3\xfesecs")));
+        vars.push((os("SSL_ENABLED"), bytes(b"\xff")));
+        vars.push((os("APP_BYTES"), bytes(b"caf\xe9")));
+        let err = Config::from_os_vars(vars.clone()).expect_err("invalid");
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 3, "{text}");
+        for want in [
+            "MESOS_FRAMEWORK_ID: is not valid UTF-8",
+            "HOOK_EXECUTOR_KILL_GRACE_PERIOD: is not valid UTF-8",
+            "SSL_ENABLED: is not valid UTF-8",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        assert!(!text.contains("is missing"), "{text}");
+        // Ours fixed, the others kept.
+        vars.retain(|(k, v)| k == "APP_BYTES" || v.to_str().is_some());
+        vars.push((os("MESOS_FRAMEWORK_ID"), os("fw-1")));
+        vars.push((bytes(b"NAME_\xff"), os("v")));
+        let c = Config::from_os_vars(vars).expect("valid");
+        assert_eq!(
+            c.environment.1.get(&os("APP_BYTES")),
+            Some(&bytes(b"caf\xe9"))
+        );
+        assert_eq!(c.environment.1.get(&bytes(b"NAME_\xff")), Some(&os("v")));
+        assert!(!c.environment.0.contains_key("APP_BYTES"));
+    }
+
+    #[test]
+    fn durations_beyond_the_maximum_are_named() {
+        let err = Config::from_vars(with(&[
+            ("HOOK_EXECUTOR_KILL_GRACE_PERIOD", "400days"),
+            ("HOOK_EXECUTOR_ACK_TIMEOUT", "584942417355years"),
+            (
+                "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD",
+                "1000000000000000secs",
+            ),
+        ]))
+        .expect_err("too long");
+        let text = err.to_string();
+        for name in [
+            "HOOK_EXECUTOR_KILL_GRACE_PERIOD: \"400days\" is longer than the maximum of 365days",
+            "HOOK_EXECUTOR_ACK_TIMEOUT:",
+            "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD:",
+        ] {
+            assert!(text.contains(name), "{name} in {text}");
+        }
+        let c = Config::from_vars(with(&[("HOOK_EXECUTOR_KILL_GRACE_PERIOD", "365days")]))
+            .expect("the maximum itself is fine");
+        assert_eq!(c.settings.kill_grace_period, variables::MAX_DURATION);
     }
 
     #[test]

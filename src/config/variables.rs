@@ -21,7 +21,7 @@
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use super::{duration, LogFormat, Secret, HOOK_NAMES};
+use super::{duration, ExecHookUser, LogFormat, Secret, HOOK_NAMES};
 
 /// How a variable's value is written: what `--help` and docs/configuration.md show as its
 /// type, and the bounds its parser enforces.
@@ -274,6 +274,11 @@ variables! {
         "Time limit of each hook call (the Consul drain wait and webhook retries come on top).");
     HOOKS_DIR: Option<PathBuf> = Var::new("HOOK_EXECUTOR_HOOKS_DIR", Kind::Path, RequiredWhen("with `exec`"), parse::path,
         "Directory holding `<event>.d/` script folders for the `exec` hook.");
+    // Production hardening: exec hooks' user and output limit.
+    HOOKS_EXEC_USER: ExecHookUser = Var::new("HOOK_EXECUTOR_HOOKS_EXEC_USER", Kind::Choice(&["executor", "task"]), Value("executor"), parse::exec_user,
+        "`exec`: who runs hook scripts. `executor`: the executor's user; only files owned by root or that user, writable by their owner only, run. `task`: the task's user (task-owned hooks; files owned by that user are accepted too).");
+    HOOK_MAX_OUTPUT: usize = Var::new("HOOK_EXECUTOR_HOOK_MAX_OUTPUT", Kind::Bytes { min: 1024, max: 16 * 1024 * 1024 }, Value("65536"), parse::count,
+        "`exec`: most bytes a before-start script may print on stdout; more fails the hook.");
     POLICY_ALLOW_PRIVILEGED: bool = Var::new("HOOK_EXECUTOR_POLICY_ALLOW_PRIVILEGED", Kind::Switch, Value("false"), parse::flag,
         "`policy`: allow Docker privileged mode.");
     POLICY_ALLOWED_HOST_PATHS: Vec<String> = Var::new("HOOK_EXECUTOR_POLICY_ALLOWED_HOST_PATHS", Kind::List, Unset("— (sandbox only)"), parse::list,
@@ -321,6 +326,11 @@ variables! {
         "How long a finished result is kept.");
 }
 
+/// The longest duration any variable accepts: far beyond any sensible
+/// timeout or grace, and far inside what clock arithmetic can hold (a larger
+/// value would only ever be a typo, or an overflow waiting to happen).
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 /// A libprocess UPID `id@host:port`, split.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Upid {
@@ -347,6 +357,10 @@ pub(crate) enum ValueError {
     Duration(#[from] duration::DurationError),
     #[error("must be greater than zero")]
     Zero,
+    #[error("is not valid UTF-8")]
+    NotUtf8,
+    #[error("{value:?} is longer than the maximum of 365days")]
+    TooLong { value: String },
     #[error("{value:?} is not {expected}")]
     NotOneOf { value: String, expected: String },
     #[error("{value:?} is not a {what} from {min} to {max}")]
@@ -524,6 +538,8 @@ mod allegro {
 /// problem is collected rather than returned, so all are reported together.
 pub(crate) struct Reader<'a> {
     vars: &'a BTreeMap<String, String>,
+    /// Variables present with a value that is not UTF-8.
+    not_utf8: Vec<&'static str>,
     problems: Vec<Problem>,
     /// Names read so far, for the test that every declared variable is read.
     #[cfg(test)]
@@ -534,10 +550,26 @@ impl<'a> Reader<'a> {
     pub(crate) fn new(vars: &'a BTreeMap<String, String>) -> Self {
         Self {
             vars,
+            not_utf8: Vec::new(),
             problems: Vec::new(),
             #[cfg(test)]
             read: Vec::new(),
         }
+    }
+
+    /// Names variables that are present but not UTF-8: reading one is a
+    /// problem naming it, and it counts as set.
+    pub(crate) fn not_utf8(mut self, names: &[&'static str]) -> Self {
+        self.not_utf8 = names.to_vec();
+        self
+    }
+
+    /// Whether `spec` (or one of its aliases) is set to a value that is not
+    /// UTF-8.
+    fn is_not_utf8(&self, spec: &Spec) -> Option<&'static str> {
+        std::iter::once(spec.name)
+            .chain(spec.also_read_as.iter().map(|a| a.name))
+            .find(|n| self.not_utf8.contains(n))
     }
 
     /// The variable's text, `None` when unset: absent, empty or blank. When
@@ -553,7 +585,7 @@ impl<'a> Reader<'a> {
 
     /// Whether the variable is set (present and not blank).
     pub(crate) fn is_set<T>(&self, var: &Var<T>) -> bool {
-        self.text(&var.spec).is_some()
+        self.text(&var.spec).is_some() || self.is_not_utf8(&var.spec).is_some()
     }
 
     /// The variable's value: parsed when set, its fallback otherwise. A
@@ -563,6 +595,13 @@ impl<'a> Reader<'a> {
         let spec = &var.spec;
         #[cfg(test)]
         self.read.push(spec.name);
+        if let Some(name) = self.is_not_utf8(spec) {
+            self.problems.push(Problem {
+                variable: name,
+                error: ValueError::NotUtf8,
+            });
+            return T::default();
+        }
         let parsed = match (self.text(spec), spec.fallback) {
             (Some((text, None)), _) => (var.parse)(text, spec.kind),
             (Some((text, Some(alias))), _) => {
@@ -642,7 +681,13 @@ mod parse {
     }
 
     pub(super) fn duration(value: &str, _: Kind) -> Result<Duration, ValueError> {
-        Ok(duration::parse(value.trim())?)
+        let d = duration::parse(value.trim())?;
+        if d > MAX_DURATION {
+            return Err(ValueError::TooLong {
+                value: value.trim().to_owned(),
+            });
+        }
+        Ok(d)
     }
 
     pub(super) fn nonzero_duration(value: &str, kind: Kind) -> Result<Duration, ValueError> {
@@ -715,6 +760,17 @@ mod parse {
             other => Err(ValueError::NotOneOf {
                 value: other.to_owned(),
                 expected: "`json`, `compact` or `full`".to_owned(),
+            }),
+        }
+    }
+
+    pub(super) fn exec_user(value: &str, _: Kind) -> Result<ExecHookUser, ValueError> {
+        match value.trim() {
+            "executor" => Ok(ExecHookUser::Executor),
+            "task" => Ok(ExecHookUser::Task),
+            other => Err(ValueError::NotOneOf {
+                value: other.to_owned(),
+                expected: "`executor` or `task`".to_owned(),
             }),
         }
     }
@@ -830,7 +886,9 @@ pub(crate) fn hook_chain_problems(chain: &[String]) -> Vec<ValueError> {
 #[must_use]
 pub fn help_text() -> String {
     let mut out = String::from(
-        "mesos-hook-executor: every environment variable it reads (an empty value counts as unset).\n\n",
+        "mesos-hook-executor: every environment variable it reads (an empty value counts as unset;\n\
+         durations are at most 365days; a value that is not UTF-8 is an error for every variable\n\
+         listed here).\n\n",
     );
     for v in VARIABLES {
         out.push_str(&format!(

@@ -81,4 +81,6 @@ pub struct HookCall {
     pub agent: Option<v1::AgentInfo>,
     /// The chain's whole budget, when bounded by a kill's grace.
     pub budget: Option<Duration>,
+    /// The user the task runs as, if one is named.
+    pub task_user: Option<String>,
 }

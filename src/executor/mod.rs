@@ -426,6 +426,7 @@ impl Runtime {
             task,
             agent,
             budget,
+            task_user,
         } = call;
         let ctx = HookContext {
             event,
@@ -441,6 +442,7 @@ impl Runtime {
             sandbox: self.cfg.sandbox.clone(),
             base_env: self.base_env.clone(),
             added_env: Vec::new(),
+            task_user,
             reaper: self.reaper.clone(),
         };
         let chain = self.hooks.clone();

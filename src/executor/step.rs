@@ -413,6 +413,7 @@ impl State {
             .or(self.agent.as_ref().map(|a| &a.executor));
         let ctx = LaunchContext {
             executor_env: &self.cfg.environment.0,
+            executor_env_other: &self.cfg.environment.1,
             denylist: &self.cfg.settings.env_denylist,
             sandbox: &self.cfg.sandbox,
         };
@@ -771,11 +772,15 @@ impl State {
         budget: Option<Duration>,
     ) {
         let agent = self.agent.as_ref().map(|a| a.agent.clone());
+        let task_user = task.as_deref().and_then(|t| {
+            crate::task::launch::task_user(t, self.agent.as_ref().map(|a| &a.executor))
+        });
         self.effects.push(Effect::RunHooks(HookCall {
             event,
             task,
             agent,
             budget,
+            task_user,
         }));
     }
 

@@ -178,7 +178,7 @@ async fn command_probe(
         stderr: executor_stderr(),
     };
     // Dropped on every way out (the check's timeout drops this future): the group goes with it.
-    let mut check = match reaper.spawn_auxiliary(cmd, stdio) {
+    let mut check = match reaper.spawn_guarded(cmd, stdio, None) {
         Ok(check) => check,
         Err(e) => {
             return Observation::Error(format!(

@@ -155,9 +155,16 @@ fn seconds(name: &'static str, value: f64) -> Result<Duration, SpecError> {
     })
 }
 
-/// `timeout_seconds`: 0 means no timeout.
+/// `timeout_seconds`: 0 means no timeout; any positive value is a timeout,
+/// at least 1ns (one below a nanosecond must not round to "none").
 fn timeout(value: f64) -> Result<Option<Duration>, SpecError> {
-    seconds("timeout_seconds", value).map(|d| (!d.is_zero()).then_some(d))
+    seconds("timeout_seconds", value).map(|d| {
+        if value > 0.0 {
+            Some(d.max(Duration::from_nanos(1)))
+        } else {
+            None
+        }
+    })
 }
 
 /// The port to probe: the given one, or (0) the task's first port.
@@ -503,5 +510,19 @@ mod tests {
             None
         )
         .is_err());
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn any_positive_timeout_is_a_timeout() {
+        assert_eq!(timeout(0.0).ok(), Some(None));
+        assert_eq!(timeout(1e-12).ok(), Some(Some(Duration::from_nanos(1))));
+        assert_eq!(timeout(2.5).ok(), Some(Some(Duration::from_millis(2500))));
+        assert!(timeout(-1.0).is_err());
+        assert!(timeout(f64::NAN).is_err());
     }
 }

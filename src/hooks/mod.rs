@@ -18,6 +18,7 @@
 pub(crate) mod consul;
 pub(crate) mod exec;
 pub(crate) mod policy;
+pub(crate) mod strict;
 pub(crate) mod webhook;
 
 use std::{
@@ -120,6 +121,36 @@ pub(crate) enum HookError {
         /// The line's start.
         text: String,
     },
+    /// A hook file or directory is not trusted (strict modes).
+    #[error(transparent)]
+    Untrusted(#[from] strict::Untrusted),
+    /// The task's user, whom the scripts should run as, cannot be used.
+    #[error("cannot run hooks as the task's user {user:?}: {cause}")]
+    HookUser {
+        /// The user name.
+        user: String,
+        /// Why.
+        #[source]
+        cause: SpawnError,
+    },
+    /// A before-start script printed more than the limit.
+    #[error("{script} printed more than {limit} bytes on stdout (HOOK_EXECUTOR_HOOK_MAX_OUTPUT); its output is not used")]
+    OutputTooLarge {
+        /// The script's file name.
+        script: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A script exited, but something it left behind kept its output open.
+    #[error("{script} {}, but a process it left behind kept its stdout or stderr open for {window:?} more; that process group was killed", describe(*.outcome))]
+    OutputHeld {
+        /// The script's file name.
+        script: String,
+        /// How the script itself ended.
+        outcome: ExitOutcome,
+        /// How long the pipes were given.
+        window: Duration,
+    },
     /// The hook did not finish within its time (set by the chain).
     #[error("timed out after {0:?}")]
     TimedOut(Duration),
@@ -187,6 +218,9 @@ pub(crate) struct HookContext {
     pub(crate) base_env: Arc<BTreeMap<String, String>>,
     /// Variables added by earlier before-start hooks in this chain run.
     pub(crate) added_env: Vec<(String, String)>,
+    /// The user the task runs as (`CommandInfo.user` of the task, else of
+    /// the executor), for exec hooks run as that user.
+    pub(crate) task_user: Option<String>,
     /// For spawning hook processes.
     pub(crate) reaper: Reaper,
 }
@@ -307,7 +341,7 @@ impl HookChain {
         let started = tokio::time::Instant::now();
         let mut failure: Option<(&'static str, HookError)> = None;
         for hook in &self.hooks {
-            let mut limit = self.timeout + hook.extra_time(event);
+            let mut limit = self.timeout.saturating_add(hook.extra_time(event));
             if let Some(budget) = budget {
                 limit = limit.min(budget.saturating_sub(started.elapsed()));
             }
@@ -375,10 +409,13 @@ pub(crate) fn build_chain(
                     allowed_host_paths: settings.allowed_host_paths.clone(),
                     allowed_users: settings.allowed_users.clone(),
                 })),
-                "exec" => settings
-                    .dir
-                    .clone()
-                    .map(|dir| Arc::new(exec::ExecHook::new(dir)) as Arc<dyn Hook>),
+                "exec" => settings.dir.clone().map(|dir| {
+                    Arc::new(exec::ExecHook::new(
+                        dir,
+                        settings.exec_user,
+                        settings.max_output,
+                    )) as Arc<dyn Hook>
+                }),
                 "consul" => Some(Arc::new(consul::ConsulHook::new(
                     settings.consul_url.clone(),
                     settings.consul_token.clone(),
@@ -477,6 +514,7 @@ mod tests {
             sandbox: PathBuf::from("/tmp"),
             base_env: Arc::new(BTreeMap::new()),
             added_env: Vec::new(),
+            task_user: None,
             reaper: Reaper::for_tests(),
         }
     }

@@ -73,7 +73,10 @@ impl Hook for WebhookHook {
     fn extra_time(&self, _event: HookEvent) -> Duration {
         // Three attempts with backoff per URL may legitimately exceed the
         // generic hook timeout.
-        (self.timeout * ATTEMPTS + RETRY_WAITS) * u32::try_from(self.urls.len()).unwrap_or(u32::MAX)
+        self.timeout
+            .saturating_mul(ATTEMPTS)
+            .saturating_add(RETRY_WAITS)
+            .saturating_mul(u32::try_from(self.urls.len()).unwrap_or(u32::MAX))
     }
     fn before_start<'a>(
         &'a self,

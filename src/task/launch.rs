@@ -27,6 +27,7 @@
 
 use std::{
     collections::BTreeMap,
+    ffi::OsString,
     path::{Path, PathBuf},
 };
 
@@ -93,12 +94,27 @@ pub struct LaunchSpec {
     pub program: Program,
     /// The complete environment, sorted by name.
     pub env: BTreeMap<String, String>,
+    /// Inherited variables whose name or value is not UTF-8, passed on
+    /// byte for byte (after the same deny-list); a name also in `env` is
+    /// not passed (the explicit value wins).
+    pub other_env: Vec<(OsString, OsString)>,
     /// Working directory (the sandbox).
     pub cwd: PathBuf,
     /// `CommandInfo.user`, honoured when the executor runs as root.
     pub user: Option<String>,
     /// Where the command came from.
     pub source: CommandSource,
+}
+
+impl LaunchSpec {
+    /// The variables of [`Self::other_env`] that no variable of
+    /// [`Self::env`] overrides (a hook or the CommandInfo may set a name
+    /// whose inherited value was not UTF-8).
+    pub fn unshadowed_other_env(&self) -> impl Iterator<Item = &(OsString, OsString)> {
+        self.other_env
+            .iter()
+            .filter(|(k, _)| k.to_str().is_none_or(|k| !self.env.contains_key(k)))
+    }
 }
 
 /// Why a task cannot be launched as given.
@@ -120,6 +136,8 @@ pub enum LaunchError {
 pub struct LaunchContext<'a> {
     /// The executor's own environment (already without the agent token).
     pub executor_env: &'a BTreeMap<String, String>,
+    /// Its variables whose name or value is not UTF-8.
+    pub executor_env_other: &'a BTreeMap<OsString, OsString>,
     /// Extra deny-list entries from the configuration.
     pub denylist: &'a [String],
     /// The sandbox path seen by the task.
@@ -225,6 +243,20 @@ pub fn inherited_env(
         .collect()
 }
 
+/// [`inherited_env`] for the variables that are not UTF-8: the same deny
+/// rules, applied to the name as far as it is text.
+#[must_use]
+pub fn inherited_env_other(
+    executor_env: &BTreeMap<OsString, OsString>,
+    denylist: &[String],
+) -> Vec<(OsString, OsString)> {
+    executor_env
+        .iter()
+        .filter(|(k, _)| !is_denied(&k.to_string_lossy(), denylist))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Adds the `VALUE` variables of a Mesos `Environment`; `SECRET` ones are skipped.
 pub fn apply_environment(
     env: &mut BTreeMap<String, String>,
@@ -283,8 +315,10 @@ pub fn launch_spec(
             .and_then(|c| c.user.clone())
     })
     .filter(|u| !u.is_empty());
+    let other_env = inherited_env_other(ctx.executor_env_other, ctx.denylist);
     Ok(LaunchSpec {
         program,
+        other_env,
         env,
         cwd: ctx.sandbox.to_path_buf(),
         user,
@@ -315,6 +349,26 @@ pub(crate) fn find_on_path(name: &str, path_var: &str, cwd: &Path) -> Option<Pat
 pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The user the task runs as when the executor is root, for hooks: the
+/// task's `CommandInfo.user`, else the executor's (Marathon's command lives
+/// there); an empty name is none. (The launch spec applies the same rule,
+/// knowing which command it runs.)
+#[must_use]
+pub(crate) fn task_user(
+    task: &v1::TaskInfo,
+    executor: Option<&v1::ExecutorInfo>,
+) -> Option<String> {
+    task.command
+        .as_ref()
+        .and_then(|c| c.user.clone())
+        .or_else(|| {
+            executor
+                .and_then(|e| e.command.as_ref())
+                .and_then(|c| c.user.clone())
+        })
+        .filter(|u| !u.is_empty())
 }
 
 #[cfg(test)]
@@ -487,6 +541,14 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let denylist = vec!["MY_SECRET_*".to_owned(), "VAULT_TOKEN".to_owned()];
+        let bytes = |b: &[u8]| <OsString as std::os::unix::ffi::OsStringExt>::from_vec(b.to_vec());
+        let executor_env_other: BTreeMap<OsString, OsString> = [
+            (OsString::from("APP_BYTES"), bytes(b"caf\xe9")),
+            (OsString::from("MY_SECRET_BYTES"), bytes(b"\xff")),
+            (OsString::from("OVERRIDDEN"), bytes(b"\xff")),
+        ]
+        .into_iter()
+        .collect();
         let task = v1::TaskInfo {
             command: Some(v1::CommandInfo {
                 value: Some("env".into()),
@@ -520,6 +582,7 @@ mod tests {
             None,
             LaunchContext {
                 executor_env: &executor_env,
+                executor_env_other: &executor_env_other,
                 denylist: &denylist,
                 sandbox: std::path::Path::new("/sb"),
             },
@@ -543,5 +606,12 @@ mod tests {
         assert_eq!(spec.env["MESOS_ALLOCATION_ROLE"], "web");
         assert_eq!(spec.env["PATH"], DEFAULT_PATH);
         assert_eq!(spec.cwd, PathBuf::from("/sb"));
+        // Not UTF-8: passed byte for byte, after the same deny-list, unless
+        // an explicit variable of the same name overrides it.
+        let other: Vec<_> = spec.unshadowed_other_env().cloned().collect();
+        assert_eq!(
+            other,
+            vec![(OsString::from("APP_BYTES"), bytes(b"caf\xe9"))]
+        );
     }
 }

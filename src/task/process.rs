@@ -8,7 +8,8 @@
 //!   checks, remote commands): its own process group, stdio as the caller
 //!   says ([`AuxiliaryStdio`]), and an [`Auxiliary`] handle that yields the
 //!   exit status and SIGKILLs the whole group when dropped, so nothing of it
-//!   survives a timeout (its future is dropped) or an aborted task.
+//!   survives a timeout (its future is dropped) or an aborted task; the
+//!   kernel SIGKILLs it if the executor itself dies (`PR_SET_PDEATHSIG`).
 //!
 //! # Reaping
 //! The executor makes itself a *child subreaper* at start, so any descendant
@@ -193,19 +194,49 @@ impl Reaper {
 
     /// Spawns an auxiliary `command` (hook script, check, remote command) in
     /// its own process group with `stdio`. The returned handle owns the
-    /// group: dropping it SIGKILLs everything left in it.
+    /// group: dropping it SIGKILLs everything left in it, and the child gets
+    /// SIGKILL from the kernel if the executor dies first (see
+    /// [`auxiliary_pre_exec`]).
     pub(crate) fn spawn_auxiliary(
+        &self,
+        command: Command,
+        stdio: AuxiliaryStdio,
+    ) -> Result<Auxiliary, SpawnError> {
+        self.spawn_auxiliary_with(command, stdio, None)
+    }
+
+    /// [`Self::spawn_auxiliary`] for a child whose descendants must die with
+    /// the executor too (hook scripts, COMMAND checks), as `user` when given
+    /// (an exec hook run as the task's user): see [`guarded_pre_exec`].
+    pub(crate) fn spawn_guarded(
+        &self,
+        command: Command,
+        stdio: AuxiliaryStdio,
+        user: Option<UserSwitch>,
+    ) -> Result<Auxiliary, SpawnError> {
+        self.spawn_auxiliary_with(command, stdio, Some(user))
+    }
+
+    /// Spawns an auxiliary: guarded (with the user switch) when `guard` is
+    /// given, else with a death signal on the child alone.
+    fn spawn_auxiliary_with(
         &self,
         mut command: Command,
         stdio: AuxiliaryStdio,
+        guard: Option<Option<UserSwitch>>,
     ) -> Result<Auxiliary, SpawnError> {
-        // Its own group, so a timeout or terminate reaches what it forks; no
-        // pre_exec, so std can use posix_spawn (fast).
+        // Its own group, so a timeout or terminate reaches what it forks.
         command
             .stdin(stdio.stdin)
             .stdout(stdio.stdout)
-            .stderr(stdio.stderr)
-            .process_group(0);
+            .stderr(stdio.stderr);
+        match guard {
+            Some(user) => guarded_pre_exec(&mut command, user),
+            None => {
+                command.process_group(0);
+                auxiliary_pre_exec(&mut command, None);
+            }
+        }
         let (mut child, rx) = self
             .register(&mut command, Role::Auxiliary)
             .map_err(SpawnError::Start)?;
@@ -341,6 +372,161 @@ impl Drop for Auxiliary {
     }
 }
 
+/// What every auxiliary child does between fork and exec: switch to `user`
+/// if given, then ask for SIGKILL when the executor dies
+/// (`PR_SET_PDEATHSIG`, after the switch, which would clear it), and die at
+/// once if the executor is already gone. So a SIGKILLed executor leaves no
+/// hook, check or remote command running with nobody to enforce its
+/// timeout. (A `pre_exec` makes std fork instead of `posix_spawn`: the price
+/// of the guarantee. The death signal follows the spawning *thread*; every
+/// auxiliary is spawned from the runtime's long-lived threads.)
+fn auxiliary_pre_exec(command: &mut Command, user: Option<UserSwitch>) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid,
+    // prctl, getppid, kill) between fork and exec; the user was resolved
+    // before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            switch_user(user.as_ref())?;
+            die_with(parent)
+        });
+    }
+}
+
+/// Like [`auxiliary_pre_exec`], for a child whose own descendants must die
+/// with the executor too (hook scripts, COMMAND checks: a shell script's
+/// `sleep` is a grandchild, which a death signal on the script alone would
+/// leave running). The child forks once more: the new process execs the
+/// command and dies with this one, while this one stays behind as a small
+/// *guard*, the group leader whose pid the caller sees. The guard waits for
+/// the command and exits as it did (same code, same signal); if the executor
+/// dies first, the guard SIGKILLs its whole process group, the command and
+/// everything it forked. It ignores the catchable signals a terminate sends
+/// the group, so the command decides how to end, and it keeps no descriptor
+/// open (a pipe's reader still sees EOF when the command is done).
+fn guarded_pre_exec(command: &mut Command, user: Option<UserSwitch>) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec only raw system calls run (setpgid,
+    // setgroups, setgid, setuid, sigprocmask, fork, prctl, getppid,
+    // close_range/close, sigaction, sigwaitinfo, waitpid, kill, _exit): all
+    // async-signal-safe, nothing allocates.
+    unsafe {
+        command.pre_exec(move || {
+            // Our own group, set here (not by std) so the command, forked
+            // below, shares it.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            switch_user(user.as_ref())?;
+            let mut watched: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut watched);
+            libc::sigaddset(&mut watched, libc::SIGCHLD);
+            libc::sigaddset(&mut watched, libc::SIGUSR1);
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigprocmask(libc::SIG_BLOCK, &watched, &mut previous);
+            let guard = libc::getpid();
+            match libc::fork() {
+                -1 => Err(io::Error::last_os_error()),
+                0 => {
+                    // The command: back to the signal mask it had, dies with the guard.
+                    libc::sigprocmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+                    die_with(nix::unistd::Pid::from_raw(guard))
+                }
+                command => guard_loop(parent, command),
+            }
+        });
+    }
+}
+
+/// The guard's life (see [`guarded_pre_exec`]); never returns.
+///
+/// # Safety
+/// Runs in a forked child of a multi-threaded process: raw system calls only.
+unsafe fn guard_loop(executor: nix::unistd::Pid, command: libc::pid_t) -> ! {
+    // SAFETY: see the function's contract; every pointer is to a local.
+    unsafe {
+        // No descriptor of ours stays open: not the command's pipes, not std's
+        // exec-error pipe (whose reader waits for every copy to close).
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                limit.rlim_cur.min(65_536) as libc::c_int
+            } else {
+                1024
+            };
+            for fd in 0..max {
+                libc::close(fd);
+            }
+        }
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+        // SIGUSR1 (blocked, so it waits for sigwaitinfo) when the executor dies.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGUSR1 as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        let mut watched: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut watched);
+        libc::sigaddset(&mut watched, libc::SIGCHLD);
+        libc::sigaddset(&mut watched, libc::SIGUSR1);
+        loop {
+            if libc::getppid() != executor.as_raw() {
+                libc::kill(0, libc::SIGKILL);
+                libc::_exit(137);
+            }
+            let mut status: libc::c_int = 0;
+            match libc::waitpid(command, &mut status, libc::WNOHANG) {
+                0 => {}
+                pid if pid == command => {
+                    if libc::WIFSIGNALED(status) {
+                        let signal = libc::WTERMSIG(status);
+                        libc::signal(signal, libc::SIG_DFL);
+                        let mut one: libc::sigset_t = std::mem::zeroed();
+                        libc::sigemptyset(&mut one);
+                        libc::sigaddset(&mut one, signal);
+                        libc::sigprocmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
+                        // No core file of the guard for a command's crash.
+                        let none = libc::rlimit {
+                            rlim_cur: 0,
+                            rlim_max: 0,
+                        };
+                        libc::setrlimit(libc::RLIMIT_CORE, &none);
+                        libc::kill(libc::getpid(), signal);
+                        libc::_exit(128 + signal);
+                    }
+                    libc::_exit(libc::WEXITSTATUS(status));
+                }
+                _ => libc::_exit(127),
+            }
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::sigwaitinfo(&watched, &mut info);
+        }
+    }
+}
+
+/// Switches to `user` (groups, gid, then uid), if given.
+fn switch_user(user: Option<&UserSwitch>) -> io::Result<()> {
+    if let Some(u) = user {
+        nix::unistd::setgroups(&u.groups).map_err(io::Error::from)?;
+        nix::unistd::setgid(u.gid).map_err(io::Error::from)?;
+        nix::unistd::setuid(u.uid).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Asks for SIGKILL when `parent` dies, and dies now if it already has.
+fn die_with(parent: nix::unistd::Pid) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+    if nix::unistd::getppid() != parent {
+        let _ = kill(nix::unistd::getpid(), Signal::SIGKILL);
+    }
+    Ok(())
+}
+
 /// `killpg`; a group that is already gone (ESRCH) is not an error.
 pub(crate) fn signal_group(pgid: i32, signal: Signal) -> nix::Result<()> {
     match killpg(Pid::from_raw(pgid), signal) {
@@ -377,6 +563,14 @@ pub(crate) struct UserSwitch {
     uid: nix::unistd::Uid,
     gid: nix::unistd::Gid,
     groups: Vec<nix::unistd::Gid>,
+}
+
+impl UserSwitch {
+    /// The uid switched to.
+    #[must_use]
+    pub(crate) fn uid(&self) -> u32 {
+        self.uid.as_raw()
+    }
 }
 
 /// Why a child could not be started.
@@ -468,6 +662,7 @@ pub(crate) fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Comma
     let mut cmd = program_command(&spec.program);
     cmd.env_clear()
         .envs(&spec.env)
+        .envs(spec.unshadowed_other_env().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
         .stdin(Stdio::null());
     // SAFETY: only async-signal-safe calls (setsid, setgroups, setgid, setuid)
@@ -720,6 +915,44 @@ mod tests {
             session,
             comm: format!("p{pid}"),
         }
+    }
+
+    /// The guard exits exactly as its command did (code, signal), keeps no
+    /// pipe open (EOF once the command is done), and a command that cannot
+    /// be executed is a spawn error, not a hang.
+    #[tokio::test]
+    async fn a_guarded_child_reports_like_its_command() {
+        use tokio::io::AsyncReadExt;
+        let reaper = Reaper::install().expect("reaper");
+        let run = |script: &str| {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(script);
+            c
+        };
+        let mut aux = reaper
+            .spawn_guarded(run("echo out; exit 3"), AuxiliaryStdio::piped(), None)
+            .expect("spawned");
+        let mut out = String::new();
+        if let Some(mut stdout) = aux.stdout.take() {
+            stdout.read_to_string(&mut out).await.expect("read");
+        }
+        assert_eq!(out, "out\n");
+        assert_eq!(aux.wait().await.ok(), Some(ExitOutcome::Exited(3)));
+        let mut aux = reaper
+            .spawn_guarded(run("kill -TERM $$"), AuxiliaryStdio::piped(), None)
+            .expect("spawned");
+        assert!(matches!(
+            aux.wait().await,
+            Ok(ExitOutcome::Signaled { signal: 15, .. })
+        ));
+        let err = reaper
+            .spawn_guarded(
+                Command::new("/nonexistent/program"),
+                AuxiliaryStdio::piped(),
+                None,
+            )
+            .expect_err("cannot exec");
+        assert!(err.to_string().contains("No such file"), "{err}");
     }
 
     #[test]

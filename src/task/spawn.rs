@@ -92,6 +92,12 @@ pub(crate) fn spawn_session(spec: &LaunchSpec) -> Option<io::Result<libc::pid_t>
         .env
         .iter()
         .map(|(k, v)| cstring(format!("{k}={v}")))
+        .chain(spec.unshadowed_other_env().map(|(k, v)| {
+            let mut entry = k.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            cstring(entry)
+        }))
         .collect::<Option<_>>()?;
     let cwd = cstring(spec.cwd.as_os_str().as_bytes())?;
     let mut argv_ptrs: Vec<*mut c_char> = argv
@@ -188,6 +194,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            other_env: Vec::new(),
             cwd: sandbox.path().to_path_buf(),
             user: None,
             source: CommandSource::TaskCommand,
@@ -250,6 +257,7 @@ mod tests {
             env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned())]
                 .into_iter()
                 .collect(),
+            other_env: Vec::new(),
             cwd: sandbox.path().to_path_buf(),
             user: None,
             source: CommandSource::TaskCommand,

@@ -135,15 +135,30 @@ pub fn shutdown_grace(task_grace: Duration, shutdown_grace_period: Duration) -> 
     task_grace.min(shutdown_grace_period.saturating_sub(SHUTDOWN_MARGIN))
 }
 
+/// A point in time that can be moved forward without panicking.
+pub trait CheckedAdd: Ord + Copy {
+    /// `self + d`, `None` when that does not fit.
+    fn checked_add(self, d: Duration) -> Option<Self>;
+}
+
+impl CheckedAdd for tokio::time::Instant {
+    fn checked_add(self, d: Duration) -> Option<Self> {
+        tokio::time::Instant::checked_add(&self, d)
+    }
+}
+
+impl CheckedAdd for Duration {
+    fn checked_add(self, d: Duration) -> Option<Self> {
+        Duration::checked_add(self, d)
+    }
+}
+
 /// A repeated kill may only bring the SIGKILL deadline forward: returns the new
-/// deadline if `started + grace` is earlier than `current`.
+/// deadline if `started + grace` is earlier than `current` (a grace too large
+/// for the clock never is).
 #[must_use]
-pub fn shortened_deadline<T: Ord + Copy + std::ops::Add<Duration, Output = T>>(
-    started: T,
-    current: T,
-    grace: Duration,
-) -> Option<T> {
-    let proposed = started + grace;
+pub fn shortened_deadline<T: CheckedAdd>(started: T, current: T, grace: Duration) -> Option<T> {
+    let proposed = started.checked_add(grace)?;
     (proposed < current).then_some(proposed)
 }
 
@@ -296,6 +311,9 @@ mod tests {
             shortened_deadline(started, current, Duration::from_secs(20)),
             None
         );
+        assert_eq!(shortened_deadline(started, current, Duration::MAX), None);
+        let now = tokio::time::Instant::now();
+        assert_eq!(shortened_deadline(now, now, Duration::MAX), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod ctl;
 mod docs;
 mod fake_consul;
 mod glibc;
+mod hardening;
 mod health;
 mod helpers;
 mod hooks;

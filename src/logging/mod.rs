@@ -6,6 +6,9 @@
 //! The framework and executor ids ride on the `executor` span the binary
 //! enters for the whole run, so every `full` and `json` line carries them;
 //! `compact` leaves them out (one executor writes one sandbox `stderr` file).
+//!
+//! Every format writes through [`LossyStderr`] (module `lossy`): a line that
+//! cannot be written is dropped and counted, never a panic.
 
 use std::{
     fmt::{self, Write as _},
@@ -26,12 +29,19 @@ use tracing_subscriber::{
 
 use crate::config::LogFormat;
 
+mod lossy;
+
+pub use lossy::{
+    dropped_writes, ignore_sigpipe, print_stderr, print_stdout, LossyLine, LossyStderr,
+};
+
 /// A field value longer than this is cut in `compact` lines (with `…`).
 const COMPACT_VALUE_MAX: usize = 72;
 
 /// Installs the log subscriber. The filter is `tracing_subscriber`'s
 /// `Targets` (levels per target), not `EnvFilter`: span-field matching is not
-/// worth the regex engine it brings into the binary.
+/// worth the regex engine it brings into the binary. The formatter's own
+/// error report (an `eprintln!` that panics when stderr is what failed) is off.
 pub fn init(format: LogFormat, level: &str) {
     use tracing_subscriber::fmt;
     let filter: Targets = level
@@ -40,13 +50,18 @@ pub fn init(format: LogFormat, level: &str) {
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Full => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .log_internal_errors(false)
+                    .with_writer(LossyStderr),
+            )
             .init(),
         LogFormat::Compact => registry
             .with(
                 fmt::layer()
                     .event_format(Compact)
-                    .with_writer(std::io::stderr),
+                    .log_internal_errors(false)
+                    .with_writer(LossyStderr),
             )
             .init(),
         LogFormat::Json => registry
@@ -56,7 +71,8 @@ pub fn init(format: LogFormat, level: &str) {
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .log_internal_errors(false)
+                    .with_writer(LossyStderr),
             )
             .init(),
     }

@@ -11,8 +11,12 @@
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
+pub(crate) mod bytes;
 pub(crate) mod duration;
+mod output;
 mod variables;
+
+pub use output::{LogstashTarget, OutputSettings, Protocol, ScrapeFormat};
 
 #[allow(clippy::wildcard_imports)]
 use variables::*;
@@ -206,6 +210,8 @@ pub struct Settings {
     pub hooks: HookSettings,
     /// The remote-execution API (`HOOK_EXECUTOR_REMOTE_*`).
     pub(crate) remote: RemoteSettings,
+    /// The task's output: rotation, scraping, shipping (`HOOK_EXECUTOR_LOG_*`).
+    pub output: OutputSettings,
 }
 
 /// Names of the built-in hooks, as `HOOK_EXECUTOR_HOOKS` spells them.
@@ -424,6 +430,7 @@ fn settings(r: &mut Reader<'_>) -> Settings {
         env_denylist: r.get(&ENV_DENYLIST),
         hooks: hook_settings(r),
         remote: remote_settings(r),
+        output: output::output_settings(r),
     }
 }
 

@@ -52,7 +52,12 @@ fn executor_bin() -> PathBuf {
 
 fn cpu_ms(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let mut f = stat.rsplit_once(')').expect("stat").1.split_whitespace().skip(11);
+    let mut f = stat
+        .rsplit_once(')')
+        .expect("stat")
+        .1
+        .split_whitespace()
+        .skip(11);
     let ticks: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0)
         + f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
@@ -211,12 +216,19 @@ async fn one_run(bin: &Path, mode: Mode) -> Run {
     let cpu = cpu_ms(pid);
     let rss = vm_hwm_kib(pid);
     std::fs::write(sandbox.path().join("done"), "").expect("done");
-    emu.wait_state("bench-logs", TaskState::TaskFinished, Duration::from_secs(60))
-        .await
-        .expect("finished");
+    emu.wait_state(
+        "bench-logs",
+        TaskState::TaskFinished,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("finished");
     let _ = child.wait();
     if mode == Mode::Rotate {
-        assert!(sandbox.path().join("stdout.1").exists(), "rotation happened");
+        assert!(
+            sandbox.path().join("stdout.1").exists(),
+            "rotation happened"
+        );
     }
     Run {
         write_secs: ns / 1e9,
@@ -240,7 +252,10 @@ fn main() {
         for _ in 0..RUNS {
             // Alternating, so load on the machine hits every mode alike.
             for (name, mode) in [("a", Mode::Direct), ("b", Mode::Rotate), ("c", Mode::Ship)] {
-                results.entry(name).or_default().push(one_run(&bin, mode).await);
+                results
+                    .entry(name)
+                    .or_default()
+                    .push(one_run(&bin, mode).await);
             }
         }
         results
@@ -258,10 +273,16 @@ fn main() {
     let cpu_a = median(results["a"].iter().map(|r| r.cpu_ms).collect());
     let stalled = &results["stalled"][0];
     println!("task output pipeline ({RUNS} runs each, medians; a task writing {LINES} JSON lines with awk)");
-    println!("  (a) straight to the sandbox file:   {a:.3} s  {:>10.0} lines/s", lines / a);
+    println!(
+        "  (a) straight to the sandbox file:   {a:.3} s  {:>10.0} lines/s",
+        lines / a
+    );
     println!("  (b) pipeline, rotation only:        {b:.3} s  {:>10.0} lines/s  (b)/(a) = {:.2}  target >= 0.8", lines / b, a / b);
     println!("  (c) scraping + TCP shipping:        {c:.3} s  {:>10.0} lines/s  (c)/(a) = {:.2}  target >= 0.5", lines / c, a / c);
-    println!("      entries received by the sink:   {received:.0} of {LINES} ({:.1}%)", received * 100.0 / lines);
+    println!(
+        "      entries received by the sink:   {received:.0} of {LINES} ({:.1}%)",
+        received * 100.0 / lines
+    );
     if received > 0.0 {
         println!(
             "      executor CPU per 100k shipped:  {:.0} ms (whole run {cpu_c:.0} ms; (a) for comparison: {cpu_a:.0} ms)",

@@ -48,8 +48,12 @@ pub enum Effect {
         output: Option<Box<crate::logs::OutputPlan>>,
     },
     /// The task has ended: drain its output pipes and the shipping queue
-    /// (bounded), then report `Input::OutputDrained`.
-    DrainOutput,
+    /// for at most `within`, then report `Input::OutputDrained`.
+    DrainOutput {
+        /// `HOOK_EXECUTOR_LOG_DRAIN_TIMEOUT`, or less when the agent's
+        /// shutdown grace leaves less.
+        within: std::time::Duration,
+    },
     /// Start probing the task's armed health check and generic check.
     StartChecks {
         /// What to probe.

@@ -375,11 +375,11 @@ impl Runtime {
             Effect::Spawn { spec, output } => {
                 return Next::Step(self.spawn_task(&spec, output.as_deref()))
             }
-            Effect::DrainOutput => {
+            Effect::DrainOutput { within: timeout } => {
                 let Some(pipeline) = self.pipeline.take() else {
                     return Next::Step(Input::OutputDrained);
                 };
-                let (inbox, timeout) = (self.inbox.clone(), self.cfg.settings.output.drain_timeout);
+                let inbox = self.inbox.clone();
                 tokio::spawn(async move {
                     if let Some(c) = pipeline.finish(timeout).await {
                         info!(

@@ -784,7 +784,12 @@ impl State {
         };
         if captured {
             self.output = Output::Draining(Box::new(status));
-            self.effects.push(Effect::DrainOutput);
+            let within = drain_budget(
+                self.cfg.settings.output.drain_timeout,
+                self.ending.ack_deadline,
+                now,
+            );
+            self.effects.push(Effect::DrainOutput { within });
         } else {
             self.arm_ack_deadline(now);
         }
@@ -979,6 +984,17 @@ impl State {
         if let Some(status) = self.checks.check_update(observation) {
             self.send_update(status);
         }
+    }
+}
+
+/// How long the task's output may drain: the configured time, but never
+/// past an acknowledgement deadline already set (a SHUTDOWN's budget: the
+/// agent destroys the container at its end), leaving half of what remains
+/// for the update itself.
+fn drain_budget(configured: Duration, ack_deadline: Option<Instant>, now: Instant) -> Duration {
+    match ack_deadline {
+        Some(by) => configured.min(by.saturating_duration_since(now) / 2),
+        None => configured,
     }
 }
 

@@ -980,8 +980,8 @@ async fn the_terminal_update_waits_for_the_output_drain() {
                     then: None,
                     ..
                 },
-                Effect::DrainOutput
-            ]
+                Effect::DrainOutput { within }
+            ] if *within == Duration::from_secs(3)
         ),
         "sweep, then drain; the update is held: {effects:?}"
     );
@@ -1007,6 +1007,40 @@ async fn by_default_the_task_output_is_not_captured() {
         .any(|e| matches!(e, Effect::Spawn { output: None, .. })));
     h.input(Input::TaskSpawned(PID));
     let effects = h.input(Input::TaskExited(ExitOutcome::Exited(0)));
-    assert!(effects.iter().all(|e| !matches!(e, Effect::DrainOutput)));
+    assert!(effects
+        .iter()
+        .all(|e| !matches!(e, Effect::DrainOutput { .. })));
     assert_eq!(h.states().last(), Some(&TaskState::TaskFinished));
+}
+
+/// Under SHUTDOWN the drain fits inside the agent's grace: it never runs
+/// past half of what is left before the acknowledgement deadline.
+#[tokio::test(start_paused = true)]
+async fn the_output_drain_fits_in_the_shutdown_grace() {
+    let mut h = Harness::new(
+        &[
+            ("HOOK_EXECUTOR_LOG_ROTATE_SIZE", "1MB"),
+            ("HOOK_EXECUTOR_LOG_DRAIN_TIMEOUT", "30secs"),
+            ("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "4secs"),
+        ],
+        false,
+    );
+    h.subscribe(false);
+    h.launch(task(None));
+    h.event(Event {
+        r#type: Some(event::Type::Shutdown as i32),
+        ..Default::default()
+    });
+    let effects = h.input(Input::TaskExited(ExitOutcome::Signaled {
+        signal: 15,
+        core_dumped: false,
+    }));
+    let within = effects.iter().find_map(|e| match e {
+        Effect::DrainOutput { within } => Some(*within),
+        _ => None,
+    });
+    assert!(
+        within.is_some_and(|w| w > Duration::ZERO && w < Duration::from_secs(2)),
+        "{within:?}"
+    );
 }

@@ -45,6 +45,38 @@ pub struct Context {
     pub ignore_keys: Vec<String>,
 }
 
+/// A [`Context`] made ready for the per-line work: its fields serialized
+/// once (`,"task_id":"…",…`, without the ignored ones), and the keys to take
+/// out of each entry (the context's own, which win, and the ignored ones).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Prepared {
+    fragment: Vec<u8>,
+    remove: Vec<String>,
+}
+
+impl Prepared {
+    pub(crate) fn new(ctx: &Context) -> Self {
+        let mut fragment = Vec::new();
+        for (key, value) in &ctx.fields {
+            if ctx.ignore_keys.contains(key) {
+                continue;
+            }
+            fragment.push(b',');
+            // Serializing strings cannot fail.
+            let _ = serde_json::to_writer(&mut fragment, key);
+            fragment.push(b':');
+            let _ = serde_json::to_writer(&mut fragment, value);
+        }
+        let remove = ctx
+            .fields
+            .iter()
+            .map(|(k, _)| k.clone())
+            .chain(ctx.ignore_keys.iter().cloned())
+            .collect();
+        Self { fragment, remove }
+    }
+}
+
 /// One line as the shipper sees it.
 #[derive(Debug)]
 pub(crate) struct Line<'a> {
@@ -58,16 +90,38 @@ pub(crate) struct Line<'a> {
     pub(crate) truncated: bool,
 }
 
-/// The entry for `line`: `parsed` fields (or the plain line as `message`),
-/// `@timestamp` (the entry's own time when parseable, else the read time),
-/// `@version`, `message` (from `message` or `msg`), `level`, `stream`,
-/// `truncated` when cut, then the context (which wins over the task's keys),
-/// minus the ignored keys.
-pub(crate) fn build(
+/// Writes the entry for `line` as one `json_lines` line (with its newline)
+/// to `out`: `parsed` fields (or the plain line as `message`), `@timestamp`
+/// (the entry's own time when parseable, else the read time), `@version`,
+/// `message` (from `message` or `msg`), `level`, `stream`, `truncated` when
+/// cut, then the context (which wins over the task's keys), minus the
+/// ignored keys.
+pub(crate) fn write(
     parsed: Option<Map<String, Value>>,
     line: &Line<'_>,
-    ctx: &Context,
-) -> Map<String, Value> {
+    ctx: &Prepared,
+    out: &mut Vec<u8>,
+) {
+    let mut entry = fields(parsed, line);
+    for key in &ctx.remove {
+        entry.remove(key);
+    }
+    // Serializing a map of JSON values cannot fail; it ends with `}`.
+    let _ = serde_json::to_writer(&mut *out, &entry);
+    if out.last() == Some(&b'}') {
+        out.pop();
+        if entry.is_empty() && ctx.fragment.first() == Some(&b',') {
+            out.extend_from_slice(&ctx.fragment[1..]);
+        } else {
+            out.extend_from_slice(&ctx.fragment);
+        }
+        out.push(b'}');
+    }
+    out.push(b'\n');
+}
+
+/// The entry's own fields plus the Logstash ones (no context yet).
+fn fields(parsed: Option<Map<String, Value>>, line: &Line<'_>) -> Map<String, Value> {
     let plain = parsed.is_none();
     let mut entry = parsed.unwrap_or_default();
     let time = if plain {
@@ -101,20 +155,7 @@ pub(crate) fn build(
     if line.truncated {
         entry.insert("truncated".into(), Value::Bool(true));
     }
-    for (key, value) in &ctx.fields {
-        entry.insert(key.clone(), Value::String(value.clone()));
-    }
-    for key in &ctx.ignore_keys {
-        entry.remove(key);
-    }
     entry
-}
-
-/// The entry as one `json_lines` line (with its newline).
-pub(crate) fn serialize(entry: &Map<String, Value>, out: &mut Vec<u8>) {
-    // Serializing a map of JSON values cannot fail.
-    let _ = serde_json::to_writer(&mut *out, entry);
-    out.push(b'\n');
 }
 
 #[cfg(test)]
@@ -130,6 +171,19 @@ mod tests {
             ],
             ignore_keys: vec!["secret".into()],
         }
+    }
+
+    /// The entry as shipped, parsed back.
+    fn build(
+        parsed: Option<Map<String, Value>>,
+        line: &Line<'_>,
+        ctx: &Context,
+    ) -> Map<String, Value> {
+        let mut out = Vec::new();
+        write(parsed, line, &Prepared::new(ctx), &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1, "one line");
+        serde_json::from_slice(&out).expect("valid json line")
     }
 
     fn line(text: &[u8], stream: Stream) -> Line<'_> {
@@ -183,10 +237,33 @@ mod tests {
         assert_eq!(e["msg"], "other");
         assert_eq!(e["@timestamp"], "2030-01-01T00:00:00.000Z");
         assert_eq!(e["level"], "INFO");
+    }
+
+    #[test]
+    fn the_context_can_be_ignored_too_and_keys_never_repeat() {
+        let ctx = Context {
+            fields: vec![
+                ("task_id".into(), "t\"1".into()),
+                ("host".into(), "h".into()),
+            ],
+            ignore_keys: vec!["host".into()],
+        };
+        let l = line(
+            br#"{"task_id":"x","host":"y","k":[1,{"a":null}]}"#,
+            Stream::Stdout,
+        );
         let mut out = Vec::new();
-        serialize(&e, &mut out);
-        assert_eq!(out.last(), Some(&b'\n'));
-        let back: Map<String, Value> = serde_json::from_slice(&out).expect("valid json line");
-        assert_eq!(back, e);
+        write(
+            parse::parse_line(l.text, ScrapeFormat::Json),
+            &l,
+            &Prepared::new(&ctx),
+            &mut out,
+        );
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.matches("\"task_id\"").count(), 1, "{text}");
+        assert!(!text.contains("\"host\""), "{text}");
+        let e: Map<String, Value> = serde_json::from_str(&text).expect("json");
+        assert_eq!(e["task_id"], "t\"1");
+        assert_eq!(e["k"], serde_json::json!([1, {"a": null}]));
     }
 }

@@ -247,7 +247,7 @@ impl Pipeline {
                 let cfg = ship::ShipConfig {
                     format: scrape.format,
                     forward_plain: scrape.forward_plain,
-                    context: scrape.context.clone(),
+                    context: entry::Prepared::new(&scrape.context),
                     protocol: settings.protocol,
                     targets,
                     rate_limit: settings.rate_limit,

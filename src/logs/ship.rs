@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::{
     counters::{add, OutputCounters},
     drain::Queued,
-    entry::{self, Context, Line},
+    entry::{self, Line},
     parse,
 };
 use crate::config::{Protocol, ScrapeFormat};
@@ -125,7 +125,7 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
 pub(crate) struct ShipConfig {
     pub(crate) format: ScrapeFormat,
     pub(crate) forward_plain: bool,
-    pub(crate) context: Context,
+    pub(crate) context: entry::Prepared,
     pub(crate) protocol: Protocol,
     pub(crate) targets: Targets,
     pub(crate) rate_limit: usize,
@@ -203,9 +203,8 @@ pub(crate) fn run(
             read_at: queued.read_at,
             truncated: queued.truncated,
         };
-        let built = entry::build(parsed, &line, &cfg.context);
         out.clear();
-        entry::serialize(&built, &mut out);
+        entry::write(parsed, &line, &cfg.context, &mut out);
         let over_udp = matches!(sink, Sink::Udp(..)) && out.len() > MAX_DATAGRAM;
         if over_udp || (cfg.size_limit > 0 && out.len() > cfg.size_limit) {
             add(&counters.dropped_size, 1);

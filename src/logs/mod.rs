@@ -280,18 +280,16 @@ impl Pipeline {
         };
         counters.activate();
         let [out_r, err_r] = readers;
-        for (pipe, stream, fd) in [(out_r, Stream::Stdout, 1), (err_r, Stream::Stderr, 2)] {
-            let mut file = match (plan.rotate, settings.rotate_size) {
-                (true, Some(size)) => match rotate::rotation_path(fd, sandbox_dirs) {
-                    Ok(path) => {
-                        info!(stream = stream.name(), file = %path.display(), size, keep = settings.rotate_keep, "rotating the sandbox file by size");
-                        rotate::SandboxFile::rotating(fd, path, size, settings.rotate_keep)
-                    }
-                    Err(why) => {
-                        info!(stream = stream.name(), reason = %why, "not rotating the executor's output: the agent's logger owns it");
-                        rotate::SandboxFile::plain(fd)
-                    }
-                },
+        let targets = rotation_targets(plan, settings, sandbox_dirs);
+        for ((pipe, stream, fd), target) in [(out_r, Stream::Stdout, 1), (err_r, Stream::Stderr, 2)]
+            .into_iter()
+            .zip(targets)
+        {
+            let mut file = match (target, settings.rotate_size) {
+                (Some(path), Some(size)) => {
+                    info!(stream = stream.name(), file = %path.display(), size, keep = settings.rotate_keep, "rotating the sandbox file by size");
+                    rotate::SandboxFile::rotating(fd, path, size, settings.rotate_keep)
+                }
                 _ => rotate::SandboxFile::plain(fd),
             };
             let scrape = queue.clone().map(|queue| drain::Scrape {
@@ -334,6 +332,31 @@ impl Pipeline {
         }
         self.counters.snapshot()
     }
+}
+
+/// The files to rotate for stdout and stderr (the executor's descriptors 1
+/// and 2): only regular files in the sandbox, and neither when both are one
+/// file (two rotations of one file would tear it apart).
+fn rotation_targets(
+    plan: &OutputPlan,
+    settings: &OutputSettings,
+    sandbox_dirs: &[PathBuf],
+) -> [Option<PathBuf>; 2] {
+    if !plan.rotate || settings.rotate_size.is_none() {
+        return [None, None];
+    }
+    let [out, err] = [(1, Stream::Stdout), (2, Stream::Stderr)].map(|(fd, stream)| {
+        rotate::rotation_path(fd, sandbox_dirs)
+            .map_err(|why| {
+                info!(stream = stream.name(), reason = %why, "not rotating the executor's output: the agent's logger owns it");
+            })
+            .ok()
+    });
+    if out.is_some() && out == err {
+        info!("stdout and stderr are one file; not rotating it");
+        return [None, None];
+    }
+    [out, err]
 }
 
 #[cfg(test)]

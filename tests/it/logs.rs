@@ -721,6 +721,7 @@ async fn a_burst_of_100k_lines() {
         "complete and in order"
     );
     let c = exit_counters(&exec.log());
+    eprintln!("100k burst counters: {c:?}");
     assert_eq!(c["lines"], 100_000);
     assert_eq!(c["lines"], c["shipped"] + c["dropped"], "{c:?}");
     let shipped = c["shipped"] as usize;

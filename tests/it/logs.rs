@@ -730,3 +730,49 @@ async fn a_burst_of_100k_lines() {
         .await;
     assert_eq!(entries.len(), shipped, "{c:?}");
 }
+
+/// A task with a user runs through the fork path (posix_spawn cannot switch
+/// users): its output goes through the pipes all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_run_as_its_user_is_captured_too() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "switching users needs root, as make test runs"
+    );
+    let collector = Collector::start().await;
+    let emu = emulator(EmulatorOptions::default()).await;
+    let mut exec = Executor::start(
+        &emu,
+        &[
+            ("HOOK_EXECUTOR_LOG_LOGSTASH_ADDRESS", &collector.address()),
+            ("HOOK_EXECUTOR_LOG_ROTATE_SIZE", "1MB"),
+        ],
+    );
+    let mut task = labelled(
+        shell_task(
+            "t-user-logs",
+            r#"echo "{\"msg\":\"as $(id -un)\",\"pid\":$$}"; echo 'err line' >&2"#,
+        ),
+        &[("log-scraping", "logstash")],
+        &[],
+    );
+    if let Some(command) = task.command.as_mut() {
+        command.user = Some("nobody".into());
+    }
+    emu.launch(task);
+    wait_state(&emu, &exec, "t-user-logs", TaskState::TaskFinished).await;
+    assert_eq!(
+        exec.wait_exit(SOON).await.code(),
+        Some(0),
+        "log:\n{}",
+        exec.log()
+    );
+    let out: Value = serde_json::from_str(exec.stdout().trim()).expect("one JSON line");
+    assert_eq!(out["msg"], "as nobody");
+    let pid = i32::try_from(out["pid"].as_i64().expect("pid")).expect("pid");
+    assert_gone(&[pid]).await;
+    assert!(exec.log().lines().any(|l| l == "err line"));
+    let entries = collector.wait_for("the entry", |e| !e.is_empty()).await;
+    assert_eq!(field(&entries[0], "message"), "as nobody");
+    assert_eq!(entries[0]["pid"], pid);
+}

@@ -59,6 +59,7 @@ demo: build
 bench:
 	$(CARGO) build --release --bin mesos-hook-executor --examples
 	$(CARGO) bench --bench executor
+	$(CARGO) bench --bench logs
 
 ## Coverage-guided fuzzing of bytes → RecordIO → Event (needs cargo-fuzz; the
 ## stable toolchain is told to accept the sanitizer flags).

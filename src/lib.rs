@@ -6,7 +6,7 @@
 //! nothing of ours).
 //! - [`executor`]: the owner of all state. `state` + `input` → `step` (pure,
 //!   unit-tested) → `effect`s, carried out by the loop in `executor/mod.rs`.
-//!   → agent, task, hooks, health, remote, config, status.
+//!   → agent, task, hooks, health, remote, logs, config, status.
 //! - [`agent`]: the Mesos side: HTTP client for the agent's v1 executor API
 //!   (http, https, http+unix), RecordIO framing, the SUBSCRIBE loop and update
 //!   sender, the update log with the unacknowledged set, backoff.
@@ -19,6 +19,9 @@
 //!   → task, net.
 //! - [`remote`]: the remote-execution API on a local Unix socket, its command
 //!   registry and output capture. → task, status.
+//! - [`logs`]: the task's output through the executor when asked: pipes
+//!   drained to the sandbox files, rotation, scraping and shipping to
+//!   Logstash. → config, hooks (Consul discovery), proto.
 //! - [`net`]: outbound connections other than the agent's (TLS trust, HTTP).
 //! - [`config`]: the environment, read once and validated as a whole.
 //! - [`logging`]: the executor's log formats (`json`, `compact`, `full`),
@@ -57,6 +60,7 @@ pub mod executor;
 pub mod health;
 pub mod hooks;
 pub mod logging;
+pub mod logs;
 pub mod net;
 pub mod proto;
 pub mod remote;

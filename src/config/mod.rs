@@ -11,9 +11,13 @@
 
 use std::{collections::BTreeMap, ffi::OsString, fmt, path::PathBuf, time::Duration};
 
+pub(crate) mod bytes;
 pub(crate) mod duration;
+mod output;
 pub mod protect;
 mod variables;
+
+pub use output::{LogstashTarget, OutputSettings, Protocol, ScrapeFormat};
 
 #[allow(clippy::wildcard_imports)]
 use variables::*;
@@ -218,6 +222,8 @@ pub struct Settings {
     pub hooks: HookSettings,
     /// The remote-execution API (`HOOK_EXECUTOR_REMOTE_*`).
     pub(crate) remote: RemoteSettings,
+    /// The task's output: rotation, scraping, shipping (`HOOK_EXECUTOR_LOG_*`).
+    pub output: OutputSettings,
 }
 
 /// Who runs `exec` hook scripts (`HOOK_EXECUTOR_HOOKS_EXEC_USER`).
@@ -517,6 +523,7 @@ fn settings(r: &mut Reader<'_>) -> Settings {
         env_denylist: r.get(&ENV_DENYLIST),
         hooks: hook_settings(r),
         remote: remote_settings(r),
+        output: output::output_settings(r),
     }
 }
 

@@ -21,7 +21,7 @@
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use super::{duration, ExecHookUser, LogFormat, Secret, HOOK_NAMES};
+use super::{duration, ExecHookUser, LogFormat, Protocol, ScrapeFormat, Secret, HOOK_NAMES};
 
 /// How a variable's value is written: what `--help` and docs/configuration.md show as its
 /// type, and the bounds its parser enforces.
@@ -324,6 +324,81 @@ variables! {
         "Finished results kept for retrieval (oldest dropped first).");
     REMOTE_RETENTION: Duration = Var::new("HOOK_EXECUTOR_REMOTE_RETENTION", Kind::Duration, Value("10mins"), parse::duration,
         "How long a finished result is kept.");
+    // The task's output: capture, sandbox rotation, scraping and shipping to
+    // Logstash (docs/logging.md). allegro's names are read as aliases.
+    LOG_ROTATE_SIZE: Option<u64> = Var::new("HOOK_EXECUTOR_LOG_ROTATE_SIZE", Kind::Text, Unset("— (no rotation)"), output::size,
+        "Rotate the sandbox's `stdout`/`stderr` at this size (Mesos spelling: `10MB`, `512KB`, `1GB`); the task's output then goes through the executor.");
+    LOG_ROTATE_KEEP: usize = Var::new("HOOK_EXECUTOR_LOG_ROTATE_KEEP", Kind::Count { min: 1, max: 1000 }, Value("5"), parse::count,
+        "Rotated files kept per stream: `stdout.1` (newest) to `stdout.<keep>`.");
+    LOG_SCRAPING: Option<ScrapeFormat> = Var::new("HOOK_EXECUTOR_LOG_SCRAPING", Kind::Choice(&["logstash", "json", "logfmt"]), Unset("— (per task label `log-scraping`)"), output::scrape_format,
+        "Scrape every task's output as if it had the label `log-scraping` with this value.");
+    LOG_SCRAPING_ALL: bool = Var::new("HOOK_EXECUTOR_LOG_SCRAPING_ALL", Kind::Switch, Value("false"), parse::flag,
+        "Also ship lines that are neither JSON nor logfmt, as a plain `message` (as the task label `log-scraping-all`).");
+    LOG_LOGSTASH_PROTOCOL: Protocol = Var::new("HOOK_EXECUTOR_LOG_LOGSTASH_PROTOCOL", Kind::Choice(&["tcp", "udp"]), Value("tcp"), output::protocol,
+        "Transport to Logstash's `json_lines` input.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_LOGSTASH_PROTOCOL")]);
+    LOG_LOGSTASH_ADDRESS: Option<String> = Var::new("HOOK_EXECUTOR_LOG_LOGSTASH_ADDRESS", Kind::Text, RequiredWhen("when scraping without discovery"), parse::authority,
+        "Logstash `host:port`.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_LOGSTASH_ADDRESS")]);
+    LOG_LOGSTASH_SERVICE: Option<String> = Var::new("HOOK_EXECUTOR_LOG_LOGSTASH_SERVICE", Kind::Text, Unset("—"), parse::optional_text,
+        "Consul service name of Logstash (passing instances, through CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN); replaces the address.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_LOGSTASH_DISCOVERY_SERVICE_NAME")]);
+    LOG_LOGSTASH_REFRESH: Duration = Var::new("HOOK_EXECUTOR_LOG_LOGSTASH_REFRESH", Kind::Duration, Value("10secs"), parse::nonzero_duration,
+        "How often Consul is asked for Logstash's instances.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_LOGSTASH_DISCOVERY_REFRESH_INTERVAL")]);
+    LOG_RATE_LIMIT: usize = Var::new("HOOK_EXECUTOR_LOG_RATE_LIMIT", Kind::Count { min: 0, max: 10_000_000 }, Value("0"), parse::count,
+        "Entries shipped per second at most (0: no limit); the excess is dropped and counted.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_LOGSTASH_RATE_LIMIT")]);
+    LOG_SIZE_LIMIT: usize = Var::new("HOOK_EXECUTOR_LOG_SIZE_LIMIT", Kind::Bytes { min: 0, max: 64 * 1024 * 1024 }, Value("0"), parse::count,
+        "Largest serialized entry shipped (0: no limit; UDP is always bound by the datagram size); larger ones are dropped and counted.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_LOGSTASH_SIZE_LIMIT")]);
+    LOG_TCP_KEEP_ALIVE: Duration = Var::new("HOOK_EXECUTOR_LOG_TCP_KEEP_ALIVE", Kind::Duration, Value("5secs"), parse::nonzero_duration,
+        "TCP keep-alive idle time of the Logstash connection.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_LOGSTASH_TCP_KEEP_ALIVE")]);
+    LOG_TCP_TIMEOUT: Duration = Var::new("HOOK_EXECUTOR_LOG_TCP_TIMEOUT", Kind::Duration, Value("2secs"), parse::nonzero_duration,
+        "Connect and write timeout of the Logstash connection.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_LOGSTASH_TCP_TIMEOUT")]);
+    LOG_QUEUE_SIZE: usize = Var::new("HOOK_EXECUTOR_LOG_QUEUE_SIZE", Kind::Count { min: 1, max: 1_000_000 }, Value("10000"), parse::count,
+        "Lines waiting to be shipped at most; more are dropped and counted (the task never waits).").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_BUFFER_SIZE")]);
+    LOG_QUEUE_BYTES: usize = Var::new("HOOK_EXECUTOR_LOG_QUEUE_BYTES", Kind::Bytes { min: 4096, max: 1024 * 1024 * 1024 }, Value("8388608"), parse::count,
+        "Bytes of lines waiting to be shipped at most (bounds the executor's memory).");
+    LOG_MAX_LINE: usize = Var::new("HOOK_EXECUTOR_LOG_MAX_LINE", Kind::Bytes { min: 64, max: 64 * 1024 * 1024 }, Value("65536"), parse::count,
+        "Longest line scraped; a longer one is cut there and flagged `truncated` (the sandbox file still gets all of it).");
+    LOG_IGNORE_KEYS: Vec<String> = Var::new("HOOK_EXECUTOR_LOG_IGNORE_KEYS", Kind::List, Unset("—"), parse::list,
+        "Keys removed from every shipped entry.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_IGNORE_KEYS")]);
+    LOG_LABELS: Vec<String> = Var::new("HOOK_EXECUTOR_LOG_LABELS", Kind::List, Value("scId"), parse::list,
+        "Task labels added to every entry, under the label's key in lower case (allegro's `scId` becomes `scid`).");
+    LOG_DRAIN_TIMEOUT: Duration = Var::new("HOOK_EXECUTOR_LOG_DRAIN_TIMEOUT", Kind::Duration, Value("3secs"), parse::duration,
+        "When the task ends, how long its output may still be drained and shipped before the terminal update.");
+}
+
+/// Parsers of the task-output settings.
+mod output {
+    use super::{Kind, ValueError};
+    use crate::config::{bytes, Protocol, ScrapeFormat};
+
+    pub(super) fn size(value: &str, _: Kind) -> Result<Option<u64>, ValueError> {
+        match bytes::parse(value) {
+            Ok(0) => Err(ValueError::Zero),
+            Ok(n) => Ok(Some(n)),
+            Err(e) => Err(ValueError::NotOneOf {
+                value: e.0,
+                expected: "a size like `10MB`, `512KB`, `1GB` or a number of bytes".to_owned(),
+            }),
+        }
+    }
+
+    pub(super) fn scrape_format(value: &str, _: Kind) -> Result<Option<ScrapeFormat>, ValueError> {
+        ScrapeFormat::from_label(value.trim())
+            .map(Some)
+            .ok_or_else(|| ValueError::NotOneOf {
+                value: value.trim().to_owned(),
+                expected: "`logstash`, `json` or `logfmt`".to_owned(),
+            })
+    }
+
+    pub(super) fn protocol(value: &str, _: Kind) -> Result<Protocol, ValueError> {
+        match value.trim() {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            other => Err(ValueError::NotOneOf {
+                value: other.to_owned(),
+                expected: "`tcp` or `udp`".to_owned(),
+            }),
+        }
+    }
 }
 
 /// The longest duration any variable accepts: far beyond any sensible

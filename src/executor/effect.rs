@@ -40,7 +40,20 @@ pub enum Effect {
     CancelBeforeStart,
     /// Start the task's root process; the loop steps again at once with the
     /// answer, `Input::TaskSpawned` or `Input::SpawnFailed`.
-    Spawn(Box<LaunchSpec>),
+    Spawn {
+        /// What to run.
+        spec: Box<LaunchSpec>,
+        /// Its output through the executor (pipes drained to the sandbox
+        /// files, rotation, scraping); `None`: it inherits the sandbox files.
+        output: Option<Box<crate::logs::OutputPlan>>,
+    },
+    /// The task has ended: drain its output pipes and the shipping queue
+    /// for at most `within`, then report `Input::OutputDrained`.
+    DrainOutput {
+        /// `HOOK_EXECUTOR_LOG_DRAIN_TIMEOUT`, or less when the agent's
+        /// shutdown grace leaves less.
+        within: std::time::Duration,
+    },
     /// Start probing the task's armed health check and generic check.
     StartChecks {
         /// What to probe.

@@ -60,6 +60,8 @@ pub(crate) enum Input {
     HealthProbe(health::Observation),
     /// A generic check's raw result.
     CheckProbe(health::Observation),
+    /// The task's output pipeline has drained (or ran out of time).
+    OutputDrained,
     /// The owner's nearest deadline passed.
     Deadline,
 }

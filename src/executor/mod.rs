@@ -43,6 +43,7 @@ use crate::{
     config::Config,
     health,
     hooks::{self, ChainResult, HookChain, HookContext, HookEvent},
+    logs,
     proto::v1::{self, task_status::Reason},
     task::{
         launch::{self, LaunchSpec},
@@ -105,6 +106,10 @@ struct Runtime {
     signaller: mpsc::UnboundedSender<SignalJob>,
     /// What the remote API's `/remote/status` shows.
     status: watch::Sender<StatusSnapshot>,
+    /// The task's output pipeline, while its output goes through us.
+    pipeline: Option<logs::Pipeline>,
+    /// Its counters (shown by `/remote/status` and the exit log line).
+    output_counters: Arc<logs::OutputCounters>,
 }
 
 /// Runs the executor to completion with `cfg`. Installs the child reaper, the
@@ -141,7 +146,14 @@ pub async fn run(cfg: Config) -> Outcome {
         &cfg.environment.0,
         &cfg.settings.env_denylist,
     ));
-    let remote = crate::remote::start(&cfg, reaper.clone(), &base_env, status_rx);
+    let output_counters = Arc::new(logs::OutputCounters::default());
+    let remote = crate::remote::start(
+        &cfg,
+        reaper.clone(),
+        &base_env,
+        status_rx,
+        output_counters.clone(),
+    );
     let subscription = tokio::spawn(subscription::subscribe_loop(
         client.clone(),
         inbox_tx.clone(),
@@ -177,6 +189,8 @@ pub async fn run(cfg: Config) -> Outcome {
         checkers: health::Checkers::default(),
         before_start: None,
         status,
+        pipeline: None,
+        output_counters,
     };
     let outcome = loop {
         let input = tokio::select! {
@@ -201,6 +215,24 @@ pub async fn run(cfg: Config) -> Outcome {
         warn!(
             count = swept,
             "killed leftover descendant processes before exit"
+        );
+    }
+    if let Some(c) = runtime.output_counters.snapshot() {
+        info!(
+            stdout_bytes = c.stdout_bytes,
+            stderr_bytes = c.stderr_bytes,
+            rotations = c.rotations,
+            lines = c.lines,
+            shipped = c.shipped,
+            dropped = c.dropped(),
+            dropped_queue_full = c.dropped_queue_full,
+            dropped_rate = c.dropped_rate,
+            dropped_size = c.dropped_size,
+            dropped_send_error = c.dropped_send_error,
+            dropped_at_exit = c.dropped_at_exit,
+            truncated = c.truncated,
+            plain_not_shipped = c.plain_not_shipped,
+            "task output at exit"
         );
     }
     outcome
@@ -283,7 +315,7 @@ impl Runtime {
     async fn apply(&mut self, state: &mut State, input: Input) -> Option<Outcome> {
         let mut pending = VecDeque::from(state.step(input, Instant::now()));
         while let Some(effect) = pending.pop_front() {
-            if matches!(effect, Effect::Spawn(_)) {
+            if matches!(effect, Effect::Spawn { .. }) {
                 // Let the update sender put TASK_STARTING on the wire first:
                 // its round trip to the agent then overlaps the spawn.
                 tokio::task::yield_now().await;
@@ -343,7 +375,26 @@ impl Runtime {
                     handle.abort();
                 }
             }
-            Effect::Spawn(spec) => return Next::Step(self.spawn_task(&spec)),
+            Effect::Spawn { spec, output } => {
+                return Next::Step(self.spawn_task(&spec, output.as_deref()))
+            }
+            Effect::DrainOutput { within: timeout } => {
+                let Some(pipeline) = self.pipeline.take() else {
+                    return Next::Step(Input::OutputDrained);
+                };
+                let inbox = self.inbox.clone();
+                tokio::spawn(async move {
+                    if let Some(c) = pipeline.finish(timeout).await {
+                        info!(
+                            shipped = c.shipped,
+                            dropped = c.dropped(),
+                            lines = c.lines,
+                            "task output drained"
+                        );
+                    }
+                    let _ = inbox.send(Input::OutputDrained).await;
+                });
+            }
             Effect::StartChecks { armed, spec } => {
                 let LaunchSpec { env, cwd, .. } = *spec;
                 let ctx = health::TaskContext {
@@ -386,7 +437,7 @@ impl Runtime {
     /// Starts the task's root process: `posix_spawn` where glibc allows
     /// (about 0.1 ms, so it runs right here), a fork otherwise. The answer
     /// goes straight back into the step.
-    fn spawn_task(&self, spec: &LaunchSpec) -> Input {
+    fn spawn_task(&mut self, spec: &LaunchSpec, output: Option<&logs::OutputPlan>) -> Input {
         let user = match process::resolve_user(spec.user.as_deref()) {
             Ok(user) => user,
             Err(e) => {
@@ -396,7 +447,12 @@ impl Runtime {
                 }
             }
         };
-        match self.reaper.spawn_task(spec, user) {
+        let pipes = output.and_then(|plan| self.start_pipeline(plan));
+        let spawned = self.reaper.spawn_task(spec, user, pipes.as_ref());
+        // Our copies of the write ends close here: the drains see EOF once
+        // the task's processes are gone.
+        drop(pipes);
+        match spawned {
             Ok((pid, exit)) => {
                 let inbox = self.inbox.clone();
                 tokio::spawn(async move {
@@ -415,6 +471,46 @@ impl Runtime {
                     message: format!("Cannot launch task: {e}"),
                     reason: None,
                 }
+            }
+        }
+    }
+
+    /// Starts the output pipeline for the task about to be spawned; returns
+    /// the pipes' write ends for the task, or `None` (the task inherits the
+    /// sandbox files) when the pipeline cannot start.
+    fn start_pipeline(&mut self, plan: &logs::OutputPlan) -> Option<[std::os::fd::OwnedFd; 2]> {
+        let pipes = logs::task_pipes();
+        let started = pipes.and_then(|logs::TaskPipes { readers, writers }| {
+            let dirs: Vec<std::path::PathBuf> = self
+                .cfg
+                .directory
+                .iter()
+                .chain(std::iter::once(&self.cfg.sandbox))
+                .cloned()
+                .collect();
+            let consul = logs::ConsulAccess {
+                base_url: self.cfg.settings.hooks.consul_url.clone(),
+                token: self.cfg.settings.hooks.consul_token.clone(),
+                timeout: self.cfg.settings.call_timeout,
+            };
+            logs::Pipeline::start(
+                plan,
+                &self.cfg.settings.output,
+                &dirs,
+                &consul,
+                readers,
+                self.output_counters.clone(),
+            )
+            .map(|pipeline| (pipeline, writers))
+        });
+        match started {
+            Ok((pipeline, writers)) => {
+                self.pipeline = Some(pipeline);
+                Some(writers)
+            }
+            Err(e) => {
+                warn!(cause = %e, "cannot start the task's output pipeline; the task writes to the sandbox files itself");
+                None
             }
         }
     }

@@ -42,8 +42,24 @@ pub struct State {
     /// The task's health check and generic check interpretation (the probes
     /// themselves run in the owner loop's tasks).
     pub(super) checks: health::Checks,
+    /// Whether the task's output goes through the executor, and where the
+    /// drain at its end stands.
+    pub(super) output: Output,
     /// Effects produced by the step in progress.
     pub(super) effects: Vec<Effect>,
+}
+
+/// The task's output, as far as the terminal update depends on it.
+#[derive(Debug, Default)]
+pub(super) enum Output {
+    /// The task writes to the sandbox files itself (the default).
+    #[default]
+    Inherited,
+    /// Its output goes through the executor's pipeline.
+    Captured,
+    /// The task ended; the terminal update (already in the update log) goes
+    /// out once the pipeline has drained.
+    Draining(Box<v1::TaskStatus>),
 }
 
 /// The agent link.
@@ -205,6 +221,7 @@ impl State {
             },
             killed_unknown: Vec::new(),
             checks: health::Checks::default(),
+            output: Output::Inherited,
             effects: Vec::new(),
         }
     }

@@ -14,13 +14,14 @@ use tracing::{debug, error, info, warn};
 use super::{
     effect::{Effect, HookCall},
     input::Input,
-    state::{AgentSession, EndCause, Kill, KillPhase, Link, Stage, State, Task},
+    state::{AgentSession, EndCause, Kill, KillPhase, Link, Output, Stage, State, Task},
     Outcome,
 };
 use crate::{
     agent::updates::{self, Acked},
     health,
     hooks::{self, ChainResult, HookEvent},
+    logs,
     proto::{
         executor::{event, Event},
         v1::{self, task_status::Reason, TaskState},
@@ -69,6 +70,7 @@ impl State {
             Input::HookDone { event, result } => self.on_hook_done(event, result, now),
             Input::HealthProbe(observation) => self.on_health_probe(&observation, now),
             Input::CheckProbe(observation) => self.on_check_probe(&observation, now),
+            Input::OutputDrained => self.on_output_drained(now),
             Input::Deadline => self.on_deadline(now),
         }
     }
@@ -140,7 +142,8 @@ impl State {
     /// Whether the run is over, and how.
     fn finished(&self, now: Instant) -> Option<Outcome> {
         let task_done = matches!(self.task, Task::Idle | Task::Terminal { .. });
-        if !task_done || self.ending.before_terminate == Stage::Running {
+        let draining = matches!(self.output, Output::Draining(_));
+        if !task_done || draining || self.ending.before_terminate == Stage::Running {
             return None;
         }
         match self.ending.cause {
@@ -447,7 +450,23 @@ impl State {
         added_env: Vec<(String, String)>,
     ) {
         spec.env.extend(added_env);
-        self.effects.push(Effect::Spawn(spec.clone()));
+        let facts = logs::TaskFacts {
+            task: &info,
+            framework_id: &self.cfg.framework_id,
+            executor_id: &self.cfg.executor_id,
+            agent_host: self.agent.as_ref().map(|a| a.agent.hostname.as_str()),
+            env: &spec.env,
+        };
+        let output = logs::plan(&self.cfg.settings.output, facts).map(Box::new);
+        self.output = if output.is_some() {
+            Output::Captured
+        } else {
+            Output::Inherited
+        };
+        self.effects.push(Effect::Spawn {
+            spec: spec.clone(),
+            output,
+        });
         self.task = Task::Spawning { info, spec };
     }
 
@@ -504,6 +523,8 @@ impl State {
         let Task::Spawning { info, .. } = std::mem::replace(&mut self.task, Task::Idle) else {
             return;
         };
+        // No process: the pipeline (if any) ends with its pipes' write ends.
+        self.output = Output::Inherited;
         self.fail_task(&info.task_id, message, reason, now);
     }
 
@@ -746,20 +767,33 @@ impl State {
         }
         updates::add_labels(&mut status, outcome.labels());
         // Whatever the root left behind is killed first; the terminal update
-        // goes to the agent once that signal is out.
+        // goes to the agent once that signal is out, and, when the task's
+        // output goes through the executor, once its pipes are drained (the
+        // sweep closes their last write ends).
         let status = self.record_update(status);
+        let captured = matches!(self.output, Output::Captured);
         self.effects.push(Effect::SignalTree {
             root: pid,
             signal: Signal::SIGKILL,
             spare: false,
             why: "leftovers of the task",
-            then: Some(Box::new(status)),
+            then: (!captured).then(|| Box::new(status.clone())),
         });
         self.task = Task::Terminal {
             task_id: info.task_id.clone(),
             state: terminal.state,
         };
-        self.arm_ack_deadline(now);
+        if captured {
+            self.output = Output::Draining(Box::new(status));
+            let within = drain_budget(
+                self.cfg.settings.output.drain_timeout,
+                self.ending.ack_deadline,
+                now,
+            );
+            self.effects.push(Effect::DrainOutput { within });
+        } else {
+            self.arm_ack_deadline(now);
+        }
         if self.ending.cause == Some(EndCause::AgentLost) {
             warn!("the agent is gone; the terminal update cannot be delivered");
         }
@@ -872,6 +906,23 @@ impl State {
         }
     }
 
+    /// The task's output is drained: the held terminal update goes out
+    /// (unless a SUBSCRIBE already carried it and it was acknowledged).
+    fn on_output_drained(&mut self, now: Instant) {
+        let Output::Draining(status) = std::mem::take(&mut self.output) else {
+            return;
+        };
+        let pending = self
+            .log
+            .pending()
+            .iter()
+            .any(|s| s.uuid.is_some() && s.uuid == status.uuid);
+        if pending {
+            self.effects.push(Effect::SendUpdate(*status));
+        }
+        self.arm_ack_deadline(now);
+    }
+
     fn stop_checks(&mut self) {
         if self.checks.disarm() {
             self.effects.push(Effect::StopChecks);
@@ -938,6 +989,17 @@ impl State {
         if let Some(status) = self.checks.check_update(observation) {
             self.send_update(status);
         }
+    }
+}
+
+/// How long the task's output may drain: the configured time, but never
+/// past an acknowledgement deadline already set (a SHUTDOWN's budget: the
+/// agent destroys the container at its end), leaving half of what remains
+/// for the update itself.
+fn drain_budget(configured: Duration, ack_deadline: Option<Instant>, now: Instant) -> Duration {
+    match ack_deadline {
+        Some(by) => configured.min(by.saturating_duration_since(now) / 2),
+        None => configured,
     }
 }
 

@@ -114,14 +114,14 @@ impl Harness {
     /// LAUNCH, the before-start chain (when hooks run) and the fork.
     fn launch(&mut self, task: v1::TaskInfo) {
         let effects = self.launch_event(task);
-        let spawned = effects.iter().any(|e| matches!(e, Effect::Spawn(_)));
+        let spawned = effects.iter().any(|e| matches!(e, Effect::Spawn { .. }));
         if !spawned {
             let effects = self.input(Input::HookDone {
                 event: HookEvent::BeforeStart,
                 result: ChainResult::Ok { env: Vec::new() },
             });
             assert!(
-                effects.iter().any(|e| matches!(e, Effect::Spawn(_))),
+                effects.iter().any(|e| matches!(e, Effect::Spawn { .. })),
                 "the before-start chain allowed the fork"
             );
         }
@@ -266,7 +266,7 @@ async fn launch_without_hooks_forks_in_the_same_step() {
     h.subscribe(false);
     let effects = h.launch_event(task(None));
     assert!(
-        matches!(effects.as_slice(), [Effect::SendUpdate(s), Effect::Spawn(_)] if s.state() == TaskState::TaskStarting)
+        matches!(effects.as_slice(), [Effect::SendUpdate(s), Effect::Spawn { .. }] if s.state() == TaskState::TaskStarting)
     );
     let effects = h.input(Input::TaskSpawned(PID));
     assert!(
@@ -699,7 +699,7 @@ async fn a_kill_before_the_process_exists_reports_killed_and_never_forks() {
     );
     let effects = h.hook_done(HookEvent::BeforeStart);
     assert!(
-        effects.iter().all(|e| !matches!(e, Effect::Spawn(_))),
+        effects.iter().all(|e| !matches!(e, Effect::Spawn { .. })),
         "a late before-start result does not fork"
     );
     assert_eq!(
@@ -757,7 +757,7 @@ async fn a_failed_before_start_hook_fails_the_task_without_a_process() {
             reason: HookError::Policy(crate::hooks::policy::Violation::Privileged),
         },
     });
-    assert!(effects.iter().all(|e| !matches!(e, Effect::Spawn(_))));
+    assert!(effects.iter().all(|e| !matches!(e, Effect::Spawn { .. })));
     let failed = h.state.log.pending().last().cloned().expect("an update");
     assert_eq!(failed.state(), TaskState::TaskFailed);
     assert_eq!(failed.reason(), v1::task_status::Reason::TaskUnauthorized);
@@ -953,4 +953,94 @@ async fn a_kill_during_the_fork_reports_killed_and_kills_the_late_process() {
     }));
     assert_eq!(h.effects.len(), before, "its exit reports nothing more");
     assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed));
+}
+
+/// With the task's output through the executor, the terminal update waits
+/// for the pipeline's drain (after the sweep of the leftovers), and the
+/// executor does not exit meanwhile, even once the agent is gone.
+#[tokio::test(start_paused = true)]
+async fn the_terminal_update_waits_for_the_output_drain() {
+    let mut h = Harness::new(&[("HOOK_EXECUTOR_LOG_ROTATE_SIZE", "10MB")], false);
+    h.subscribe(false);
+    let effects = h.launch_event(task(None));
+    assert!(
+        effects.iter().any(
+            |e| matches!(e, Effect::Spawn { output: Some(p), .. } if p.rotate && p.scrape.is_none())
+        ),
+        "rotation puts the output through the executor: {effects:?}"
+    );
+    h.input(Input::TaskSpawned(PID));
+    let effects = h.input(Input::TaskExited(ExitOutcome::Exited(0)));
+    assert!(
+        matches!(
+            effects.as_slice(),
+            [
+                Effect::SignalTree {
+                    signal: Signal::SIGKILL,
+                    then: None,
+                    ..
+                },
+                Effect::DrainOutput { within }
+            ] if *within == Duration::from_secs(3)
+        ),
+        "sweep, then drain; the update is held: {effects:?}"
+    );
+    assert_eq!(h.states().last(), Some(&TaskState::TaskRunning));
+    // Nothing ends the run while draining, not even a long wait.
+    assert!(exit(&h.advance(Duration::from_secs(600)).await).is_none());
+    let effects = h.input(Input::OutputDrained);
+    assert!(
+        matches!(effects.as_slice(), [Effect::SendUpdate(s)] if s.state() == TaskState::TaskFinished),
+        "{effects:?}"
+    );
+    assert_eq!(exit(&h.ack_all()), Some(Outcome::Completed));
+}
+
+/// By default the task inherits the sandbox files and nothing waits for a drain.
+#[tokio::test(start_paused = true)]
+async fn by_default_the_task_output_is_not_captured() {
+    let mut h = Harness::new(&[], false);
+    h.subscribe(false);
+    let effects = h.launch_event(task(None));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Spawn { output: None, .. })));
+    h.input(Input::TaskSpawned(PID));
+    let effects = h.input(Input::TaskExited(ExitOutcome::Exited(0)));
+    assert!(effects
+        .iter()
+        .all(|e| !matches!(e, Effect::DrainOutput { .. })));
+    assert_eq!(h.states().last(), Some(&TaskState::TaskFinished));
+}
+
+/// Under SHUTDOWN the drain fits inside the agent's grace: it never runs
+/// past half of what is left before the acknowledgement deadline.
+#[tokio::test(start_paused = true)]
+async fn the_output_drain_fits_in_the_shutdown_grace() {
+    let mut h = Harness::new(
+        &[
+            ("HOOK_EXECUTOR_LOG_ROTATE_SIZE", "1MB"),
+            ("HOOK_EXECUTOR_LOG_DRAIN_TIMEOUT", "30secs"),
+            ("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "4secs"),
+        ],
+        false,
+    );
+    h.subscribe(false);
+    h.launch(task(None));
+    h.event(Event {
+        r#type: Some(event::Type::Shutdown as i32),
+        ..Default::default()
+    });
+    let effects = h.input(Input::TaskExited(ExitOutcome::Signaled {
+        signal: 15,
+        core_dumped: false,
+    }));
+    let within = effects.iter().find_map(|e| match e {
+        Effect::DrainOutput { within } => Some(*within),
+        _ => None,
+    });
+    assert!(
+        within.is_some_and(|w| w > Duration::ZERO && w < Duration::from_secs(2)),
+        "{within:?}"
+    );
 }

@@ -166,6 +166,55 @@ impl Hook for ConsulHook {
     }
 }
 
+/// The passing instances of `service` as `host:port`, from Consul's health
+/// endpoint (`GET /v1/health/service/{service}?passing`), with the same
+/// address and token conventions as the hook; used to discover Logstash.
+pub(crate) async fn passing_instances(
+    base_url: &str,
+    token: Option<&Secret>,
+    service: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, HookError> {
+    let url = format!("{base_url}/v1/health/service/{service}?passing");
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(token) = token {
+        headers.push(("X-Consul-Token", token.expose()));
+    }
+    let response = http::send(Method::GET, &url, &headers, None, timeout)
+        .await
+        .map_err(|e| HookError::new(format!("consul: {e}")))?;
+    if !response.is_success() {
+        return Err(HookError::new(format!(
+            "consul: GET /v1/health/service/{service} answered {}: {}",
+            response.status,
+            response.body.trim()
+        )));
+    }
+    health_instances(&response.body).map_err(|e| HookError::new(format!("consul: {e}")))
+}
+
+/// `host:port` of each entry of a `/v1/health/service` answer: the service's
+/// address, or the node's when the service registered none.
+pub(crate) fn health_instances(body: &str) -> Result<Vec<String>, String> {
+    let entries: Vec<Value> = serde_json::from_str(body)
+        .map_err(|e| format!("health answer is not a JSON array: {e}"))?;
+    Ok(entries
+        .iter()
+        .filter_map(|e| {
+            let port = e["Service"]["Port"].as_u64().filter(|p| *p > 0)?;
+            let address = e["Service"]["Address"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+                .or_else(|| e["Node"]["Address"].as_str())?;
+            Some(if address.contains(':') {
+                format!("[{address}]:{port}")
+            } else {
+                format!("{address}:{port}")
+            })
+        })
+        .collect())
+}
+
 fn label<'a>(task: &'a v1::TaskInfo, key: &str) -> Option<&'a str> {
     task.labels
         .as_ref()?
@@ -297,6 +346,25 @@ fn mirror_check(hc: &v1::HealthCheck, address: &str, port: u32) -> Option<Value>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_answers_give_service_or_node_addresses() {
+        let body = r#"[
+            {"Node":{"Address":"10.0.0.1"},"Service":{"Address":"10.0.0.9","Port":5000}},
+            {"Node":{"Address":"10.0.0.2"},"Service":{"Address":"","Port":5001}},
+            {"Node":{"Address":"::1"},"Service":{"Port":5002}},
+            {"Node":{"Address":"10.0.0.3"},"Service":{"Port":0}}
+        ]"#;
+        assert_eq!(
+            health_instances(body),
+            Ok(vec![
+                "10.0.0.9:5000".into(),
+                "10.0.0.2:5001".into(),
+                "[::1]:5002".into()
+            ])
+        );
+        assert!(health_instances("{}").is_err());
+    }
     use crate::proto::v1::{discovery_info, DiscoveryInfo, Label, Labels, Port, Ports};
 
     fn task(labels: &[(&str, &str)], named_ports: &[(&str, u32)]) -> v1::TaskInfo {

@@ -143,6 +143,7 @@ fn status(shared: &Shared) -> StatusResponse {
         healthy: s.healthy,
         running_commands: running,
         retained_results: retained,
+        task_output: shared.output.snapshot(),
     }
 }
 

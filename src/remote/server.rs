@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     unix_connections: Arc<Semaphore>,
     /// Connection slots of the TCP listener.
     tcp_connections: Arc<Semaphore>,
+    /// The task output pipeline's counters, for `/remote/status`.
+    pub(crate) output: Arc<crate::logs::OutputCounters>,
 }
 
 impl Shared {
@@ -271,6 +273,7 @@ pub(crate) fn start(
     reaper: Reaper,
     base_env: &BTreeMap<String, String>,
     status: watch::Receiver<StatusSnapshot>,
+    output: Arc<crate::logs::OutputCounters>,
 ) -> Option<Server> {
     let r = &cfg.settings.remote;
     if !r.enabled {
@@ -323,6 +326,7 @@ pub(crate) fn start(
         shutdown: CancellationToken::new(),
         unix_connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         tcp_connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        output,
     });
     let mut tasks = Vec::new();
     let path: PathBuf = cfg.remote_socket();

@@ -45,6 +45,10 @@ pub struct StatusResponse {
     pub running_commands: usize,
     /// Our extra: finished results retained.
     pub retained_results: usize,
+    /// Our extra: the task output pipeline's counters, when the task's
+    /// output goes through the executor (docs/logging.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_output: Option<crate::logs::OutputCountersSnapshot>,
 }
 
 /// One environment variable in Mesos `Environment.Variable` spelling.

@@ -41,7 +41,10 @@ use std::{
     collections::{HashMap, HashSet},
     ffi::NulError,
     io,
-    os::{fd::OwnedFd, unix::process::CommandExt},
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::process::CommandExt,
+    },
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -171,24 +174,33 @@ impl Reaper {
     /// Spawns the task's root process as `spec` says, switching to `user`;
     /// the receiver yields its exit. Without a user switch it goes through
     /// `posix_spawn` where glibc allows ([`super::spawn`]), else it forks
-    /// ([`task_command`]).
+    /// ([`task_command`]). `output` (stdout, stderr) replaces the inherited
+    /// descriptors when the executor drains the task's output.
     pub(crate) fn spawn_task(
         &self,
         spec: &LaunchSpec,
         user: Option<UserSwitch>,
+        output: Option<&[OwnedFd; 2]>,
     ) -> io::Result<(u32, oneshot::Receiver<ExitOutcome>)> {
         if user.is_none() {
             // Under the lock, as every spawn: the reaper must not collect the
             // child before its waiter is registered.
             let mut state = self.lock();
-            if let Some(spawned) = super::spawn::spawn_session(spec) {
+            let raw = output.map(|[o, e]| [o.as_raw_fd(), e.as_raw_fd()]);
+            if let Some(spawned) = super::spawn::spawn_session(spec, raw) {
                 let pid = spawned?;
                 let (tx, rx) = oneshot::channel();
                 state.waiters.insert(pid, (Role::Task, tx));
                 return Ok((u32::try_from(pid).unwrap_or_default(), rx));
             }
         }
-        let (child, rx) = self.register(&mut task_command(spec, user), Role::Task)?;
+        let mut command = task_command(spec, user);
+        if let Some([out, err]) = output {
+            command
+                .stdout(Stdio::from(out.try_clone()?))
+                .stderr(Stdio::from(err.try_clone()?));
+        }
+        let (child, rx) = self.register(&mut command, Role::Task)?;
         Ok((child.id(), rx))
     }
 

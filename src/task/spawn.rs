@@ -72,7 +72,11 @@ impl Drop for Objects {
 
 /// Starts the task's root process in a new session with `posix_spawn`, or
 /// returns `None` when this glibc or this spec needs the fork path.
-pub(crate) fn spawn_session(spec: &LaunchSpec) -> Option<io::Result<libc::pid_t>> {
+/// `output` (stdout, stderr) replaces the inherited descriptors.
+pub(crate) fn spawn_session(
+    spec: &LaunchSpec,
+    output: Option<[c_int; 2]>,
+) -> Option<io::Result<libc::pid_t>> {
     let chdir = addchdir()?;
     let (path, argv): (PathBuf, Vec<&str>) = match &spec.program {
         Program::Shell { command } => (PathBuf::from("/bin/sh"), vec!["/bin/sh", "-c", command]),
@@ -149,6 +153,10 @@ pub(crate) fn spawn_session(spec: &LaunchSpec) -> Option<io::Result<libc::pid_t>
                 0,
             ) != 0
             || chdir(&mut objects.actions, cwd.as_ptr()) != 0
+            || output.is_some_and(|[out, err]| {
+                libc::posix_spawn_file_actions_adddup2(&mut objects.actions, out, 1) != 0
+                    || libc::posix_spawn_file_actions_adddup2(&mut objects.actions, err, 2) != 0
+            })
         {
             return None;
         }
@@ -199,7 +207,7 @@ mod tests {
             user: None,
             source: CommandSource::TaskCommand,
         };
-        let pid = spawn_session(&spec)
+        let pid = spawn_session(&spec, None)
             .expect("glibc can spawn with SETSID here")
             .expect("spawned");
         let status =
@@ -263,11 +271,11 @@ mod tests {
             source: CommandSource::TaskCommand,
         };
         assert!(
-            spawn_session(&spec(&script.display().to_string())).is_none(),
+            spawn_session(&spec(&script.display().to_string()), None).is_none(),
             "ENOEXEC: fork and execvp instead"
         );
         assert!(
-            spawn_session(&spec("surely-not-installed-anywhere")).is_none(),
+            spawn_session(&spec("surely-not-installed-anywhere"), None).is_none(),
             "not found here: the fork path says so"
         );
     }

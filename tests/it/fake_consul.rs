@@ -6,6 +6,9 @@
 //! - `PUT /v1/agent/service/deregister/{id}`: `200`, or `404`
 //!   `Unknown service ID "{id}"...` for an id it does not hold;
 //! - `GET /v1/agent/services`: the registered services as a JSON object;
+//! - `GET /v1/health/service/{name}` (`?passing`: only instances whose
+//!   registered check is not `critical`): a JSON array of
+//!   `{"Node":{"Node","Address"},"Service":{"ID","Service","Tags","Address","Port"},"Checks":[…]}`;
 //! - with an ACL token configured, a request without the right
 //!   `X-Consul-Token` gets `403` `Permission denied`;
 //! - a wrong method gets `405`.
@@ -105,6 +108,10 @@ impl FakeConsul {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let passing = req.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|p| p == "passing" || p.starts_with("passing="))
+        });
         let token = req
             .headers()
             .get("x-consul-token")
@@ -117,7 +124,7 @@ impl FakeConsul {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         let body_text = String::from_utf8_lossy(&body).into_owned();
-        let (status, answer) = self.decide(&method, &path, token.as_deref(), &body);
+        let (status, answer) = self.decide(&method, &path, token.as_deref(), &body, passing);
         if let Ok(mut s) = self.state.lock() {
             s.requests.push(Recorded {
                 at: SystemTime::now(),
@@ -140,6 +147,7 @@ impl FakeConsul {
         path: &str,
         token: Option<&str>,
         body: &[u8],
+        passing: bool,
     ) -> (StatusCode, String) {
         if path.starts_with("/hook") {
             let status = self.state.lock().map(|s| s.webhook_status).unwrap_or(200);
@@ -192,6 +200,30 @@ impl FakeConsul {
                 StatusCode::OK,
                 serde_json::to_string(&state.services).unwrap_or_default(),
             ),
+            (&Method::GET, p) if p.starts_with("/v1/health/service/") => {
+                let name = p.trim_start_matches("/v1/health/service/");
+                let entries: Vec<serde_json::Value> = state
+                    .services
+                    .values()
+                    .filter(|d| d["Name"] == name)
+                    .filter(|d| !passing || d["Check"]["Status"] != "critical")
+                    .map(|d| {
+                        let status = d["Check"]["Status"].as_str().unwrap_or("passing");
+                        serde_json::json!({
+                            "Node": {"Node": "fake-node", "Address": "127.0.0.1"},
+                            "Service": {
+                                "ID": d.get("ID").unwrap_or(&d["Name"]),
+                                "Service": d["Name"],
+                                "Tags": d.get("Tags").cloned().unwrap_or_else(|| serde_json::json!([])),
+                                "Address": d.get("Address").cloned().unwrap_or_else(|| serde_json::json!("")),
+                                "Port": d.get("Port").cloned().unwrap_or_else(|| serde_json::json!(0)),
+                            },
+                            "Checks": [{"Node": "fake-node", "CheckID": "serfHealth", "Status": status}],
+                        })
+                    })
+                    .collect();
+                (StatusCode::OK, serde_json::Value::from(entries).to_string())
+            }
             (_, "/v1/agent/service/register" | "/v1/agent/services") => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
             }

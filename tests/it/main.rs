@@ -18,4 +18,5 @@ mod lifecycle;
 mod logs;
 mod reconnect;
 mod remote;
+mod task_output;
 mod transport;

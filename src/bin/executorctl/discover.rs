@@ -206,6 +206,7 @@ mod tests {
                 healthy: None,
                 running_commands: 0,
                 retained_results: 0,
+                task_output: None,
             })),
         }
     }

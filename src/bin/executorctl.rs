@@ -315,6 +315,9 @@ async fn status(t: &Target, json: bool) -> Result<u8, Failure> {
     println!("task_state    {}", opt(s.task_state));
     println!("task_pid      {}", opt(s.task_pid.map(|p| p.to_string())));
     println!("healthy       {}", opt(s.healthy.map(|h| h.to_string())));
+    if let (Some(at), Some(why)) = (&s.scheduled_end, &s.scheduled_end_reason) {
+        println!("scheduled_end {at} ({why})");
+    }
     println!(
         "commands      {} running, {} retained",
         s.running_commands, s.retained_results

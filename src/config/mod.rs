@@ -206,6 +206,21 @@ pub struct Settings {
     pub hooks: HookSettings,
     /// The remote-execution API (`HOOK_EXECUTOR_REMOTE_*`).
     pub(crate) remote: RemoteSettings,
+    /// Scheduled task ends: certificate expiry and maximum lifetime.
+    pub(crate) lifetime: LifetimeSettings,
+}
+
+/// When a task ends on a schedule of its own (`task::lifetime`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LifetimeSettings {
+    /// `HOOK_EXECUTOR_CERTIFICATE_FILE`, resolved against the sandbox.
+    pub(crate) certificate_file: Option<PathBuf>,
+    /// Random range taken off the certificate's `NotAfter`.
+    pub(crate) certificate_range: Duration,
+    /// `HOOK_EXECUTOR_MAX_LIFETIME`.
+    pub(crate) max_lifetime: Option<Duration>,
+    /// Random part taken off the maximum lifetime.
+    pub(crate) max_lifetime_spread: Duration,
 }
 
 /// Names of the built-in hooks, as `HOOK_EXECUTOR_HOOKS` spells them.
@@ -329,7 +344,12 @@ impl Config {
             .or_else(|| std::env::current_dir().ok())
             .unwrap_or_else(|| PathBuf::from("."));
         let auth_token = r.get(&AUTHENTICATION_TOKEN);
-        let settings = settings(r);
+        let mut settings = settings(r);
+        settings.lifetime.certificate_file = settings
+            .lifetime
+            .certificate_file
+            .take()
+            .map(|f| sandbox.join(f));
         Some(Self {
             framework_id,
             executor_id,
@@ -424,6 +444,12 @@ fn settings(r: &mut Reader<'_>) -> Settings {
         env_denylist: r.get(&ENV_DENYLIST),
         hooks: hook_settings(r),
         remote: remote_settings(r),
+        lifetime: LifetimeSettings {
+            certificate_file: r.get(&CERTIFICATE_FILE),
+            certificate_range: r.get(&CERTIFICATE_EXPIRATION_RANGE),
+            max_lifetime: r.get(&MAX_LIFETIME),
+            max_lifetime_spread: r.get(&MAX_LIFETIME_SPREAD),
+        },
     }
 }
 

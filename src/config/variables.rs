@@ -267,6 +267,15 @@ variables! {
         "Finished results kept for retrieval (oldest dropped first).");
     REMOTE_RETENTION: Duration = Var::new("HOOK_EXECUTOR_REMOTE_RETENTION", Kind::Duration, Value("10mins"), parse::duration,
         "How long a finished result is kept.");
+    // Task lifetime: certificate expiry (allegro's `validate-certificate`) and maximum lifetime.
+    CERTIFICATE_FILE: Option<PathBuf> = Var::new("HOOK_EXECUTOR_CERTIFICATE_FILE", Kind::Path, Unset("—"), parse::path,
+        "PEM certificate for tasks labelled `validate-certificate: true` whose environment has no `CERTIFICATE`; relative paths are in the sandbox; read once at start.");
+    CERTIFICATE_EXPIRATION_RANGE: Duration = Var::new("HOOK_EXECUTOR_CERTIFICATE_EXPIRATION_RANGE", Kind::Duration, Value("3hrs"), parse::schedule_duration,
+        "Such a task is killed gracefully at the certificate's NotAfter minus a random part of this range (capped at the time left), so instances do not restart at once; at most 3650days.").also_read_as("ALLEGRO_EXECUTOR_RANDOM_EXPIRATION_RANGE");
+    MAX_LIFETIME: Option<Duration> = Var::new("HOOK_EXECUTOR_MAX_LIFETIME", Kind::Duration, Unset("— (no limit)"), parse::lifetime,
+        "Kill the task gracefully this long after its launch (minus a random part of HOOK_EXECUTOR_MAX_LIFETIME_SPREAD); at most 3650days.");
+    MAX_LIFETIME_SPREAD: Duration = Var::new("HOOK_EXECUTOR_MAX_LIFETIME_SPREAD", Kind::Duration, Value("0secs"), parse::schedule_duration,
+        "Random part taken off HOOK_EXECUTOR_MAX_LIFETIME per task, so instances launched together do not end together; at most 3650days.");
 }
 
 /// A libprocess UPID `id@host:port`, split.
@@ -295,6 +304,8 @@ pub(crate) enum ValueError {
     Duration(#[from] duration::DurationError),
     #[error("must be greater than zero")]
     Zero,
+    #[error("must be at most {0}")]
+    TooLong(&'static str),
     #[error("{value:?} is not {expected}")]
     NotOneOf { value: String, expected: String },
     #[error("{value:?} is not a {what} from {min} to {max}")]
@@ -468,6 +479,9 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The longest task schedule (certificate range, maximum lifetime): ten years.
+pub(crate) const MAX_SCHEDULE: Duration = Duration::from_secs(3650 * 86_400);
+
 /// Parsers, one per shape of value. Each receives set (non-blank) text.
 mod parse {
     use super::*;
@@ -490,6 +504,26 @@ mod parse {
 
     pub(super) fn duration(value: &str, _: Kind) -> Result<Duration, ValueError> {
         Ok(duration::parse(value.trim())?)
+    }
+
+    /// A duration for a task's schedule, bounded so that no deadline overflows.
+    pub(super) fn schedule_duration(value: &str, kind: Kind) -> Result<Duration, ValueError> {
+        duration(value, kind).and_then(|d| {
+            if d > MAX_SCHEDULE {
+                Err(ValueError::TooLong("3650days"))
+            } else {
+                Ok(d)
+            }
+        })
+    }
+
+    /// `HOOK_EXECUTOR_MAX_LIFETIME`: set means a positive, bounded duration.
+    pub(super) fn lifetime(value: &str, kind: Kind) -> Result<Option<Duration>, ValueError> {
+        let d = schedule_duration(value, kind)?;
+        if d.is_zero() {
+            return Err(ValueError::Zero);
+        }
+        Ok(Some(d))
     }
 
     pub(super) fn nonzero_duration(value: &str, kind: Kind) -> Result<Duration, ValueError> {

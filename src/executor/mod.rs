@@ -153,7 +153,12 @@ pub async fn run(cfg: Config) -> Outcome {
     if !hooks.is_empty() {
         info!(hooks = ?hooks.names(), "hook chain configured");
     }
-    let mut state = State::new(cfg.clone(), !hooks.is_empty(), Instant::now());
+    let certificate_file =
+        cfg.settings.lifetime.certificate_file.as_ref().map(|path| {
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+        });
+    let mut state = State::new(cfg.clone(), !hooks.is_empty(), Instant::now())
+        .with_certificate_file(certificate_file);
     let client_for_calls = client.clone();
     let mut runtime = Runtime {
         signaller: spawn_signaller(
@@ -460,17 +465,23 @@ impl Runtime {
         let (task_id, task_state, pid) = state.task_view();
         let task_state = task_state.map(|s| s.as_str_name());
         let healthy = state.healthy();
+        let scheduled_end = state.scheduled_end();
         self.status.send_if_modified(|s| {
             let changed = s.task_id.as_deref() != task_id
                 || s.state.as_deref() != task_state
                 || s.pid != pid
-                || s.healthy != healthy;
+                || s.healthy != healthy
+                || s.scheduled_end
+                    .as_ref()
+                    .map(|(at, why)| (at.as_str(), *why))
+                    != scheduled_end;
             if changed {
-                (s.task_id, s.state, s.pid, s.healthy) = (
+                (s.task_id, s.state, s.pid, s.healthy, s.scheduled_end) = (
                     task_id.map(str::to_owned),
                     task_state.map(str::to_owned),
                     pid,
                     healthy,
+                    scheduled_end.map(|(at, why)| (at.to_owned(), why)),
                 );
             }
             changed

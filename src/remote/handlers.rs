@@ -140,6 +140,8 @@ fn status(shared: &Shared) -> StatusResponse {
         task_state: s.state,
         task_pid: s.pid,
         healthy: s.healthy,
+        scheduled_end_reason: s.scheduled_end.as_ref().map(|e| e.1.to_owned()),
+        scheduled_end: s.scheduled_end.map(|e| e.0),
         running_commands: running,
         retained_results: retained,
     }

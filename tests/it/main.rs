@@ -10,6 +10,7 @@ mod hooks;
 mod kill;
 mod layout;
 mod lifecycle;
+mod lifetime;
 mod reconnect;
 mod remote;
 mod transport;

@@ -19,6 +19,9 @@
 //!   → task, net.
 //! - [`remote`]: the remote-execution API on a local Unix socket, its command
 //!   registry and output capture. → task, status.
+//! - [`metrics`]: the metric families (atomic counters, gauges, histograms)
+//!   counted where events happen, `/proc` readings, the Prometheus text
+//!   exposition and the Graphite push. → config, status, task.
 //! - [`net`]: outbound connections other than the agent's (TLS trust, HTTP).
 //! - [`config`]: the environment, read once and validated as a whole.
 //! - [`status`], `util`, [`proto`]: leaves — the status snapshot the remote API
@@ -53,6 +56,7 @@ pub mod emulator;
 pub mod executor;
 pub mod health;
 pub mod hooks;
+pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod remote;

@@ -94,6 +94,8 @@ enum Command {
         /// The command's pid.
         pid: i32,
     },
+    /// The executor's and the task's metrics (Prometheus text format).
+    Metrics,
 }
 
 /// A failure with its exit code.
@@ -325,6 +327,13 @@ async fn status(t: &Target, json: bool) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// Prints `GET /metrics` as it came (it is text, so `--json` does not apply).
+async fn metrics(t: &Target) -> Result<u8, Failure> {
+    let (_, body) = t.send(t.request(reqwest::Method::GET, "/metrics")).await?;
+    print!("{}", String::from_utf8_lossy(&body));
+    Ok(0)
+}
+
 async fn exec(
     t: &Target,
     json: bool,
@@ -513,6 +522,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Result { pid, wait } => result(&t, cli.json, pid, wait).await,
         Command::List => list(&t, cli.json).await,
         Command::Kill { pid } => kill(&t, cli.json, pid).await,
+        Command::Metrics => metrics(&t).await,
     }
 }
 

@@ -208,6 +208,19 @@ pub struct Settings {
     pub(crate) remote: RemoteSettings,
     /// Scheduled task ends: certificate expiry and maximum lifetime.
     pub(crate) lifetime: LifetimeSettings,
+    /// The Graphite push, when configured.
+    pub(crate) graphite: Option<GraphiteSettings>,
+}
+
+/// Where and how often the metrics are pushed to Graphite.
+#[derive(Debug, Clone)]
+pub(crate) struct GraphiteSettings {
+    /// `host:port`.
+    pub(crate) address: String,
+    /// The path prefix, with `{task_id}`, `{app_id}`, `{executor_id}`.
+    pub(crate) prefix: String,
+    /// Between pushes.
+    pub(crate) interval: Duration,
 }
 
 /// When a task ends on a schedule of its own (`task::lifetime`).
@@ -449,6 +462,15 @@ fn settings(r: &mut Reader<'_>) -> Settings {
             certificate_range: r.get(&CERTIFICATE_EXPIRATION_RANGE),
             max_lifetime: r.get(&MAX_LIFETIME),
             max_lifetime_spread: r.get(&MAX_LIFETIME_SPREAD),
+        },
+        graphite: {
+            let prefix = r.get(&GRAPHITE_PREFIX);
+            let interval = r.get(&GRAPHITE_INTERVAL);
+            r.get(&GRAPHITE_ADDRESS).map(|address| GraphiteSettings {
+                address,
+                prefix,
+                interval,
+            })
         },
     }
 }

@@ -276,6 +276,13 @@ variables! {
         "Kill the task gracefully this long after its launch (minus a random part of HOOK_EXECUTOR_MAX_LIFETIME_SPREAD); at most 3650days.");
     MAX_LIFETIME_SPREAD: Duration = Var::new("HOOK_EXECUTOR_MAX_LIFETIME_SPREAD", Kind::Duration, Value("0secs"), parse::schedule_duration,
         "Random part taken off HOOK_EXECUTOR_MAX_LIFETIME per task, so instances launched together do not end together; at most 3650days.");
+    // Metrics: the Graphite push (GET /metrics needs no setting).
+    GRAPHITE_ADDRESS: Option<String> = Var::new("HOOK_EXECUTOR_GRAPHITE_ADDRESS", Kind::Text, Unset("— (no push)"), parse::authority,
+        "Graphite's plaintext `host:port`; when set, the metrics are pushed there every HOOK_EXECUTOR_GRAPHITE_INTERVAL.");
+    GRAPHITE_PREFIX: String = Var::new("HOOK_EXECUTOR_GRAPHITE_PREFIX", Kind::Text, Value("mesos_hook_executor.{app_id}.{task_id}"), parse::text,
+        "Path prefix of the pushed metrics; `{app_id}` (MARATHON_APP_ID), `{task_id}` and `{executor_id}` become one path segment each.");
+    GRAPHITE_INTERVAL: Duration = Var::new("HOOK_EXECUTOR_GRAPHITE_INTERVAL", Kind::Duration, Value("1mins"), parse::push_interval,
+        "Time between pushes (100ms to 1days); connect and write each time out after 5s or the interval, whichever is shorter.");
 }
 
 /// A libprocess UPID `id@host:port`, split.
@@ -306,6 +313,8 @@ pub(crate) enum ValueError {
     Zero,
     #[error("must be at most {0}")]
     TooLong(&'static str),
+    #[error("must be at least {0}")]
+    TooShort(&'static str),
     #[error("{value:?} is not {expected}")]
     NotOneOf { value: String, expected: String },
     #[error("{value:?} is not a {what} from {min} to {max}")]
@@ -515,6 +524,18 @@ mod parse {
                 Ok(d)
             }
         })
+    }
+
+    /// The Graphite interval: 100 ms to a day.
+    pub(super) fn push_interval(value: &str, kind: Kind) -> Result<Duration, ValueError> {
+        let d = duration(value, kind)?;
+        if d < Duration::from_millis(100) {
+            return Err(ValueError::TooShort("100ms"));
+        }
+        if d > Duration::from_secs(86_400) {
+            return Err(ValueError::TooLong("1days"));
+        }
+        Ok(d)
     }
 
     /// `HOOK_EXECUTOR_MAX_LIFETIME`: set means a positive, bounded duration.

@@ -43,7 +43,10 @@ use crate::{
     config::Config,
     health,
     hooks::{self, ChainResult, HookChain, HookContext, HookEvent},
-    proto::v1::{self, task_status::Reason},
+    proto::{
+        self,
+        v1::{self, task_status::Reason},
+    },
     task::{
         launch::{self, LaunchSpec},
         process::{self, Reaper},
@@ -141,6 +144,11 @@ pub async fn run(cfg: Config) -> Outcome {
         &cfg.environment.0,
         &cfg.settings.env_denylist,
     ));
+    let graphite = cfg.settings.graphite.clone().map(|settings| {
+        info!(address = %settings.address, interval = ?settings.interval, "pushing metrics to Graphite");
+        let app_id = cfg.environment.0.get("MARATHON_APP_ID").cloned();
+        crate::metrics::graphite::spawn(settings, status_rx.clone(), reaper.clone(), app_id)
+    });
     let remote = crate::remote::start(&cfg, reaper.clone(), &base_env, status_rx);
     let subscription = tokio::spawn(subscription::subscribe_loop(
         client.clone(),
@@ -198,6 +206,9 @@ pub async fn run(cfg: Config) -> Outcome {
     };
     runtime.stop_sender();
     subscription.abort();
+    if let Some(graphite) = graphite {
+        graphite.abort();
+    }
     if let Some(remote) = remote {
         remote.stop().await;
     }
@@ -283,6 +294,7 @@ impl Runtime {
     /// stepping again at once with what an effect answers (the spawn).
     /// Returns the outcome once the run is over.
     async fn apply(&mut self, state: &mut State, input: Input) -> Option<Outcome> {
+        count(&input);
         let mut pending = VecDeque::from(state.step(input, Instant::now()));
         while let Some(effect) = pending.pop_front() {
             if matches!(effect, Effect::Spawn(_)) {
@@ -486,6 +498,26 @@ impl Runtime {
             }
             changed
         });
+    }
+}
+
+/// Counts the agent link's events for the metrics (the step stays pure).
+fn count(input: &Input) {
+    let m = &crate::metrics::get().agent;
+    match input {
+        Input::Disconnected(_) => m.disconnects.inc(),
+        Input::SubscribeFailed(_) => m.subscribe_failures.inc(),
+        Input::Agent(event) => match event.r#type.map(proto::executor::event::Type::try_from) {
+            Some(Ok(proto::executor::event::Type::Subscribed)) => {
+                if m.subscriptions.get() > 0 {
+                    m.reconnects.inc();
+                }
+                m.subscriptions.inc();
+            }
+            Some(Ok(proto::executor::event::Type::Acknowledged)) => m.updates_acknowledged.inc(),
+            _ => {}
+        },
+        _ => {}
     }
 }
 

@@ -11,6 +11,7 @@ mod kill;
 mod layout;
 mod lifecycle;
 mod lifetime;
+mod metrics;
 mod reconnect;
 mod remote;
 mod transport;

@@ -54,13 +54,13 @@ impl Schedule {
     pub fn message(&self, at: SystemTime) -> String {
         match (self.reason, self.not_after) {
             (EndReason::CertificateExpiry, Some(not_after)) => format!(
-                "Certificate expired: valid until {}, the task was restarted at {} (before NotAfter, minus a random margin) so that a new instance gets a fresh certificate",
+                "Certificate expired: valid until {}, the task was stopped at {} (NotAfter minus a random margin) so that a new instance gets a fresh certificate",
                 rfc3339(not_after),
                 rfc3339(at)
             ),
             (EndReason::CertificateExpiry, None) => "Certificate expired".to_owned(),
             (EndReason::MaxLifetime, _) => format!(
-                "Maximum lifetime reached (HOOK_EXECUTOR_MAX_LIFETIME): the task was restarted at {}",
+                "Maximum lifetime reached (HOOK_EXECUTOR_MAX_LIFETIME): the task was stopped at {}",
                 rfc3339(at)
             ),
         }

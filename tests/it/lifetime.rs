@@ -325,3 +325,36 @@ async fn max_lifetime_with_a_spread_ends_within_it() {
     );
     assert!(killed_at >= launched + 2, "the kill came before the spread");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_file_is_used_when_the_task_has_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("task.pem");
+    let not_after = unix_now() + 3600;
+    std::fs::write(&file, certificate(not_after)).expect("write certificate");
+    let file = file.display().to_string();
+    let emu = emulator(EmulatorOptions::default()).await;
+    let mut exec = Executor::start(
+        &emu,
+        &[
+            ("HOOK_EXECUTOR_CERTIFICATE_FILE", &file),
+            ("HOOK_EXECUTOR_CERTIFICATE_EXPIRATION_RANGE", "0secs"),
+        ],
+    );
+    emu.launch(certified_task("t-file", None));
+    wait_state(&emu, &exec, "t-file", TaskState::TaskRunning).await;
+    let pid = exec.read_pid("task.pid").await;
+    let socket = exec.path("executor.sock");
+    wait_api(&exec, &socket).await;
+    let status = api(&socket, "GET", "/remote/status", None).await.json();
+    assert_eq!(status["scheduled_end"], rfc3339(not_after).as_str());
+    assert_eq!(status["scheduled_end_reason"], "certificate-expiry");
+    assert!(
+        exec.log().contains("task end scheduled"),
+        "the schedule is logged at launch"
+    );
+    emu.kill("t-file", None);
+    wait_state(&emu, &exec, "t-file", TaskState::TaskKilled).await;
+    assert_eq!(exec.wait_exit(SOON).await.code(), Some(0), "{}", exec.log());
+    assert_gone(&[pid]).await;
+}

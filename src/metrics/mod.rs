@@ -539,6 +539,14 @@ mod tests {
             .arg("30")
             .spawn()
             .expect("sleep");
+        for _ in 0..500 {
+            let comm =
+                std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let status = StatusSnapshot {
             framework_id: "fw".into(),
             executor_id: "ex".into(),

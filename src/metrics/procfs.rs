@@ -1,5 +1,7 @@
-//! Resource usage read from `/proc`: the task's process tree (as the kill
-//! finds it, see `task::process::task_tree`) and the executor itself.
+//! Resource usage read from `/proc`: the task's process tree and the
+//! executor itself. The tree is found through the `children` files of its
+//! members (a scrape then reads a handful of files, not all of `/proc`),
+//! with `task::process::task_tree`'s full walk as the fallback.
 
 use std::collections::HashSet;
 
@@ -79,11 +81,52 @@ fn system_uptime() -> Option<f64> {
         .ok()
 }
 
+/// The children of every thread of `pid` (`/proc/<pid>/task/*/children`);
+/// `None` when the kernel does not provide the file.
+fn children_of(pid: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    let mut any = false;
+    for task in tasks.filter_map(Result::ok) {
+        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        any = true;
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    any.then_some(out)
+}
+
+/// The task's tree without reading all of `/proc`: the root, the executor's
+/// other children that are not its helpers (orphans it reaped as subreaper),
+/// and their descendants. `None` without `children` files (then the caller
+/// walks `/proc` as the kill does).
+fn tree_by_children(root: i32, executor: i32, auxiliary: &HashSet<i32>) -> Option<Vec<i32>> {
+    let mut queue = vec![root];
+    queue.extend(
+        children_of(executor)?
+            .into_iter()
+            .filter(|p| *p != root && !auxiliary.contains(p)),
+    );
+    let mut members = HashSet::new();
+    while let Some(pid) = queue.pop() {
+        if pid == executor || !members.insert(pid) {
+            continue;
+        }
+        queue.extend(children_of(pid).unwrap_or_default());
+    }
+    Some(members.into_iter().collect())
+}
+
 /// Sums the usage of the task's tree rooted at `root`.
 pub(crate) fn tree_usage(root: i32, auxiliary: &HashSet<i32>) -> TreeUsage {
     let executor = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-    let procs = process::list_processes();
-    let members = process::task_tree(&procs, root, executor, auxiliary);
+    let members = tree_by_children(root, executor, auxiliary).unwrap_or_else(|| {
+        process::task_tree(&process::list_processes(), root, executor, auxiliary)
+    });
     let (hz, page) = (clock_ticks(), page_size());
     let mut usage = TreeUsage::default();
     for pid in members {
@@ -144,11 +187,26 @@ mod tests {
             .spawn()
             .expect("sleep");
         let pid = i32::try_from(child.id()).expect("pid");
+        // Measure once the exec is done (a process mid-exec has no memory yet).
+        for _ in 0..500 {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let usage = tree_usage(pid, &HashSet::new());
+        let executor = i32::try_from(std::process::id()).expect("pid");
+        let by_children = tree_by_children(pid, executor, &HashSet::new());
         let _ = child.kill();
         let _ = child.wait();
         assert!(usage.processes >= 1, "{usage:?}");
-        assert!(usage.rss_bytes > 0, "{usage:?}");
+        assert!(
+            by_children.is_some_and(|m| m.contains(&pid)),
+            "the root is found through the children files"
+        );
+        // A tiny fresh process may still read 0 pages: the kernel's RSS
+        // counters are per-CPU and folded lazily. This process is not tiny.
         assert!(own_usage().is_some_and(|u| u.rss_bytes > 0));
     }
 }

@@ -157,7 +157,9 @@ async fn the_exposition_is_valid_and_counters_move_as_the_task_acts() {
     );
     assert!(first.contains("mesos_hook_executor_task_info{executor_id="));
     assert!(sample(&first, "mesos_hook_executor_task_processes").is_some_and(|n| n >= 1.0));
-    assert!(sample(&first, "mesos_hook_executor_task_memory_rss_bytes").is_some_and(|n| n > 0.0));
+    // Present; a tiny `sleep` may read 0 pages (the kernel folds its per-CPU
+    // RSS counters lazily), so only the executor's own is checked for size.
+    assert!(sample(&first, "mesos_hook_executor_task_memory_rss_bytes").is_some());
     assert!(
         sample(&first, "mesos_hook_executor_executor_memory_rss_bytes").is_some_and(|n| n > 0.0)
     );

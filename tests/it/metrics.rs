@@ -445,3 +445,39 @@ fn read_until(listener: &std::net::TcpListener, wanted: &str) -> String {
     }
     panic!("no line starting with {wanted:?} within {SOON:?}; got:\n{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_graphite_only_counts_drops() {
+    // A reserved port nobody listens on: every connect is refused.
+    let closed = reserve_port();
+    let address = format!("127.0.0.1:{}", closed.port);
+    let emu = emulator(EmulatorOptions::default()).await;
+    let (mut exec, socket) = executor_with_api(
+        &emu,
+        &[
+            ("HOOK_EXECUTOR_GRAPHITE_ADDRESS", &address),
+            ("HOOK_EXECUTOR_GRAPHITE_INTERVAL", "100ms"),
+        ],
+    )
+    .await;
+    let series = "mesos_hook_executor_graphite_lines_dropped_total{cause=\"connect\"}";
+    let mut dropped = None;
+    let start = Instant::now();
+    while dropped.is_none() {
+        assert!(start.elapsed() < SOON, "no connect drop counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let text = api(&socket, "GET", "/metrics", None).await.body;
+        dropped = sample(&text, series).filter(|n| *n > 0.0);
+    }
+    let text = api(&socket, "GET", "/metrics", None).await.body;
+    assert_eq!(
+        sample(&text, "mesos_hook_executor_graphite_lines_sent_total"),
+        Some(0.0)
+    );
+    let pid = api(&socket, "GET", "/remote/status", None).await.json()["task_pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .expect("the task's pid");
+    stop_executor(&emu, &mut exec).await;
+    assert_gone(&[pid]).await;
+}

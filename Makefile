@@ -60,6 +60,7 @@ bench:
 	$(CARGO) build --release --bin mesos-hook-executor --examples
 	$(CARGO) bench --bench executor
 	$(CARGO) bench --bench logs
+	$(CARGO) bench --bench metrics
 
 ## Coverage-guided fuzzing of bytes → RecordIO → Event (needs cargo-fuzz; the
 ## stable toolchain is told to accept the sanitizer flags).

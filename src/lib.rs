@@ -22,6 +22,9 @@
 //! - [`logs`]: the task's output through the executor when asked: pipes
 //!   drained to the sandbox files, rotation, scraping and shipping to
 //!   Logstash. → config, hooks (Consul discovery), proto.
+//! - [`metrics`]: the metric families (atomic counters, gauges, histograms)
+//!   counted where events happen, `/proc` readings, the Prometheus text
+//!   exposition and the Graphite push. → config, status, task.
 //! - [`net`]: outbound connections other than the agent's (TLS trust, HTTP).
 //! - [`config`]: the environment, read once and validated as a whole.
 //! - [`logging`]: the executor's log formats (`json`, `compact`, `full`),
@@ -61,6 +64,7 @@ pub mod health;
 pub mod hooks;
 pub mod logging;
 pub mod logs;
+pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod remote;

@@ -21,4 +21,7 @@ pub struct StatusSnapshot {
     pub pid: Option<i32>,
     /// Its health, once health checks report it.
     pub healthy: Option<bool>,
+    /// When the task is to end on schedule (RFC 3339), and why
+    /// (`certificate-expiry`, `max-lifetime`).
+    pub scheduled_end: Option<(String, &'static str)>,
 }

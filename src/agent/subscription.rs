@@ -140,12 +140,14 @@ pub(crate) async fn send_updates<I: From<Report>>(
             status = queue.recv() => {
                 let Some(status) = status else { return };
                 let uuid = status.uuid.clone().unwrap_or_default();
+                let state = status.state().as_str_name();
                 let label = format!("{} {}", status.state().as_str_name(), updates::uuid_text(&status));
                 let call = updates::update_call(&framework_id, &executor_id, status);
                 backoff.reset();
                 loop {
                     match conn.send(&call).await {
                         Ok(()) => {
+                            crate::metrics::get().agent.updates_sent.with_label_values(&[state]).inc();
                             tracing::debug!(update = %label, "update accepted by the agent");
                             if inbox.send(Report::UpdateAccepted(uuid).into()).await.is_err() {
                                 return;
@@ -154,6 +156,7 @@ pub(crate) async fn send_updates<I: From<Report>>(
                         }
                         Err(error) if error.is_retryable() => {
                             let delay = backoff.next_delay();
+                            crate::metrics::get().agent.updates_retried.inc();
                             tracing::warn!(update = %label, cause = %error, retry_in = ?delay, "update not delivered; retrying with the same uuid");
                             tokio::time::sleep(delay).await;
                         }

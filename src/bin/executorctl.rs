@@ -162,6 +162,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// The executor's and the task's metrics (Prometheus text format).
+    Metrics,
 }
 
 /// How the socket path was chosen, for the hint when nothing is there.
@@ -429,10 +431,20 @@ async fn status(t: &Target, json: bool) -> Result<u8, CtlError> {
     println!("task_state    {}", opt(s.task_state));
     println!("task_pid      {}", opt(s.task_pid.map(|p| p.to_string())));
     println!("healthy       {}", opt(s.healthy.map(|h| h.to_string())));
+    if let (Some(at), Some(why)) = (&s.scheduled_end, &s.scheduled_end_reason) {
+        println!("scheduled_end {at} ({why})");
+    }
     println!(
         "commands      {} running, {} retained",
         s.running_commands, s.retained_results
     );
+    Ok(0)
+}
+
+/// Prints `GET /metrics` as it came (it is text, so `--json` does not apply).
+async fn metrics(t: &Target) -> Result<u8, CtlError> {
+    let (_, body) = t.send(t.request(reqwest::Method::GET, "/metrics")).await?;
+    print!("{}", String::from_utf8_lossy(&body));
     Ok(0)
 }
 
@@ -824,6 +836,7 @@ async fn run(cli: Cli) -> Result<u8, CtlError> {
         Command::Kill { pid } => kill(&t, json, pid).await,
         Command::Logs { stderr, bytes } => logs(&t, json, stderr, bytes).await,
         Command::Ls | Command::Completions { .. } | Command::Man { .. } => Ok(0),
+        Command::Metrics => metrics(&t).await,
     }
 }
 

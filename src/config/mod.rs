@@ -224,6 +224,34 @@ pub struct Settings {
     pub(crate) remote: RemoteSettings,
     /// The task's output: rotation, scraping, shipping (`HOOK_EXECUTOR_LOG_*`).
     pub output: OutputSettings,
+    /// Scheduled task ends: certificate expiry and maximum lifetime.
+    pub(crate) lifetime: LifetimeSettings,
+    /// The Graphite push, when configured.
+    pub(crate) graphite: Option<GraphiteSettings>,
+}
+
+/// Where and how often the metrics are pushed to Graphite.
+#[derive(Debug, Clone)]
+pub(crate) struct GraphiteSettings {
+    /// `host:port`.
+    pub(crate) address: String,
+    /// The path prefix, with `{task_id}`, `{app_id}`, `{executor_id}`.
+    pub(crate) prefix: String,
+    /// Between pushes.
+    pub(crate) interval: Duration,
+}
+
+/// When a task ends on a schedule of its own (`task::lifetime`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LifetimeSettings {
+    /// `HOOK_EXECUTOR_CERTIFICATE_FILE`, resolved against the sandbox.
+    pub(crate) certificate_file: Option<PathBuf>,
+    /// Random range taken off the certificate's `NotAfter`.
+    pub(crate) certificate_range: Duration,
+    /// `HOOK_EXECUTOR_MAX_LIFETIME`.
+    pub(crate) max_lifetime: Option<Duration>,
+    /// Random part taken off the maximum lifetime.
+    pub(crate) max_lifetime_spread: Duration,
 }
 
 /// Who runs `exec` hook scripts (`HOOK_EXECUTOR_HOOKS_EXEC_USER`).
@@ -386,7 +414,12 @@ impl Config {
             .or_else(|| std::env::current_dir().ok())
             .unwrap_or_else(|| PathBuf::from("."));
         let auth_token = r.get(&AUTHENTICATION_TOKEN);
-        let settings = settings(r);
+        let mut settings = settings(r);
+        settings.lifetime.certificate_file = settings
+            .lifetime
+            .certificate_file
+            .take()
+            .map(|f| sandbox.join(f));
         Some(Self {
             framework_id,
             executor_id,
@@ -524,6 +557,21 @@ fn settings(r: &mut Reader<'_>) -> Settings {
         hooks: hook_settings(r),
         remote: remote_settings(r),
         output: output::output_settings(r),
+        lifetime: LifetimeSettings {
+            certificate_file: r.get(&CERTIFICATE_FILE),
+            certificate_range: r.get(&CERTIFICATE_EXPIRATION_RANGE),
+            max_lifetime: r.get(&MAX_LIFETIME),
+            max_lifetime_spread: r.get(&MAX_LIFETIME_SPREAD),
+        },
+        graphite: {
+            let prefix = r.get(&GRAPHITE_PREFIX);
+            let interval = r.get(&GRAPHITE_INTERVAL);
+            r.get(&GRAPHITE_ADDRESS).map(|address| GraphiteSettings {
+                address,
+                prefix,
+                interval,
+            })
+        },
     }
 }
 

@@ -362,6 +362,22 @@ variables! {
         "Task labels added to every entry, under the label's key in lower case (allegro's `scId` becomes `scid`).");
     LOG_DRAIN_TIMEOUT: Duration = Var::new("HOOK_EXECUTOR_LOG_DRAIN_TIMEOUT", Kind::Duration, Value("3secs"), parse::duration,
         "When the task ends, how long its output may still be drained and shipped before the terminal update.");
+    // Task lifetime: certificate expiry (allegro's `validate-certificate`) and maximum lifetime.
+    CERTIFICATE_FILE: Option<PathBuf> = Var::new("HOOK_EXECUTOR_CERTIFICATE_FILE", Kind::Path, Unset("—"), parse::path,
+        "PEM certificate for tasks labelled `validate-certificate: true` whose environment has no `CERTIFICATE`; relative paths are in the sandbox; read once at start.");
+    CERTIFICATE_EXPIRATION_RANGE: Duration = Var::new("HOOK_EXECUTOR_CERTIFICATE_EXPIRATION_RANGE", Kind::Duration, Value("3hrs"), parse::schedule_duration,
+        "Such a task is killed gracefully at the certificate's NotAfter minus a random part of this range (capped at the time left), so instances do not restart at once; at most 365days.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_RANDOM_EXPIRATION_RANGE")]);
+    MAX_LIFETIME: Option<Duration> = Var::new("HOOK_EXECUTOR_MAX_LIFETIME", Kind::Duration, Unset("— (no limit)"), parse::lifetime,
+        "Kill the task gracefully this long after its launch (minus a random part of HOOK_EXECUTOR_MAX_LIFETIME_SPREAD); at most 365days.");
+    MAX_LIFETIME_SPREAD: Duration = Var::new("HOOK_EXECUTOR_MAX_LIFETIME_SPREAD", Kind::Duration, Value("0secs"), parse::schedule_duration,
+        "Random part taken off HOOK_EXECUTOR_MAX_LIFETIME per task, so instances launched together do not end together; at most 365days.");
+    // Metrics: the Graphite push (GET /metrics needs no setting).
+    GRAPHITE_ADDRESS: Option<String> = Var::new("HOOK_EXECUTOR_GRAPHITE_ADDRESS", Kind::Text, Unset("— (no push)"), parse::authority,
+        "Graphite's plaintext `host:port`; when set, the metrics are pushed there every HOOK_EXECUTOR_GRAPHITE_INTERVAL.");
+    GRAPHITE_PREFIX: String = Var::new("HOOK_EXECUTOR_GRAPHITE_PREFIX", Kind::Text, Value("mesos_hook_executor.{app_id}.{task_id}"), parse::text,
+        "Path prefix of the pushed metrics; `{app_id}` (MARATHON_APP_ID), `{task_id}` and `{executor_id}` become one path segment each.");
+    GRAPHITE_INTERVAL: Duration = Var::new("HOOK_EXECUTOR_GRAPHITE_INTERVAL", Kind::Duration, Value("1mins"), parse::push_interval,
+        "Time between pushes (100ms to 1days); connect and write each time out after 5s or the interval, whichever is shorter.");
 }
 
 /// Parsers of the task-output settings.
@@ -436,6 +452,10 @@ pub(crate) enum ValueError {
     NotUtf8,
     #[error("{value:?} is longer than the maximum of 365days")]
     TooLong { value: String },
+    #[error("must be at most {0}")]
+    AboveMax(&'static str),
+    #[error("must be at least {0}")]
+    BelowMin(&'static str),
     #[error("{value:?} is not {expected}")]
     NotOneOf { value: String, expected: String },
     #[error("{value:?} is not a {what} from {min} to {max}")]
@@ -763,6 +783,33 @@ mod parse {
             });
         }
         Ok(d)
+    }
+
+    /// A duration for a task's schedule: bounded like every duration
+    /// (365days), so that no deadline overflows.
+    pub(super) fn schedule_duration(value: &str, kind: Kind) -> Result<Duration, ValueError> {
+        duration(value, kind)
+    }
+
+    /// The Graphite interval: 100 ms to a day.
+    pub(super) fn push_interval(value: &str, kind: Kind) -> Result<Duration, ValueError> {
+        let d = duration(value, kind)?;
+        if d < Duration::from_millis(100) {
+            return Err(ValueError::BelowMin("100ms"));
+        }
+        if d > Duration::from_secs(86_400) {
+            return Err(ValueError::AboveMax("1days"));
+        }
+        Ok(d)
+    }
+
+    /// `HOOK_EXECUTOR_MAX_LIFETIME`: set means a positive, bounded duration.
+    pub(super) fn lifetime(value: &str, kind: Kind) -> Result<Option<Duration>, ValueError> {
+        let d = schedule_duration(value, kind)?;
+        if d.is_zero() {
+            return Err(ValueError::Zero);
+        }
+        Ok(Some(d))
     }
 
     pub(super) fn nonzero_duration(value: &str, kind: Kind) -> Result<Duration, ValueError> {

@@ -44,7 +44,10 @@ use crate::{
     health,
     hooks::{self, ChainResult, HookChain, HookContext, HookEvent},
     logs,
-    proto::v1::{self, task_status::Reason},
+    proto::{
+        self,
+        v1::{self, task_status::Reason},
+    },
     task::{
         launch::{self, LaunchSpec},
         process::{self, Reaper},
@@ -146,6 +149,11 @@ pub async fn run(cfg: Config) -> Outcome {
         &cfg.environment.0,
         &cfg.settings.env_denylist,
     ));
+    let graphite = cfg.settings.graphite.clone().map(|settings| {
+        info!(address = %settings.address, interval = ?settings.interval, "pushing metrics to Graphite");
+        let app_id = cfg.environment.0.get("MARATHON_APP_ID").cloned();
+        crate::metrics::graphite::spawn(settings, status_rx.clone(), reaper.clone(), app_id)
+    });
     let output_counters = Arc::new(logs::OutputCounters::default());
     let remote = crate::remote::start(
         &cfg,
@@ -165,7 +173,12 @@ pub async fn run(cfg: Config) -> Outcome {
     if !hooks.is_empty() {
         info!(hooks = ?hooks.names(), "hook chain configured");
     }
-    let mut state = State::new(cfg.clone(), !hooks.is_empty(), Instant::now());
+    let certificate_file =
+        cfg.settings.lifetime.certificate_file.as_ref().map(|path| {
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+        });
+    let mut state = State::new(cfg.clone(), !hooks.is_empty(), Instant::now())
+        .with_certificate_file(certificate_file);
     let client_for_calls = client.clone();
     let mut runtime = Runtime {
         signaller: spawn_signaller(
@@ -207,6 +220,9 @@ pub async fn run(cfg: Config) -> Outcome {
     };
     runtime.stop_sender();
     subscription.abort();
+    if let Some(graphite) = graphite {
+        graphite.abort();
+    }
     if let Some(remote) = remote {
         remote.stop().await;
     }
@@ -313,6 +329,7 @@ impl Runtime {
     /// stepping again at once with what an effect answers (the spawn).
     /// Returns the outcome once the run is over.
     async fn apply(&mut self, state: &mut State, input: Input) -> Option<Outcome> {
+        count(&input);
         let mut pending = VecDeque::from(state.step(input, Instant::now()));
         while let Some(effect) = pending.pop_front() {
             if matches!(effect, Effect::Spawn { .. }) {
@@ -561,21 +578,47 @@ impl Runtime {
         let (task_id, task_state, pid) = state.task_view();
         let task_state = task_state.map(|s| s.as_str_name());
         let healthy = state.healthy();
+        let scheduled_end = state.scheduled_end();
         self.status.send_if_modified(|s| {
             let changed = s.task_id.as_deref() != task_id
                 || s.state.as_deref() != task_state
                 || s.pid != pid
-                || s.healthy != healthy;
+                || s.healthy != healthy
+                || s.scheduled_end
+                    .as_ref()
+                    .map(|(at, why)| (at.as_str(), *why))
+                    != scheduled_end;
             if changed {
-                (s.task_id, s.state, s.pid, s.healthy) = (
+                (s.task_id, s.state, s.pid, s.healthy, s.scheduled_end) = (
                     task_id.map(str::to_owned),
                     task_state.map(str::to_owned),
                     pid,
                     healthy,
+                    scheduled_end.map(|(at, why)| (at.to_owned(), why)),
                 );
             }
             changed
         });
+    }
+}
+
+/// Counts the agent link's events for the metrics (the step stays pure).
+fn count(input: &Input) {
+    let m = &crate::metrics::get().agent;
+    match input {
+        Input::Disconnected(_) => m.disconnects.inc(),
+        Input::SubscribeFailed(_) => m.subscribe_failures.inc(),
+        Input::Agent(event) => match event.r#type.map(proto::executor::event::Type::try_from) {
+            Some(Ok(proto::executor::event::Type::Subscribed)) => {
+                if m.subscriptions.get() > 0 {
+                    m.reconnects.inc();
+                }
+                m.subscriptions.inc();
+            }
+            Some(Ok(proto::executor::event::Type::Acknowledged)) => m.updates_acknowledged.inc(),
+            _ => {}
+        },
+        _ => {}
     }
 }
 

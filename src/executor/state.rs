@@ -2,7 +2,7 @@
 //! link, the task's life, and how the executor ends. Variants own their data,
 //! so combinations that cannot happen cannot be written.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 use tokio::time::Instant;
 
@@ -14,6 +14,7 @@ use crate::{
     proto::v1::{self, TaskState},
     task::{
         launch::LaunchSpec,
+        lifetime::Schedule,
         termination::{ExitOutcome, KillCause},
     },
 };
@@ -45,6 +46,15 @@ pub struct State {
     /// Whether the task's output goes through the executor, and where the
     /// drain at its end stands.
     pub(super) output: Output,
+    /// Wall-clock time at an instant of the step's clock: places a
+    /// certificate's NotAfter on that clock (no clock is read in the step).
+    pub(super) wall_anchor: (SystemTime, Instant),
+    /// Random margins of scheduled ends; seeded, so tests are repeatable.
+    pub(super) rng: fastrand::Rng,
+    /// `HOOK_EXECUTOR_CERTIFICATE_FILE`'s text, read once at start (or why not).
+    pub(super) certificate_file: Option<Result<String, String>>,
+    /// The task's scheduled end (certificate expiry or maximum lifetime).
+    pub(super) planned_end: Option<PlannedEnd>,
     /// Effects produced by the step in progress.
     pub(super) effects: Vec<Effect>,
 }
@@ -60,6 +70,16 @@ pub(super) enum Output {
     /// The task ended; the terminal update (already in the update log) goes
     /// out once the pipeline has drained.
     Draining(Box<v1::TaskStatus>),
+}
+
+/// A scheduled end of the task, fixed at LAUNCH.
+#[derive(Debug, Clone)]
+pub(super) struct PlannedEnd {
+    pub(super) schedule: Schedule,
+    /// When the graceful kill starts.
+    pub(super) at: Instant,
+    /// The same instant on the wall clock, RFC 3339 (logs, status API).
+    pub(super) wall: String,
 }
 
 /// The agent link.
@@ -222,8 +242,41 @@ impl State {
             killed_unknown: Vec::new(),
             checks: health::Checks::default(),
             output: Output::Inherited,
+            wall_anchor: (SystemTime::now(), now),
+            rng: fastrand::Rng::new(),
+            certificate_file: None,
+            planned_end: None,
             effects: Vec::new(),
         }
+    }
+
+    /// Gives the step the certificate file's text (or why it could not be
+    /// read), read by the caller once at start.
+    pub(crate) fn with_certificate_file(mut self, text: Option<Result<String, String>>) -> Self {
+        self.certificate_file = text;
+        self
+    }
+
+    /// Seeds the random margins (tests).
+    #[cfg(test)]
+    pub(crate) fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = fastrand::Rng::with_seed(seed);
+        self
+    }
+
+    /// The wall-clock time at `now` of the step's clock.
+    pub(super) fn wall_at(&self, now: Instant) -> SystemTime {
+        let (wall, at) = self.wall_anchor;
+        wall.checked_add(now.saturating_duration_since(at))
+            .unwrap_or(wall)
+    }
+
+    /// The scheduled end, for the status snapshot: RFC 3339 time and reason.
+    pub(crate) fn scheduled_end(&self) -> Option<(&str, &'static str)> {
+        self.planned_end
+            .as_ref()
+            .filter(|_| self.task_info().is_some())
+            .map(|p| (p.wall.as_str(), p.schedule.reason.as_str()))
     }
 
     /// The nearest deadline among the link, the kill, max completion and the
@@ -236,7 +289,10 @@ impl State {
             Link::Subscribed | Link::Gone => None,
         };
         let task = match &self.task {
-            Task::Running { max_completion, .. } => *max_completion,
+            Task::Running { max_completion, .. } => {
+                let planned = self.planned_end.as_ref().map(|p| p.at);
+                [*max_completion, planned].into_iter().flatten().min()
+            }
             Task::Killing(k) => match k.phase {
                 KillPhase::Hooks { until } => Some(until.min(k.deadline)),
                 KillPhase::Terminated => Some(k.deadline),

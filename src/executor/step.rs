@@ -14,7 +14,9 @@ use tracing::{debug, error, info, warn};
 use super::{
     effect::{Effect, HookCall},
     input::Input,
-    state::{AgentSession, EndCause, Kill, KillPhase, Link, Output, Stage, State, Task},
+    state::{
+        AgentSession, EndCause, Kill, KillPhase, Link, Output, PlannedEnd, Stage, State, Task,
+    },
     Outcome,
 };
 use crate::{
@@ -28,6 +30,7 @@ use crate::{
     },
     task::{
         launch::{self, LaunchContext, LaunchSpec},
+        lifetime::{self, CertificateError, EndReason, Schedule},
         termination::{self, ExitOutcome, KillCause},
     },
     util::deadline_after,
@@ -208,6 +211,18 @@ impl State {
             } if *at <= now => {
                 warn!(task_id = %info.task_id.value, "max completion time reached; killing the task");
                 self.start_kill(KillCause::MaxCompletionTime, Duration::ZERO, None, now);
+            }
+            Task::Running { info, .. }
+                if self.planned_end.as_ref().is_some_and(|p| p.at <= now) =>
+            {
+                let Some(planned) = &self.planned_end else {
+                    return;
+                };
+                let reason = planned.schedule.reason;
+                let message = planned.schedule.message(self.wall_at(now));
+                warn!(task_id = %info.task_id.value, reason = reason.as_str(), "scheduled end reached; killing the task gracefully");
+                let grace = self.task_grace(None);
+                self.start_kill(KillCause::Scheduled(reason), grace, Some(message), now);
             }
             Task::Killing(k) if k.deadline <= now && k.phase != KillPhase::Escalated => {
                 self.escalate()
@@ -432,6 +447,18 @@ impl State {
                 return;
             }
         };
+        match self.schedule_end(&task, &spec, now) {
+            Ok(schedule) => self.plan_end(&task_id, schedule, now),
+            Err(e) => {
+                self.fail_task(
+                    &task_id,
+                    format!("Cannot launch task: problem with certificate: {e}"),
+                    Some(Reason::TaskInvalid),
+                    now,
+                );
+                return;
+            }
+        }
         let info = Arc::new(task);
         if self.hooks_configured {
             self.run_hooks(HookEvent::BeforeStart, Some(info.clone()), None);
@@ -440,6 +467,67 @@ impl State {
             // Nothing to wait for: straight to the fork.
             self.spawn(info, spec, Vec::new());
         }
+    }
+
+    /// The task's scheduled end, if any: before its certificate expires
+    /// (label `validate-certificate: true`; an unusable certificate refuses
+    /// the launch) or at the maximum lifetime, whichever comes first.
+    fn schedule_end(
+        &mut self,
+        task: &v1::TaskInfo,
+        spec: &LaunchSpec,
+        now: Instant,
+    ) -> Result<Option<Schedule>, CertificateError> {
+        let settings = &self.cfg.settings.lifetime;
+        let certificate = if lifetime::requires_certificate(task) {
+            let pem = match (
+                spec.env.get(lifetime::CERTIFICATE_VAR),
+                &self.certificate_file,
+            ) {
+                (Some(pem), _) if !pem.trim().is_empty() => pem.as_str(),
+                (_, Some(Ok(text))) => text.as_str(),
+                (_, Some(Err(why))) => return Err(CertificateError::Unreadable(why.clone())),
+                (_, None) => return Err(CertificateError::Missing),
+            };
+            let not_after = lifetime::not_after(pem)?;
+            let after = lifetime::certificate_end(
+                not_after,
+                self.wall_at(now),
+                settings.certificate_range,
+                self.rng.f64(),
+            )?;
+            Some(Schedule {
+                reason: EndReason::CertificateExpiry,
+                after,
+                not_after: Some(not_after),
+            })
+        } else {
+            None
+        };
+        let max_lifetime = settings.max_lifetime.map(|max| Schedule {
+            reason: EndReason::MaxLifetime,
+            after: lifetime::lifetime_end(max, settings.max_lifetime_spread, self.rng.f64()),
+            not_after: None,
+        });
+        Ok(lifetime::earliest(certificate, max_lifetime))
+    }
+
+    /// Remembers the scheduled end and logs it.
+    fn plan_end(&mut self, task_id: &v1::TaskId, schedule: Option<Schedule>, now: Instant) {
+        self.planned_end = schedule.map(|schedule| {
+            let wall = lifetime::rfc3339(
+                self.wall_at(now)
+                    .checked_add(schedule.after)
+                    .unwrap_or_else(|| self.wall_at(now)),
+            );
+            info!(task_id = %task_id.value, reason = schedule.reason.as_str(), at = %wall,
+                not_after = ?schedule.not_after.map(lifetime::rfc3339), "task end scheduled");
+            PlannedEnd {
+                at: deadline_after(now, schedule.after),
+                wall,
+                schedule,
+            }
+        });
     }
 
     /// Asks the loop to start the task's process with the hooks' additions.
@@ -766,6 +854,12 @@ impl State {
             status.healthy = Some(false);
         }
         updates::add_labels(&mut status, outcome.labels());
+        if let Some(KillCause::Scheduled(reason)) = cause {
+            updates::add_labels(
+                &mut status,
+                vec![("scheduled_end".into(), reason.as_str().into())],
+            );
+        }
         // Whatever the root left behind is killed first; the terminal update
         // goes to the agent once that signal is out, and, when the task's
         // output goes through the executor, once its pipes are drained (the

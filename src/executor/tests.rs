@@ -1044,3 +1044,257 @@ async fn the_output_drain_fits_in_the_shutdown_grace() {
         "{within:?}"
     );
 }
+
+/// A PEM certificate whose NotAfter is `valid_for` from now (whole seconds,
+/// rounded down, as X.509 times are).
+fn certificate(valid_for: Duration) -> String {
+    let until = std::time::SystemTime::now() + valid_for;
+    let unix = until
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["task.example".to_owned()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after =
+        time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).expect("fits"))
+            .expect("timestamp");
+    let key = rcgen::KeyPair::generate().expect("key");
+    params.self_signed(&key).expect("certificate").pem()
+}
+
+/// The task with `validate-certificate: true` and, if given, `CERTIFICATE`.
+fn certified_task(pem: Option<&str>) -> v1::TaskInfo {
+    let mut t = task(Some(secs(10)));
+    t.labels = Some(v1::Labels {
+        labels: vec![v1::Label {
+            key: "validate-certificate".into(),
+            value: Some("true".into()),
+        }],
+    });
+    if let (Some(pem), Some(command)) = (pem, t.command.as_mut()) {
+        command.environment = Some(v1::Environment {
+            variables: vec![v1::environment::Variable {
+                name: "CERTIFICATE".into(),
+                value: Some(pem.into()),
+                ..Default::default()
+            }],
+        });
+    }
+    t
+}
+
+/// LAUNCH of a task that must be refused: TASK_STARTING, then TASK_FAILED
+/// with a message containing `says`, and never a fork.
+fn assert_refused(h: &mut Harness, t: v1::TaskInfo, says: &str) {
+    let effects = h.launch_event(t);
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Spawn { .. })),
+        "no fork"
+    );
+    assert_eq!(
+        h.states(),
+        vec![TaskState::TaskStarting, TaskState::TaskFailed]
+    );
+    let last = h.state.log.pending().last().cloned().expect("an update");
+    let message = last.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("Cannot launch task: problem with certificate: ")
+            && message.contains(says),
+        "{message}"
+    );
+    assert_eq!(last.reason(), v1::task_status::Reason::TaskInvalid);
+    assert_eq!(h.count_hooks(HookEvent::BeforeStart), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_expired_or_malformed_certificate_refuses_the_launch() {
+    let cases = [
+        (None, "missing certificate"),
+        (
+            Some("not a certificate".to_owned()),
+            "no PEM certificate block",
+        ),
+        (
+            Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_owned()),
+            "cannot parse the certificate",
+        ),
+    ];
+    for (pem, says) in cases {
+        let mut h = Harness::new(&[], true);
+        h.subscribe(false);
+        assert_refused(&mut h, certified_task(pem.as_deref()), says);
+    }
+    // Expired one second ago: the message names NotAfter.
+    let mut params =
+        rcgen::CertificateParams::new(vec!["task.example".to_owned()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2001, 2, 3);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let expired = params.self_signed(&key).expect("certificate").pem();
+    let mut h = Harness::new(&[], true);
+    h.subscribe(false);
+    assert_refused(
+        &mut h,
+        certified_task(Some(&expired)),
+        "the certificate expired at 2001-02-03T00:00:00Z",
+    );
+    // The certificate file, when the task has none; its read error is named.
+    let mut h = Harness::new(&[], true);
+    h.state = std::mem::replace(&mut h.state, Harness::new(&[], true).state)
+        .with_certificate_file(Some(Err("/x/cert.pem: No such file".into())));
+    h.subscribe(false);
+    assert_refused(&mut h, certified_task(None), "/x/cert.pem: No such file");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_label_no_certificate_is_needed() {
+    let mut h = Harness::new(&[], false);
+    h.subscribe(false);
+    h.launch(task(None));
+    assert!(h.state.scheduled_end().is_none());
+    assert_eq!(h.state.next_deadline(), None);
+}
+
+/// Runs a task until the first SIGTERM, advancing the clock by `step`;
+/// returns how long that took.
+async fn time_to_sigterm(h: &mut Harness, step: Duration, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while Instant::now() - start <= limit {
+        let effects = h.advance(step).await;
+        if signals(&effects).contains(&Signal::SIGTERM)
+            || h.count_hooks(HookEvent::BeforeTerminate) > 0
+        {
+            return Instant::now() - start;
+        }
+    }
+    panic!("no kill within {limit:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_certificate_ends_the_task_at_not_after_after_the_hooks_and_as_killed() {
+    let mut h = Harness::new(
+        &[("HOOK_EXECUTOR_CERTIFICATE_EXPIRATION_RANGE", "0secs")],
+        true,
+    );
+    h.subscribe(true);
+    let pem = certificate(secs(100));
+    h.launch(certified_task(Some(&pem)));
+    let (at, why) = h.state.scheduled_end().expect("scheduled");
+    assert_eq!(why, "certificate-expiry");
+    assert!(at.ends_with('Z'), "{at}");
+    // NotAfter is whole seconds: the end comes within (99 s, 100 s].
+    let took = time_to_sigterm(&mut h, Duration::from_millis(250), secs(101)).await;
+    assert!(took > secs(99) && took <= secs(100), "{took:?}");
+    // Before-terminate hooks first, no SIGTERM while they run.
+    assert_eq!(h.count_hooks(HookEvent::BeforeTerminate), 1);
+    assert!(!signals(&h.effects.iter().collect::<Vec<_>>()).contains(&Signal::SIGTERM));
+    assert!(h.states().contains(&TaskState::TaskKilling));
+    let effects = h.hook_done(HookEvent::BeforeTerminate);
+    assert_eq!(signals(&effects), vec![Signal::SIGTERM]);
+    // The task's grace (10 s) applies.
+    assert!(h.kill_deadline().is_some_and(|d| d > Instant::now()));
+    h.input(Input::TaskExited(ExitOutcome::Signaled {
+        signal: 15,
+        core_dumped: false,
+    }));
+    let last = h.state.log.pending().last().cloned().expect("an update");
+    assert_eq!(last.state(), TaskState::TaskKilled);
+    let message = last.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("Certificate expired: valid until "),
+        "{message}"
+    );
+    let labels = last.labels.expect("labels").labels;
+    assert!(labels
+        .iter()
+        .any(|l| l.key == "scheduled_end" && l.value.as_deref() == Some("certificate-expiry")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_random_range_spreads_the_end_within_it() {
+    let mut ends = Vec::new();
+    for seed in [1, 2, 3, 4] {
+        let mut h = Harness::new(
+            &[("ALLEGRO_EXECUTOR_RANDOM_EXPIRATION_RANGE", "500secs")],
+            false,
+        );
+        h.state = std::mem::replace(&mut h.state, Harness::new(&[], false).state).with_seed(seed);
+        h.subscribe(false);
+        h.launch(certified_task(Some(&certificate(secs(1000)))));
+        let took = time_to_sigterm(&mut h, secs(1), secs(1001)).await;
+        assert!(took >= secs(499) && took <= secs(1000), "{took:?}");
+        ends.push(took);
+    }
+    ends.dedup();
+    assert!(ends.len() > 1, "different seeds, different ends: {ends:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_lifetime_kills_gracefully_with_its_own_message() {
+    let mut h = Harness::new(&[("HOOK_EXECUTOR_MAX_LIFETIME", "60secs")], false);
+    h.subscribe(false);
+    h.launch(task(Some(secs(7))));
+    assert_eq!(h.state.scheduled_end().map(|e| e.1), Some("max-lifetime"));
+    let took = time_to_sigterm(&mut h, secs(1), secs(61)).await;
+    assert_eq!(took, secs(60));
+    assert_eq!(h.kill_deadline(), Some(Instant::now() + secs(7)));
+    h.input(Input::TaskExited(ExitOutcome::Signaled {
+        signal: 15,
+        core_dumped: false,
+    }));
+    let last = h.state.log.pending().last().cloned().expect("an update");
+    assert_eq!(last.state(), TaskState::TaskKilled);
+    assert!(last
+        .message
+        .unwrap_or_default()
+        .starts_with("Maximum lifetime reached (HOOK_EXECUTOR_MAX_LIFETIME)"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_earlier_of_certificate_and_lifetime_wins_and_the_spread_stays_inside() {
+    let mut h = Harness::new(
+        &[
+            ("HOOK_EXECUTOR_MAX_LIFETIME", "60secs"),
+            ("HOOK_EXECUTOR_MAX_LIFETIME_SPREAD", "30secs"),
+            ("HOOK_EXECUTOR_CERTIFICATE_EXPIRATION_RANGE", "0secs"),
+        ],
+        false,
+    );
+    h.subscribe(false);
+    h.launch(certified_task(Some(&certificate(secs(3600)))));
+    assert_eq!(h.state.scheduled_end().map(|e| e.1), Some("max-lifetime"));
+    let took = time_to_sigterm(&mut h, secs(1), secs(61)).await;
+    assert!(took >= secs(30) && took <= secs(60), "{took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_longest_lifetime_does_not_overflow_and_longer_is_refused() {
+    let mut h = Harness::new(&[("HOOK_EXECUTOR_MAX_LIFETIME", "365days")], false);
+    h.subscribe(false);
+    h.launch(task(None));
+    assert!(h
+        .state
+        .next_deadline()
+        .is_some_and(|d| d > Instant::now() + secs(86_400)));
+    for (name, value) in [
+        ("HOOK_EXECUTOR_MAX_LIFETIME", "366days"),
+        ("HOOK_EXECUTOR_MAX_LIFETIME", "0secs"),
+        ("HOOK_EXECUTOR_MAX_LIFETIME_SPREAD", "100000weeks"),
+        ("ALLEGRO_EXECUTOR_RANDOM_EXPIRATION_RANGE", "366days"),
+    ] {
+        let vars = [
+            ("MESOS_FRAMEWORK_ID", "fw"),
+            ("MESOS_EXECUTOR_ID", "ex"),
+            ("MESOS_AGENT_ENDPOINT", "127.0.0.1:5051"),
+            ("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "5secs"),
+            (name, value),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let err = Config::from_vars(vars).expect_err("refused").to_string();
+        assert!(
+            err.contains(name) || err.contains("HOOK_EXECUTOR_CERTIFICATE_EXPIRATION_RANGE"),
+            "{err}"
+        );
+    }
+}

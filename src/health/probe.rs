@@ -125,8 +125,10 @@ pub(crate) fn spawn_checker<T: Send + 'static>(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(schedule.delay).await;
+        let mut failures_in_a_row = 0;
         loop {
             let run = runner.probe();
+            let started = tokio::time::Instant::now();
             let observation = match schedule.timeout {
                 Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
                     Observation::Error(format!("{} timed out after {limit:?}", runner.name))
@@ -134,12 +136,49 @@ pub(crate) fn spawn_checker<T: Send + 'static>(
                 None => run.await,
             };
             debug!(check = runner.name, ?observation, "probe done");
+            failures_in_a_row = count_probe(
+                runner.name,
+                &observation,
+                started.elapsed(),
+                failures_in_a_row,
+            );
             if inbox.send(input(observation)).await.is_err() {
                 return;
             }
             tokio::time::sleep(schedule.interval).await;
         }
     })
+}
+
+/// Counts one probe for the metrics; returns the failures in a row.
+fn count_probe(
+    check: &'static str,
+    observation: &Observation,
+    took: Duration,
+    in_a_row: i64,
+) -> i64 {
+    let m = &crate::metrics::get().health;
+    let kind = if check == "health check" {
+        "health"
+    } else {
+        "check"
+    };
+    let success = super::verdict::health_failure(observation).is_none();
+    m.probes
+        .with_label_values(&[kind, crate::metrics::result_label(success)])
+        .inc();
+    m.probe_duration
+        .with_label_values(&[kind])
+        .observe(took.as_secs_f64());
+    let in_a_row = if success {
+        0
+    } else {
+        in_a_row.saturating_add(1)
+    };
+    m.consecutive_failures
+        .with_label_values(&[kind])
+        .set(in_a_row);
+    in_a_row
 }
 
 /// GETs `url`, following redirects; the final status. A request that cannot

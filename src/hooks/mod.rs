@@ -346,7 +346,9 @@ impl HookChain {
                 limit = limit.min(budget.saturating_sub(started.elapsed()));
             }
             let name = hook.name();
+            let called = tokio::time::Instant::now();
             let result = tokio::time::timeout(limit, call(hook.as_ref(), &ctx)).await;
+            count_run(event, name, called.elapsed(), matches!(result, Ok(Ok(_))));
             let outcome = match result {
                 Ok(Ok(env)) => {
                     if !env.is_empty() {
@@ -434,6 +436,20 @@ pub(crate) fn build_chain(
         })
         .collect();
     HookChain::new(hooks, settings.timeout)
+}
+
+/// Counts one hook call for the metrics (runs, failures, duration).
+fn count_run(event: HookEvent, hook: &'static str, took: Duration, ok: bool) {
+    let m = &crate::metrics::get().hooks;
+    let event = event.to_string();
+    let labels = [event.as_str(), hook];
+    m.runs.with_label_values(&labels).inc();
+    m.duration
+        .with_label_values(&labels)
+        .observe(took.as_secs_f64());
+    if !ok {
+        m.failures.with_label_values(&labels).inc();
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,14 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Respons
     r
 }
 
+/// A `200` text response of `content_type`.
+pub(crate) fn text_response(text: String, content_type: &'static str) -> Response<ApiBody> {
+    let mut r = Response::new(ApiBody::Full(Some(Bytes::from(text))));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
 /// An SSE response fed by `rx`.
 pub(crate) fn event_stream(rx: mpsc::Receiver<Bytes>) -> Response<ApiBody> {
     let mut r = Response::new(ApiBody::Stream(rx));

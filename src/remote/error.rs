@@ -91,6 +91,18 @@ impl ApiError {
         }
     }
 
+    /// The `reason` label of `remote_commands_rejected_total` (a small fixed set).
+    #[must_use]
+    pub(crate) fn metric_reason(&self) -> &'static str {
+        match self {
+            Self::TooManyRunning(_) => "limit",
+            Self::ShuttingDown => "shutting_down",
+            Self::Spawn(_) => "spawn_error",
+            Self::Unauthorized | Self::Forbidden(_) => "unauthorized",
+            _ => "invalid",
+        }
+    }
+
     /// The response: `{"result":"error","error":"…"}` with the status and
     /// the headers some statuses need.
     pub(crate) fn response(&self) -> Response<ApiBody> {

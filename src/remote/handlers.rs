@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use super::{
     audit::{audit, Attempt},
-    body::{event_stream, json, sse_event, ApiBody},
+    body::{event_stream, json, sse_event, text_response, ApiBody},
     command::{RemoteCommand, Snapshot},
     error::ApiError,
     output::LineCursor,
@@ -68,11 +68,19 @@ async fn dispatch(
         .and_then(|v| v.parse::<u64>().ok());
     let registry = &shared.registry;
     match route {
+        Route::Metrics => Ok(metrics(shared).await),
         Route::Status => Ok(json(StatusCode::OK, &status(shared))),
         Route::Execute => {
             let mut attempt = Attempt::default();
             let started = execute(shared, req.into_body(), declared, &mut attempt).await;
             audit(peer, &attempt, started.as_ref().map(|(pid, _)| *pid));
+            if let Err(e) = &started {
+                crate::metrics::get()
+                    .remote
+                    .rejected
+                    .with_label_values(&[e.metric_reason()])
+                    .inc();
+            }
             let (pid, warnings) = started?;
             Ok(json(
                 StatusCode::OK,
@@ -124,6 +132,26 @@ async fn dispatch(
     }
 }
 
+/// `GET /metrics`: refreshed from `/proc` and the status snapshot (off the
+/// runtime: walking `/proc` blocks), then encoded.
+async fn metrics(shared: &Shared) -> Response<ApiBody> {
+    let snapshot = shared.status.borrow().clone();
+    let auxiliary = shared.registry.reaper().auxiliary_pids();
+    let (_, retained) = shared.registry.counts();
+    let m = crate::metrics::get();
+    m.remote
+        .retained
+        .set(i64::try_from(retained).unwrap_or(i64::MAX));
+    m.executor.scrapes.inc();
+    let text = tokio::task::spawn_blocking(move || {
+        crate::metrics::refresh(&snapshot, &auxiliary);
+        crate::metrics::render()
+    })
+    .await
+    .unwrap_or_default();
+    text_response(text, crate::metrics::CONTENT_TYPE)
+}
+
 /// `GET /remote/status`: the compatible fields and our extras.
 fn status(shared: &Shared) -> StatusResponse {
     let s = shared.status.borrow().clone();
@@ -141,6 +169,8 @@ fn status(shared: &Shared) -> StatusResponse {
         task_state: s.state,
         task_pid: s.pid,
         healthy: s.healthy,
+        scheduled_end_reason: s.scheduled_end.as_ref().map(|e| e.1.to_owned()),
+        scheduled_end: s.scheduled_end.map(|e| e.0),
         running_commands: running,
         retained_results: retained,
         task_output: shared.output.snapshot(),

@@ -154,6 +154,8 @@ impl Registry {
         // A retained result under a reused pid gives way to the new command.
         inner.commands.insert(pid, Arc::clone(&cmd));
         inner.running += 1;
+        crate::metrics::get().remote.started.inc();
+        crate::metrics::get().remote.running.inc();
         drop(inner);
         let registry = Arc::clone(self);
         let timeout = plan.timeout;
@@ -169,6 +171,7 @@ impl Registry {
         cmd.record(finished);
         let mut inner = self.inner();
         inner.running = inner.running.saturating_sub(1);
+        crate::metrics::get().remote.running.dec();
         inner.finished.push_back((cmd.pid, cmd.seq));
         self.prune(&mut inner);
     }
@@ -213,6 +216,11 @@ impl Registry {
         let mut all: Vec<(u64, i32)> = inner.commands.values().map(|c| (c.seq, c.pid)).collect();
         all.sort_unstable();
         all.into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// The reaper its commands are children of (their pids are not the task's).
+    pub(crate) fn reaper(&self) -> &Reaper {
+        &self.reaper
     }
 
     /// (running, retained finished) counts.

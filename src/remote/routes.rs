@@ -9,6 +9,8 @@ use super::{error::ApiError, plan::seconds};
 /// A request, routed.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Route {
+    /// `GET /metrics` (Prometheus text format).
+    Metrics,
     /// `GET /remote/status`.
     Status,
     /// `POST /remote/execute`.
@@ -59,6 +61,12 @@ fn wait_param(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
 
 /// The one routing decision: (method, path) → [`Route`], or 404/405.
 pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, ApiError> {
+    if path == "/metrics" {
+        return match method.as_str() {
+            "GET" => Ok(Route::Metrics),
+            _ => Err(ApiError::MethodNotAllowed("GET")),
+        };
+    }
     let segments: Vec<&str> = path
         .strip_prefix("/remote/")
         .map(|p| p.split('/').collect())
@@ -95,6 +103,7 @@ mod tests {
     /// Every (method, path template) the server answers: the OpenAPI
     /// document must list exactly these, and each must route.
     const ROUTES: &[(&str, &str)] = &[
+        ("GET", "/metrics"),
         ("GET", "/remote/status"),
         ("POST", "/remote/execute"),
         ("GET", "/remote/task"),

@@ -41,6 +41,14 @@ pub struct StatusResponse {
     pub task_pid: Option<i32>,
     /// Our extra: the task's health, once health checks report it.
     pub healthy: Option<bool>,
+    /// Our extra: when the task is to be killed on schedule (RFC 3339 UTC);
+    /// left out when nothing is scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_end: Option<String>,
+    /// Our extra: why (`certificate-expiry` or `max-lifetime`); left out
+    /// when nothing is scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_end_reason: Option<String>,
     /// Our extra: remote commands running now.
     pub running_commands: usize,
     /// Our extra: finished results retained.

@@ -28,6 +28,10 @@ pub enum KillCause {
     HealthCheck,
     /// A hook failed after the task started.
     HookFailure,
+    /// Its scheduled end came: the certificate is about to expire, or the
+    /// maximum lifetime passed. Ends as TASK_KILLED, so that Marathon starts
+    /// a replacement without counting a failure.
+    Scheduled(super::lifetime::EndReason),
 }
 
 /// How the task's root process ended.

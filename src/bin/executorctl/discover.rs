@@ -207,6 +207,8 @@ mod tests {
                 running_commands: 0,
                 retained_results: 0,
                 task_output: None,
+                scheduled_end: None,
+                scheduled_end_reason: None,
             })),
         }
     }

@@ -155,6 +155,8 @@ pub async fn run(cfg: Config) -> Outcome {
         crate::metrics::graphite::spawn(settings, status_rx.clone(), reaper.clone(), app_id)
     });
     let output_counters = Arc::new(logs::OutputCounters::default());
+    let mirrored = output_counters.clone();
+    crate::metrics::set_output_source(move || mirrored.snapshot().map(|s| s.figures()));
     let remote = crate::remote::start(
         &cfg,
         reaper.clone(),

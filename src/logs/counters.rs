@@ -105,3 +105,27 @@ impl OutputCounters {
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Relaxed);
 }
+
+impl OutputCountersSnapshot {
+    /// The figures `GET /metrics` mirrors (`metrics::OutputMetrics`).
+    #[must_use]
+    pub fn figures(&self) -> crate::metrics::OutputFigures {
+        crate::metrics::OutputFigures {
+            stdout_bytes: self.stdout_bytes,
+            stderr_bytes: self.stderr_bytes,
+            lines: self.lines,
+            truncated: self.truncated,
+            not_shipped: self.plain_not_shipped,
+            shipped: self.shipped,
+            dropped: [
+                ("queue_full", self.dropped_queue_full),
+                ("rate", self.dropped_rate),
+                ("size", self.dropped_size),
+                ("send_error", self.dropped_send_error),
+                ("at_exit", self.dropped_at_exit),
+            ],
+            rotations: self.rotations,
+            sandbox_write_errors: self.sandbox_write_errors,
+        }
+    }
+}

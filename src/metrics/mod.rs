@@ -18,7 +18,10 @@
 pub mod graphite;
 pub(crate) mod procfs;
 
-use std::{collections::HashSet, sync::LazyLock};
+use std::{
+    collections::HashSet,
+    sync::{LazyLock, OnceLock},
+};
 
 use prometheus::{
     core::{Atomic, GenericCounter, GenericGauge},
@@ -58,6 +61,8 @@ pub struct Metrics {
     pub executor: ExecutorMetrics,
     /// The Graphite push.
     pub graphite: GraphiteMetrics,
+    /// The task's output pipeline (`logs`), mirrored from its own counters.
+    pub output: OutputMetrics,
 }
 
 /// The process-wide metrics.
@@ -77,6 +82,7 @@ impl Metrics {
             remote: RemoteMetrics::new(&r),
             executor: ExecutorMetrics::new(&r),
             graphite: GraphiteMetrics::new(&r),
+            output: OutputMetrics::new(&r),
             registry: r,
         }
     }
@@ -351,6 +357,128 @@ impl GraphiteMetrics {
     }
 }
 
+/// The task's output pipeline: the `logs` module keeps its own atomic
+/// counters (they also feed `GET /remote/status`); these families mirror
+/// them at each scrape or push, through the source set by
+/// [`set_output_source`]. They stay at zero when the output is not captured.
+pub struct OutputMetrics {
+    /// Bytes of the task's output written to the sandbox files, by stream.
+    pub bytes: IntCounterVec,
+    /// Lines seen by the scraper.
+    pub lines: IntCounter,
+    /// Lines cut at the line limit.
+    pub truncated: IntCounter,
+    /// Lines neither JSON nor logfmt, not shipped.
+    pub not_shipped: IntCounter,
+    /// Entries handed to the transport.
+    pub shipped: IntCounter,
+    /// Entries dropped, by cause.
+    pub dropped: IntCounterVec,
+    /// Sandbox file rotations.
+    pub rotations: IntCounter,
+    /// Failed writes to the sandbox files.
+    pub sandbox_write_errors: IntCounter,
+}
+
+impl OutputMetrics {
+    fn new(r: &Registry) -> Self {
+        Self {
+            bytes: counter_vec(
+                r,
+                "task_output_bytes_total",
+                "Bytes of the task's output passed to the sandbox files, by stream (stdout, stderr).",
+                &["stream"],
+            ),
+            lines: counter(r, "task_output_lines_total", "Lines of the task's output seen by the scraper."),
+            truncated: counter(
+                r,
+                "task_output_lines_truncated_total",
+                "Lines cut at HOOK_EXECUTOR_LOG_MAX_LINE.",
+            ),
+            not_shipped: counter(
+                r,
+                "task_output_lines_not_shipped_total",
+                "Lines neither JSON nor logfmt, not shipped (no log-scraping-all).",
+            ),
+            shipped: counter(
+                r,
+                "task_output_entries_shipped_total",
+                "Entries handed to the Logstash transport.",
+            ),
+            dropped: counter_vec(
+                r,
+                "task_output_entries_dropped_total",
+                "Entries not shipped, by cause (queue_full, rate, size, send_error, at_exit).",
+                &["cause"],
+            ),
+            rotations: counter(r, "task_output_rotations_total", "Sandbox file rotations."),
+            sandbox_write_errors: counter(
+                r,
+                "task_output_sandbox_write_errors_total",
+                "Failed writes of the task's output to the sandbox files.",
+            ),
+        }
+    }
+
+    /// Raises every family to the pipeline's current figures.
+    fn observe(&self, f: &OutputFigures) {
+        raise_int(&self.bytes.with_label_values(&["stdout"]), f.stdout_bytes);
+        raise_int(&self.bytes.with_label_values(&["stderr"]), f.stderr_bytes);
+        raise_int(&self.lines, f.lines);
+        raise_int(&self.truncated, f.truncated);
+        raise_int(&self.not_shipped, f.not_shipped);
+        raise_int(&self.shipped, f.shipped);
+        for (cause, n) in f.dropped {
+            raise_int(&self.dropped.with_label_values(&[cause]), n);
+        }
+        raise_int(&self.rotations, f.rotations);
+        raise_int(&self.sandbox_write_errors, f.sandbox_write_errors);
+    }
+}
+
+/// The output pipeline's cumulative figures, as the `logs` module reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputFigures {
+    /// Bytes of the task's stdout passed to the sandbox file.
+    pub stdout_bytes: u64,
+    /// Bytes of the task's stderr passed to the sandbox file.
+    pub stderr_bytes: u64,
+    /// Lines seen by the scraper.
+    pub lines: u64,
+    /// Lines cut at the line limit.
+    pub truncated: u64,
+    /// Lines neither JSON nor logfmt, not shipped.
+    pub not_shipped: u64,
+    /// Entries handed to the transport.
+    pub shipped: u64,
+    /// `(cause, count)` for every drop cause.
+    pub dropped: [(&'static str, u64); 5],
+    /// Sandbox file rotations.
+    pub rotations: u64,
+    /// Failed writes to the sandbox files.
+    pub sandbox_write_errors: u64,
+}
+
+/// Where [`refresh`] reads the output pipeline's figures (`None` while the
+/// output is not captured).
+type OutputSource = Box<dyn Fn() -> Option<OutputFigures> + Send + Sync>;
+
+static OUTPUT_SOURCE: OnceLock<OutputSource> = OnceLock::new();
+
+/// Names the output pipeline's figures for every later scrape or push; the
+/// first call wins (one pipeline per executor).
+pub fn set_output_source(source: impl Fn() -> Option<OutputFigures> + Send + Sync + 'static) {
+    let _ = OUTPUT_SOURCE.set(Box::new(source));
+}
+
+/// Raises an integer counter that mirrors a cumulative count to `value`.
+fn raise_int(counter: &IntCounter, value: u64) {
+    let delta = value.saturating_sub(counter.get());
+    if delta > 0 {
+        counter.inc_by(delta);
+    }
+}
+
 // Family constructors. Names and labels are constants of this module, so a
 // failure here is a programming error that every test run would hit first.
 
@@ -466,6 +594,9 @@ pub(crate) fn refresh(status: &StatusSnapshot, auxiliary: &HashSet<i32>) {
         .processes
         .set(i64::try_from(tree.processes).unwrap_or(i64::MAX));
     m.task.uptime.set(tree.root_uptime_seconds);
+    if let Some(figures) = OUTPUT_SOURCE.get().and_then(|source| source()) {
+        m.output.observe(&figures);
+    }
     if let Some(own) = procfs::own_usage() {
         raise_to(&m.executor.cpu, own.cpu_seconds);
         m.executor

@@ -538,6 +538,24 @@ async fn a_collector_restart_costs_counted_entries_and_shipping_resumes() {
                     .any(|x| x["seq"].as_u64().is_some_and(|s| s as usize > sandbox_seq))
         })
         .await;
+    // GET /metrics mirrors the pipeline's counters: shipped entries and the
+    // send errors of the outage, under their cause.
+    let metrics = api(&socket, "GET", "/metrics", None).await.body;
+    let value = |prefix: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("mesos_hook_executor_task_output_entries_shipped_total ") > 0.0
+            && value(
+                "mesos_hook_executor_task_output_entries_dropped_total{cause=\"send_error\"} "
+            ) > 0.0
+            && value("mesos_hook_executor_task_output_bytes_total{stream=\"stdout\"} ") > 0.0,
+        "{metrics}"
+    );
     std::fs::write(exec.path("stop"), "").expect("stop file");
     run_to_end(&emu, &mut exec, "t-restart").await;
     let seqs: Vec<usize> = exec

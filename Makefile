@@ -40,12 +40,15 @@ demo:
 bench:
 	$(CARGO) build --release --bin mesos-hook-executor --examples
 	$(CARGO) bench --bench executor
+	$(CARGO) bench --bench remote
 
-## Coverage-guided fuzzing of bytes → RecordIO → Event (needs cargo-fuzz; the
+## Coverage-guided fuzzing of bytes → RecordIO → Event and of remote API
+## requests (method, target, body) through every parser (needs cargo-fuzz; the
 ## stable toolchain is told to accept the sanitizer flags).
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run recordio_events -- -max_total_time=$${FUZZ_SECONDS:-60}
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run remote_requests -- -max_total_time=$${FUZZ_SECONDS:-60}
 
 ## Optimised, stripped binaries (`--version` prints version and git revision),
 ## hooks.tar.gz and docs, with SHA-256 checksums: dist/<name>/, dist/<name>.tar.gz

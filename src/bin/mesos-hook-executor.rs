@@ -9,6 +9,10 @@ use mesos_hook_executor::{
 };
 
 fn main() -> ExitCode {
+    // A remote command's keeper: the same binary under another argv[0].
+    if let Some(code) = mesos_hook_executor::remote::shim::run_if_keeper() {
+        return code;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [flag] if flag == "--help" || flag == "-h" => {

@@ -363,6 +363,24 @@ fn pid_i32(pid: u32) -> i32 {
     i32::try_from(pid).unwrap_or(i32::MAX)
 }
 
+/// For a forked child between fork and exec (`pre_exec`): asks for `signal`
+/// when its parent `parent` dies (`PR_SET_PDEATHSIG`; kept across exec), and
+/// fails if the parent already died (the child was re-parented before the
+/// request was armed). Async-signal-safe. The signal follows the death of
+/// the parent's forking *thread*: fork from a thread that lives as long as
+/// the process (the executor's runtime is current-thread).
+pub(crate) fn die_with_parent(signal: Signal, parent: i32) -> io::Result<()> {
+    // SAFETY: prctl and getppid are async-signal-safe system calls.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::getppid() } != parent {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
 /// Makes this process the child subreaper (`PR_SET_CHILD_SUBREAPER`), so
 /// descendants orphaned by a double fork are re-parented to us and can be
 /// found and killed with the task.

@@ -12,4 +12,5 @@ mod layout;
 mod lifecycle;
 mod reconnect;
 mod remote;
+mod remote_abuse;
 mod transport;

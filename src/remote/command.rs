@@ -259,22 +259,27 @@ enum Pumped {
 }
 
 /// Reads a pipe into `buf`, or, once its capture is full (`discard` is
-/// `/dev/null`), throws its data away: `splice(2)` moves up to
-/// [`DISCARD_CHUNK`] per wake-up without copying it through our memory;
+/// `/dev/null`), throws its data away: after [`DISCARD_PAUSE`], `splice(2)`
+/// moves up to [`DISCARD_CHUNK`] without copying it through our memory;
 /// where splice is refused, it reads into `buf` (reused) instead. A pipe
 /// that was not there reads as ended.
 async fn pump(
     pipe: &mut Option<pipe::Receiver>,
     buf: &mut [u8],
-    discard: Option<&std::fs::File>,
+    discard: Option<(&std::fs::File, Instant)>,
 ) -> io::Result<Pumped> {
     use std::os::fd::AsRawFd;
     let Some(p) = pipe else {
         return Ok(Pumped::Read(0));
     };
-    let Some(null) = discard else {
+    let Some((null, not_before)) = discard else {
         return p.read(buf).await.map(Pumped::Read);
     };
+    // Let the pipe fill first: draining on every write of a fast writer
+    // would cost a wake-up per write; this way it is at most one per pause
+    // (the writer blocks on the full pipe meanwhile). The instant is kept
+    // by the caller, so a future dropped by `select!` does not restart it.
+    tokio::time::sleep_until(not_before).await;
     loop {
         p.readable().await?;
         let moved = p.try_io(|| {
@@ -306,6 +311,11 @@ async fn pump(
 
 /// Bytes moved to `/dev/null` per wake-up once a capture is full.
 const DISCARD_CHUNK: usize = 1 << 20;
+/// Pause before each drain of a pipe whose capture is full: output past the
+/// cap flows at up to [`DISCARD_CHUNK`] per pause (50 MiB/s), for 50
+/// wake-ups a second instead of one per write: freeing the writer's pipe
+/// pages is the cost that is left, and it is proportional to that rate.
+const DISCARD_PAUSE: Duration = Duration::from_millis(20);
 
 /// Grows a pipe whose output is being discarded, so each wake-up moves more
 /// (best effort: the pipe-max-size limit may refuse it).
@@ -336,6 +346,8 @@ pub(crate) async fn supervise(
     // Set once a stream's capture is full: the rest goes to /dev/null.
     let null = std::fs::OpenOptions::new().write(true).open("/dev/null");
     let (mut out_full, mut err_full) = (false, false);
+    // When each stream may next be drained (once full: see `pump`).
+    let (mut out_next, mut err_next) = (Instant::now(), Instant::now());
     let term_at = timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
     let mut drain_until: Option<Instant> = None;
@@ -351,24 +363,30 @@ pub(crate) async fn supervise(
             // Fixed order: output before the exit, stdout before stderr when
             // both are ready, so replays are deterministic.
             biased;
-            r = pump(&mut stdout, &mut out_buf, null.as_ref().ok().filter(|_| out_full)), if out_open => match r {
+            r = pump(&mut stdout, &mut out_buf, null.as_ref().ok().filter(|_| out_full).map(|n| (n, out_next))), if out_open => match r {
                 Ok(Pumped::Read(n)) if n > 0 => {
                     out_full = cmd.append(Stream::Stdout, &out_buf[..n]);
                     if out_full {
                         enlarge(stdout.as_ref());
                     }
                 }
-                Ok(Pumped::Discarded(n)) if n > 0 => cmd.truncated(Stream::Stdout),
+                Ok(Pumped::Discarded(n)) if n > 0 => {
+                    cmd.truncated(Stream::Stdout);
+                    out_next = Instant::now() + DISCARD_PAUSE;
+                }
                 _ => out_open = false,
             },
-            r = pump(&mut stderr, &mut err_buf, null.as_ref().ok().filter(|_| err_full)), if err_open => match r {
+            r = pump(&mut stderr, &mut err_buf, null.as_ref().ok().filter(|_| err_full).map(|n| (n, err_next))), if err_open => match r {
                 Ok(Pumped::Read(n)) if n > 0 => {
                     err_full = cmd.append(Stream::Stderr, &err_buf[..n]);
                     if err_full {
                         enlarge(stderr.as_ref());
                     }
                 }
-                Ok(Pumped::Discarded(n)) if n > 0 => cmd.truncated(Stream::Stderr),
+                Ok(Pumped::Discarded(n)) if n > 0 => {
+                    cmd.truncated(Stream::Stderr);
+                    err_next = Instant::now() + DISCARD_PAUSE;
+                }
                 _ => err_open = false,
             },
             o = child.wait(), if leader.is_none() => {

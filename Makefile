@@ -61,12 +61,15 @@ bench:
 	$(CARGO) bench --bench executor
 	$(CARGO) bench --bench logs
 	$(CARGO) bench --bench metrics
+	$(CARGO) bench --bench remote
 
-## Coverage-guided fuzzing of bytes → RecordIO → Event (needs cargo-fuzz; the
+## Coverage-guided fuzzing of bytes → RecordIO → Event and of remote API
+## requests (method, target, body) through every parser (needs cargo-fuzz; the
 ## stable toolchain is told to accept the sanitizer flags).
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run recordio_events -- -max_total_time=$${FUZZ_SECONDS:-60}
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run remote_requests -- -max_total_time=$${FUZZ_SECONDS:-60}
 
 ## Release: the executor and executorctl for x86_64 Linux with glibc 2.17 or
 ## later, optimised and stripped (`--version` prints version and git revision),

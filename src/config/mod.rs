@@ -332,6 +332,12 @@ pub(crate) struct RemoteSettings {
     pub(crate) max_retained: usize,
     /// How long a finished result is kept.
     pub(crate) retention: Duration,
+    /// Captured bytes kept in finished results, all together.
+    pub(crate) max_retained_bytes: usize,
+    /// Executes waiting for a running slot.
+    pub(crate) max_queued: usize,
+    /// How long an execute waits for a running slot.
+    pub(crate) queue_timeout: Duration,
 }
 
 impl Config {
@@ -676,6 +682,9 @@ fn remote_settings(r: &mut Reader<'_>) -> RemoteSettings {
         max_running: r.get(&REMOTE_MAX_RUNNING),
         max_retained: r.get(&REMOTE_MAX_RETAINED),
         retention: r.get(&REMOTE_RETENTION),
+        max_retained_bytes: r.get(&REMOTE_MAX_RETAINED_BYTES),
+        max_queued: r.get(&REMOTE_MAX_QUEUED),
+        queue_timeout: r.get(&REMOTE_QUEUE_TIMEOUT),
     }
 }
 
@@ -924,7 +933,7 @@ mod tests {
         .expect("valid");
         assert_eq!(c.settings.log_format, LogFormat::Full);
         assert_eq!(c.settings.ack_timeout, Duration::from_secs(60));
-        assert_eq!(c.settings.remote.max_running, 64);
+        assert_eq!(c.settings.remote.max_running, 32);
         assert!(c.settings.remote.enabled);
     }
 
@@ -1132,7 +1141,11 @@ mod remote_tests {
         assert_eq!(c.remote_socket(), PathBuf::from("/tmp/sb/executor.sock"));
         assert_eq!(
             (r.max_running, r.max_retained, r.max_output, r.max_body),
-            (64, 128, 262_144, 65_536)
+            (32, 1024, 65_536, 65_536)
+        );
+        assert_eq!(
+            (r.max_retained_bytes, r.max_queued, r.queue_timeout),
+            (4 << 20, 512, Duration::from_secs(30))
         );
         assert!(r.tcp.is_none() && r.allowed_uids.is_none());
     }

@@ -316,14 +316,21 @@ variables! {
         "SIGTERM→SIGKILL grace for a remote command's process group (timeout or terminate).");
     REMOTE_MAX_BODY: usize = Var::new("HOOK_EXECUTOR_REMOTE_MAX_BODY", Kind::Bytes { min: 1024, max: 64 * 1024 * 1024 }, Value("65536"), parse::count,
         "Largest request body accepted (413 above).");
-    REMOTE_MAX_OUTPUT: usize = Var::new("HOOK_EXECUTOR_REMOTE_MAX_OUTPUT", Kind::Bytes { min: 0, max: 1024 * 1024 * 1024 }, Value("262144"), parse::count,
+    REMOTE_MAX_OUTPUT: usize = Var::new("HOOK_EXECUTOR_REMOTE_MAX_OUTPUT", Kind::Bytes { min: 0, max: 1024 * 1024 * 1024 }, Value("65536"), parse::count,
         "Bytes captured per stream (stdout, stderr) of each remote command; the rest is discarded and flagged.");
-    REMOTE_MAX_RUNNING: usize = Var::new("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", Kind::Count { min: 1, max: 4096 }, Value("64"), parse::count,
-        "Remote commands running at once (429 above).");
-    REMOTE_MAX_RETAINED: usize = Var::new("HOOK_EXECUTOR_REMOTE_MAX_RETAINED", Kind::Count { min: 0, max: 100_000 }, Value("128"), parse::count,
+    REMOTE_MAX_RUNNING: usize = Var::new("HOOK_EXECUTOR_REMOTE_MAX_RUNNING", Kind::Count { min: 1, max: 4096 }, Value("32"), parse::count,
+        "Remote commands running at once; more wait in the queue (`HOOK_EXECUTOR_REMOTE_MAX_QUEUED`).");
+    REMOTE_MAX_RETAINED: usize = Var::new("HOOK_EXECUTOR_REMOTE_MAX_RETAINED", Kind::Count { min: 0, max: 100_000 }, Value("1024"), parse::count,
         "Finished results kept for retrieval (oldest dropped first).");
     REMOTE_RETENTION: Duration = Var::new("HOOK_EXECUTOR_REMOTE_RETENTION", Kind::Duration, Value("10mins"), parse::duration,
         "How long a finished result is kept.");
+    // Remote API under load and abuse (docs/remote-limits.md).
+    REMOTE_MAX_RETAINED_BYTES: usize = Var::new("HOOK_EXECUTOR_REMOTE_MAX_RETAINED_BYTES", Kind::Bytes { min: 0, max: 1024 * 1024 * 1024 }, Value("4194304"), parse::count,
+        "Captured output kept in finished results, all together (oldest results dropped first; the newest is always kept).");
+    REMOTE_MAX_QUEUED: usize = Var::new("HOOK_EXECUTOR_REMOTE_MAX_QUEUED", Kind::Count { min: 0, max: 100_000 }, Value("512"), parse::count,
+        "Executes waiting for a running slot, oldest first (429 when the queue is full).");
+    REMOTE_QUEUE_TIMEOUT: Duration = Var::new("HOOK_EXECUTOR_REMOTE_QUEUE_TIMEOUT", Kind::Duration, Value("30secs"), parse::duration,
+        "How long an execute waits in the queue for a running slot (503 after).");
     // The task's output: capture, sandbox rotation, scraping and shipping to
     // Logstash (docs/logging.md). allegro's names are read as aliases.
     LOG_ROTATE_SIZE: Option<u64> = Var::new("HOOK_EXECUTOR_LOG_ROTATE_SIZE", Kind::Text, Unset("— (no rotation)"), output::size,

@@ -275,6 +275,8 @@ pub struct RemoteMetrics {
     pub rejected: IntCounterVec,
     /// Commands running now.
     pub running: IntGauge,
+    /// Executes waiting for a running slot now.
+    pub queued: IntGauge,
     /// Finished results retained.
     pub retained: IntGauge,
 }
@@ -290,10 +292,15 @@ impl RemoteMetrics {
             rejected: counter_vec(
                 r,
                 "remote_commands_rejected_total",
-                "Execute requests refused, by reason (limit, invalid, unauthorized).",
+                "Execute requests refused, by reason (queue_full, queue_timeout, shutting_down, spawn_error, unauthorized, invalid).",
                 &["reason"],
             ),
             running: gauge(r, "remote_commands_running", "Remote commands running now."),
+            queued: gauge(
+                r,
+                "remote_commands_queued",
+                "Execute requests waiting for a running slot now.",
+            ),
             retained: gauge(
                 r,
                 "remote_results_retained",

@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     output::{LineCursor, Output, Stream},
+    shim::KILL_REQUEST,
     types::{CommandResult, RunningResponse},
 };
 use crate::{
@@ -108,14 +109,34 @@ impl RemoteCommand {
         self.version.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    fn append(&self, stream: Stream, data: &[u8]) {
-        self.state().output.append(stream, data);
-        self.bump();
+    /// Captures `data`; returns whether `stream` is now full, so that the
+    /// supervisor discards the rest without copying it ([`discard`]).
+    /// Readers are woken only when something was kept.
+    fn append(&self, stream: Stream, data: &[u8]) -> bool {
+        let (kept, full) = {
+            let mut st = self.state();
+            let kept = st.output.append(stream, data);
+            (kept, st.output.full(stream))
+        };
+        if kept {
+            self.bump();
+        }
+        full
     }
 
-    /// Records how it ended and wakes every reader.
-    pub(crate) fn record(&self, finished: Finished) {
-        self.state().finished = Some(finished);
+    /// Flags `stream` as truncated: output past the cap was discarded.
+    fn truncated(&self, stream: Stream) {
+        self.state().output.truncate(stream);
+    }
+
+    /// Records how it ended and wakes every reader; returns the bytes its
+    /// retained result keeps.
+    pub(crate) fn record(&self, finished: Finished) -> usize {
+        let bytes = {
+            let mut st = self.state();
+            st.finished = Some(finished);
+            st.output.seal()
+        };
         self.bump();
         info!(
             pid = self.pid,
@@ -125,6 +146,7 @@ impl RemoteCommand {
             duration = ?finished.at.saturating_duration_since(self.started),
             "remote command finished"
         );
+        bytes
     }
 
     /// When its result was closed, once finished.
@@ -228,11 +250,80 @@ fn signal(pid: i32, signal: Signal) {
     }
 }
 
-/// Reads a pipe; a pipe that was not there reads as ended.
-async fn read(pipe: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> io::Result<usize> {
-    match pipe {
-        Some(p) => p.read(buf).await,
-        None => Ok(0),
+/// What one wake-up of a pipe gave.
+enum Pumped {
+    /// Bytes read into the buffer (0: end of stream).
+    Read(usize),
+    /// Bytes thrown away (0: end of stream).
+    Discarded(usize),
+}
+
+/// Reads a pipe into `buf`, or, once its capture is full (`discard` is
+/// `/dev/null`), throws its data away: after [`DISCARD_PAUSE`], `splice(2)`
+/// moves up to [`DISCARD_CHUNK`] without copying it through our memory;
+/// where splice is refused, it reads into `buf` (reused) instead. A pipe
+/// that was not there reads as ended.
+async fn pump(
+    pipe: &mut Option<pipe::Receiver>,
+    buf: &mut [u8],
+    discard: Option<(&std::fs::File, Instant)>,
+) -> io::Result<Pumped> {
+    use std::os::fd::AsRawFd;
+    let Some(p) = pipe else {
+        return Ok(Pumped::Read(0));
+    };
+    let Some((null, not_before)) = discard else {
+        return p.read(buf).await.map(Pumped::Read);
+    };
+    // Let the pipe fill first: draining on every write of a fast writer
+    // would cost a wake-up per write; this way it is at most one per pause
+    // (the writer blocks on the full pipe meanwhile). The instant is kept
+    // by the caller, so a future dropped by `select!` does not restart it.
+    tokio::time::sleep_until(not_before).await;
+    loop {
+        p.readable().await?;
+        let moved = p.try_io(|| {
+            // SAFETY: both are open descriptors we own for the whole call;
+            // no memory of ours is passed.
+            let n = unsafe {
+                libc::splice(
+                    p.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    null.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    DISCARD_CHUNK,
+                    libc::SPLICE_F_NONBLOCK,
+                )
+            };
+            usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        });
+        match moved {
+            Ok(n) => return Ok(Pumped::Discarded(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match p.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other.map(Pumped::Discarded),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Bytes moved to `/dev/null` per wake-up once a capture is full.
+const DISCARD_CHUNK: usize = 1 << 20;
+/// Pause before each drain of a pipe whose capture is full: output past the
+/// cap flows at up to [`DISCARD_CHUNK`] per pause (50 MiB/s), for 50
+/// wake-ups a second instead of one per write: freeing the writer's pipe
+/// pages is the cost that is left, and it is proportional to that rate.
+const DISCARD_PAUSE: Duration = Duration::from_millis(20);
+
+/// Grows a pipe whose output is being discarded, so each wake-up moves more
+/// (best effort: the pipe-max-size limit may refuse it).
+fn enlarge(pipe: Option<&pipe::Receiver>) {
+    use std::os::fd::AsRawFd;
+    if let Some(p) = pipe {
+        // SAFETY: fcntl on a descriptor we own; an error is harmless.
+        let _ = unsafe { libc::fcntl(p.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
     }
 }
 
@@ -249,9 +340,14 @@ pub(crate) async fn supervise(
     let pid = cmd.pid;
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    let mut out_buf = vec![0u8; 4096];
-    let mut err_buf = vec![0u8; 4096];
+    let mut out_buf = vec![0u8; 8192];
+    let mut err_buf = vec![0u8; 8192];
     let (mut out_open, mut err_open) = (true, true);
+    // Set once a stream's capture is full: the rest goes to /dev/null.
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null");
+    let (mut out_full, mut err_full) = (false, false);
+    // When each stream may next be drained (once full: see `pump`).
+    let (mut out_next, mut err_next) = (Instant::now(), Instant::now());
     let term_at = timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
     let mut drain_until: Option<Instant> = None;
@@ -267,12 +363,30 @@ pub(crate) async fn supervise(
             // Fixed order: output before the exit, stdout before stderr when
             // both are ready, so replays are deterministic.
             biased;
-            r = read(&mut stdout, &mut out_buf), if out_open => match r {
-                Ok(n) if n > 0 => cmd.append(Stream::Stdout, &out_buf[..n]),
+            r = pump(&mut stdout, &mut out_buf, null.as_ref().ok().filter(|_| out_full).map(|n| (n, out_next))), if out_open => match r {
+                Ok(Pumped::Read(n)) if n > 0 => {
+                    out_full = cmd.append(Stream::Stdout, &out_buf[..n]);
+                    if out_full {
+                        enlarge(stdout.as_ref());
+                    }
+                }
+                Ok(Pumped::Discarded(n)) if n > 0 => {
+                    cmd.truncated(Stream::Stdout);
+                    out_next = Instant::now() + DISCARD_PAUSE;
+                }
                 _ => out_open = false,
             },
-            r = read(&mut stderr, &mut err_buf), if err_open => match r {
-                Ok(n) if n > 0 => cmd.append(Stream::Stderr, &err_buf[..n]),
+            r = pump(&mut stderr, &mut err_buf, null.as_ref().ok().filter(|_| err_full).map(|n| (n, err_next))), if err_open => match r {
+                Ok(Pumped::Read(n)) if n > 0 => {
+                    err_full = cmd.append(Stream::Stderr, &err_buf[..n]);
+                    if err_full {
+                        enlarge(stderr.as_ref());
+                    }
+                }
+                Ok(Pumped::Discarded(n)) if n > 0 => {
+                    cmd.truncated(Stream::Stderr);
+                    err_next = Instant::now() + DISCARD_PAUSE;
+                }
                 _ => err_open = false,
             },
             o = child.wait(), if leader.is_none() => {
@@ -295,8 +409,12 @@ pub(crate) async fn supervise(
             }
             () = sleep_until(kill_at), if leader.is_none() => {
                 kill_at = None;
-                warn!(pid, grace = ?kill_grace, "remote command outlived its grace; sending SIGKILL to its process group");
-                signal(pid, Signal::SIGKILL);
+                warn!(pid, grace = ?kill_grace, "remote command outlived its grace; its keeper SIGKILLs its processes");
+                // Not SIGKILL to the group: that would kill the keeper before
+                // it kills what left the group (see `super::shim`).
+                if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), KILL_REQUEST) {
+                    warn!(pid, cause = %e, "could not signal a remote command's keeper");
+                }
             }
             () = sleep_until(drain_until) => {
                 debug!(pid, "remote command's output still open after its exit (held by an escaped process); closing the result");

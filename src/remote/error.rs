@@ -10,6 +10,7 @@ use hyper::{
 
 use super::{
     body::{json, ApiBody},
+    pool::LongFull,
     types::ErrorResponse,
 };
 use crate::task::process::SpawnError;
@@ -50,9 +51,24 @@ pub(crate) enum ApiError {
     /// The body is over `HOOK_EXECUTOR_REMOTE_MAX_BODY`.
     #[error("request body over {0} bytes (HOOK_EXECUTOR_REMOTE_MAX_BODY)")]
     TooLarge(usize),
-    /// `HOOK_EXECUTOR_REMOTE_MAX_RUNNING` commands already run.
-    #[error("{0} remote commands are already running (HOOK_EXECUTOR_REMOTE_MAX_RUNNING); try again later")]
-    TooManyRunning(usize),
+    /// `HOOK_EXECUTOR_REMOTE_MAX_RUNNING` commands already run and
+    /// `HOOK_EXECUTOR_REMOTE_MAX_QUEUED` executes already wait.
+    #[error("{running} remote commands are running and {queued} more are queued (HOOK_EXECUTOR_REMOTE_MAX_RUNNING, HOOK_EXECUTOR_REMOTE_MAX_QUEUED); try again later")]
+    TooManyRunning {
+        /// The running limit.
+        running: usize,
+        /// The queue's limit.
+        queued: usize,
+    },
+    /// An execute waited in the queue for a running slot too long.
+    #[error("no running slot became free within {}s (HOOK_EXECUTOR_REMOTE_QUEUE_TIMEOUT); try again later", .0.as_secs_f64())]
+    QueueTimeout(Duration),
+    /// The listener's connection slots are all in requests.
+    #[error("too many connections: {0}; try again later")]
+    Busy(&'static str),
+    /// Too many long requests (waits, SSE) on this listener.
+    #[error("{0}; try again later")]
+    Waiting(#[from] LongFull),
     /// The executor is exiting.
     #[error("the executor is shutting down")]
     ShuttingDown,
@@ -85,8 +101,10 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyRunning(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRunning { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ShuttingDown | Self::QueueTimeout(_) | Self::Busy(_) | Self::Waiting(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Spawn(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,7 +113,8 @@ impl ApiError {
     #[must_use]
     pub(crate) fn metric_reason(&self) -> &'static str {
         match self {
-            Self::TooManyRunning(_) => "limit",
+            Self::TooManyRunning { .. } => "queue_full",
+            Self::QueueTimeout(_) => "queue_timeout",
             Self::ShuttingDown => "shutting_down",
             Self::Spawn(_) => "spawn_error",
             Self::Unauthorized | Self::Forbidden(_) => "unauthorized",
@@ -158,7 +177,16 @@ mod tests {
             (ApiError::MethodNotAllowed("GET"), 405),
             (ApiError::BodyTimeout(Duration::from_secs(10)), 408),
             (ApiError::TooLarge(10), 413),
-            (ApiError::TooManyRunning(1), 429),
+            (
+                ApiError::TooManyRunning {
+                    running: 1,
+                    queued: 0,
+                },
+                429,
+            ),
+            (ApiError::QueueTimeout(Duration::from_secs(30)), 503),
+            (ApiError::Busy("x"), 503),
+            (ApiError::Waiting(LongFull(1)), 503),
             (ApiError::Spawn(not_found()), 500),
             (ApiError::ShuttingDown, 503),
         ];

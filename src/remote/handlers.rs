@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::Duration}
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::{body::Incoming, header, Request, Response, StatusCode};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -17,7 +17,8 @@ use super::{
     error::ApiError,
     output::LineCursor,
     plan::{plan, seconds},
-    routes::{route, Route},
+    pool::{InUse, Slot},
+    routes::{pid, route, Route},
     server::{Access, Peer, Shared},
     types::{ExecuteRequest, ExecuteResponse, ListResponse, OutputLine, StatusResponse, TaskQuery},
 };
@@ -27,40 +28,61 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// SSE comment sent while a command is silent, so idle proxies and clients
 /// can tell a quiet command from a dead connection.
 const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+/// SSE events buffered per stream ahead of a slow reader (each at most one
+/// line, itself at most `HOOK_EXECUTOR_REMOTE_MAX_OUTPUT`).
+const SSE_BUFFER: usize = 4;
 
 /// Answers one request on a connection whose access was decided at accept.
+/// The connection counts as in a request until the response body is sent.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     peer: Arc<Peer>,
     access: Access,
+    slot: Arc<Slot>,
     req: Request<Incoming>,
 ) -> Result<Response<ApiBody>, Infallible> {
+    let in_use = slot.begin();
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let response = match dispatch(&shared, &peer, access, req).await {
+    let response = match dispatch(&shared, &peer, access, &slot, &in_use, req).await {
         Ok(r) => r,
         Err(e) => {
             debug!(%peer, %method, status = e.status().as_u16(), error = %e, "remote API request refused");
             e.response()
         }
     };
-    if !matches!(access, Access::Refused(_)) {
-        debug!(%peer, %method, %path, status = response.status().as_u16(), "remote API request");
+    debug!(%peer, %method, %path, status = response.status().as_u16(), "remote API request");
+    Ok(response.map(|body| body.holding(in_use)))
+}
+
+/// Whether a route may wait long (for a command's end, or streaming its
+/// output), so its connection moves to the long allowance.
+fn waits(route: &Route) -> bool {
+    match route {
+        Route::Result { wait, .. } => wait.is_some(),
+        Route::CompatResult | Route::Terminate { .. } | Route::Output { .. } => true,
+        Route::Status | Route::Execute | Route::List | Route::Metrics => false,
     }
-    Ok(response)
 }
 
 async fn dispatch(
     shared: &Shared,
     peer: &Peer,
     access: Access,
+    slot: &Slot,
+    in_use: &InUse,
     req: Request<Incoming>,
 ) -> Result<Response<ApiBody>, ApiError> {
     match access {
         Access::Allowed => {}
-        Access::Refused(uid) => return Err(ApiError::Forbidden(uid)),
-        Access::Token => shared.check_token(&req)?,
+        Access::Token => {
+            shared.check_token(&req)?;
+            slot.authenticate();
+        }
     }
     let route = route(req.method(), req.uri().path(), req.uri().query())?;
+    if waits(&route) {
+        in_use.long()?;
+    }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -72,7 +94,12 @@ async fn dispatch(
         Route::Status => Ok(json(StatusCode::OK, &status(shared))),
         Route::Execute => {
             let mut attempt = Attempt::default();
-            let started = execute(shared, req.into_body(), declared, &mut attempt).await;
+            let started = match shared.registry.slot().await {
+                Ok(permit) => {
+                    execute(shared, req.into_body(), declared, &mut attempt, permit).await
+                }
+                Err(e) => Err(e),
+            };
             audit(peer, &attempt, started.as_ref().map(|(pid, _)| *pid));
             if let Err(e) = &started {
                 crate::metrics::get()
@@ -98,7 +125,7 @@ async fn dispatch(
                 Some(w) => Some(seconds("\"wait\"", w)?.unwrap_or(Duration::ZERO)),
                 None => None,
             };
-            let cmd = registry.get(query.pid)?;
+            let cmd = registry.get(pid(query.pid)?)?;
             Ok(snapshot_response(&cmd.wait(limit).await))
         }
         Route::List => Ok(json(
@@ -125,7 +152,7 @@ async fn dispatch(
         }
         Route::Output { pid } => {
             let cmd = registry.get(pid)?;
-            let (tx, rx) = mpsc::channel(16);
+            let (tx, rx) = mpsc::channel(SSE_BUFFER);
             tokio::spawn(stream_output(cmd, tx, shared.shutdown.clone()));
             Ok(event_stream(rx))
         }
@@ -212,6 +239,7 @@ async fn execute(
     body: Incoming,
     declared: Option<u64>,
     attempt: &mut Attempt,
+    permit: OwnedSemaphorePermit,
 ) -> Result<(i32, Vec<String>), ApiError> {
     let body = read_body(body, shared.max_body, declared).await?;
     let request: ExecuteRequest = parse_json(&body)?;
@@ -222,7 +250,7 @@ async fn execute(
     }
     let plan = plan(request, &env, shared.registry.cwd())?;
     *attempt = Attempt::of_plan(&plan);
-    let pid = shared.registry.execute(&plan)?;
+    let pid = shared.registry.execute(&plan, permit)?;
     Ok((pid, plan.warnings))
 }
 

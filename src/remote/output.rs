@@ -44,8 +44,34 @@ impl Output {
         }
     }
 
+    /// Whether `stream` reached the cap: what follows is only discarded.
+    #[must_use]
+    pub(crate) fn full(&self, stream: Stream) -> bool {
+        self.bytes(stream).len() >= self.cap
+    }
+
+    /// Flags `stream` as truncated (output arrived past the cap).
+    pub(crate) fn truncate(&mut self, stream: Stream) {
+        match stream {
+            Stream::Stdout => self.stdout_truncated = true,
+            Stream::Stderr => self.stderr_truncated = true,
+        }
+    }
+
+    /// Frees spare capacity once nothing more will be appended; returns the
+    /// bytes kept (what a retained result costs).
+    pub(crate) fn seal(&mut self) -> usize {
+        self.stdout.shrink_to_fit();
+        self.stderr.shrink_to_fit();
+        self.order.shrink_to_fit();
+        self.stdout.len()
+            + self.stderr.len()
+            + self.order.len() * std::mem::size_of::<(Stream, usize)>()
+    }
+
     /// Appends what fits under the cap; the rest is dropped and flagged.
-    pub(crate) fn append(&mut self, stream: Stream, data: &[u8]) {
+    /// Returns whether anything was appended.
+    pub(crate) fn append(&mut self, stream: Stream, data: &[u8]) -> bool {
         let cap = self.cap;
         let (buf, truncated) = match stream {
             Stream::Stdout => (&mut self.stdout, &mut self.stdout_truncated),
@@ -56,7 +82,7 @@ impl Output {
             *truncated = true;
         }
         if take == 0 {
-            return;
+            return false;
         }
         if buf.capacity() - buf.len() < take {
             // Grow geometrically but never past the cap.
@@ -72,6 +98,7 @@ impl Output {
             Some((s, e)) if *s == stream => *e = end,
             _ => self.order.push((stream, end)),
         }
+        true
     }
 
     /// Whether output of `stream` was dropped at the cap.
@@ -95,10 +122,15 @@ impl Output {
 
 /// A reader's position in an [`Output`], producing complete lines in arrival
 /// order; [`LineCursor::flush`] gives the unterminated tails at the end.
+/// Each byte is scanned for `\n` once per reader (`scanned`), so following
+/// a long line that arrives in pieces costs time linear in its length.
 #[derive(Debug, Default)]
 pub(crate) struct LineCursor {
     index: usize,
+    /// Per stream: where the next line starts.
     emitted: [usize; 2],
+    /// Per stream: how far the bytes were searched for a newline.
+    scanned: [usize; 2],
 }
 
 fn slot(s: Stream) -> usize {
@@ -114,16 +146,28 @@ impl LineCursor {
         let mut lines = Vec::new();
         for &(stream, end) in out.order.iter().skip(self.index) {
             let buf = out.bytes(stream);
-            let from = &mut self.emitted[slot(stream)];
-            while let Some(nl) = buf
-                .get(*from..end)
-                .and_then(|b| b.iter().position(|c| *c == b'\n'))
-            {
-                lines.push((
-                    stream,
-                    String::from_utf8_lossy(&buf[*from..*from + nl]).into_owned(),
-                ));
-                *from += nl + 1;
+            let i = slot(stream);
+            let (from, scanned) = (&mut self.emitted[i], &mut self.scanned[i]);
+            loop {
+                let start = (*scanned).max(*from);
+                match buf
+                    .get(start..end)
+                    .and_then(|b| b.iter().position(|c| *c == b'\n'))
+                {
+                    Some(nl) => {
+                        let at = start + nl;
+                        lines.push((
+                            stream,
+                            String::from_utf8_lossy(&buf[*from..at]).into_owned(),
+                        ));
+                        *from = at + 1;
+                        *scanned = at + 1;
+                    }
+                    None => {
+                        *scanned = end.max(*scanned);
+                        break;
+                    }
+                }
             }
         }
         // The last run may still grow; it is scanned again next time.
@@ -140,6 +184,7 @@ impl LineCursor {
             if *from < buf.len() {
                 lines.push((stream, String::from_utf8_lossy(&buf[*from..]).into_owned()));
                 *from = buf.len();
+                self.scanned[slot(stream)] = buf.len();
             }
         }
         lines
@@ -177,5 +222,39 @@ mod tests {
         let mut replay = LineCursor::default();
         let all: Vec<String> = replay.flush(&out).into_iter().map(|(_, l)| l).collect();
         assert_eq!(all, ["x", "abc", "de", "fgh"]);
+        assert!(out.full(Stream::Stdout) && !out.full(Stream::Stderr));
+        assert!(
+            !out.append(Stream::Stdout, b"more"),
+            "nothing fits any more"
+        );
+    }
+
+    /// A long line arriving byte by byte is scanned once, not once per
+    /// piece: the cursor's scan position only moves forward.
+    #[test]
+    fn a_long_line_in_pieces_is_scanned_linearly() {
+        let mut out = Output::new(1 << 20);
+        let mut cursor = LineCursor::default();
+        for _ in 0..1000 {
+            out.append(Stream::Stdout, b"y");
+            assert!(cursor.advance(&out).is_empty());
+            assert_eq!(cursor.scanned[0], out.bytes(Stream::Stdout).len());
+        }
+        out.append(Stream::Stderr, b"e\n");
+        out.append(Stream::Stdout, b"z\nrest");
+        assert_eq!(
+            cursor.advance(&out),
+            vec![
+                (Stream::Stderr, "e".to_owned()),
+                (Stream::Stdout, format!("{}z", "y".repeat(1000)))
+            ]
+        );
+        assert_eq!(
+            cursor.flush(&out),
+            vec![(Stream::Stdout, "rest".to_owned())]
+        );
+        let mut sealed = Output::new(100);
+        sealed.append(Stream::Stdout, b"abc");
+        assert!(sealed.seal() >= 3);
     }
 }

@@ -49,14 +49,20 @@ fn bad(message: impl Into<String>) -> ApiError {
 }
 
 /// Seconds as a duration: a finite, non-negative number up to
-/// [`MAX_SECONDS`]; zero means none.
+/// [`MAX_SECONDS`]; zero means none, and any positive value is a timeout
+/// (below a nanosecond it rounds up to one, not down to "none").
 pub(crate) fn seconds(what: &str, value: f64) -> Result<Option<Duration>, ApiError> {
     if !value.is_finite() || !(0.0..=MAX_SECONDS).contains(&value) {
         return Err(bad(format!(
             "{what} must be a number of seconds from 0 to {MAX_SECONDS}, got {value}"
         )));
     }
-    Ok(Some(Duration::from_secs_f64(value)).filter(|d| !d.is_zero()))
+    if value == 0.0 {
+        return Ok(None);
+    }
+    Ok(Some(
+        Duration::from_secs_f64(value).max(Duration::from_nanos(1)),
+    ))
 }
 
 fn no_nul(what: &str, s: &str) -> Result<(), ApiError> {
@@ -269,6 +275,22 @@ mod tests {
         )
         .expect("plan");
         assert_eq!(p.timeout, None);
+    }
+
+    #[test]
+    fn any_positive_timeout_is_a_timeout() {
+        for tiny in [1e-10, 5e-324, f64::MIN_POSITIVE, 1e-9] {
+            assert_eq!(
+                seconds("t", tiny).ok(),
+                Some(Some(Duration::from_nanos(1))),
+                "{tiny}"
+            );
+        }
+        assert_eq!(seconds("t", 0.0).ok(), Some(None));
+        assert_eq!(seconds("t", -0.0).ok(), Some(None));
+        assert!(seconds("t", -1e-10).is_err());
+        assert!(seconds("t", f64::NAN).is_err());
+        assert!(seconds("t", MAX_SECONDS * 2.0).is_err());
     }
 
     #[test]

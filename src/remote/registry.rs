@@ -1,11 +1,13 @@
-//! The [`Registry`] of remote commands: starting them within the limits,
-//! retaining finished results by count and age, and killing the running
-//! ones at exit.
+//! The [`Registry`] of remote commands: starting them within the limits
+//! (executes beyond the running limit wait in a bounded FIFO queue),
+//! retaining finished results by count, captured bytes and age, and killing
+//! the running ones at exit.
 //!
 //! The registry is not the task's state, so it lives outside the executor's
 //! owner loop, behind a `std` mutex held only for short, non-awaiting
 //! sections. Commands run as the executor's user, in the sandbox, in their
-//! own process group (see [`crate::task::process::Reaper::spawn_auxiliary`]).
+//! own process group, led by a keeper (see [`super::shim`] and
+//! [`crate::task::process::Reaper::spawn_keeper`]).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -13,21 +15,27 @@ use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     time::Duration,
 };
 
-use nix::sys::signal::Signal;
-use tokio::time::Instant;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 use tracing::{info, warn};
 
 use super::{
     command::{supervise, Finished, RemoteCommand},
     error::ApiError,
     plan::Plan,
+    shim::{KILL_REQUEST, SHIM_ARGV0},
 };
 use crate::{
-    task::process::{self, AuxiliaryStdio, Reaper, SpawnError},
+    task::process::{AuxiliaryStdio, Reaper, SpawnError},
     util::lock,
 };
 
@@ -38,27 +46,64 @@ pub(crate) struct Limits {
     pub(crate) max_running: usize,
     /// Finished results kept.
     pub(crate) max_retained: usize,
+    /// Captured bytes kept in finished results, all together.
+    pub(crate) max_retained_bytes: usize,
     /// How long a finished result is kept.
     pub(crate) retention: Duration,
     /// Bytes captured per stream.
     pub(crate) max_output: usize,
     /// SIGTERM → SIGKILL grace.
     pub(crate) kill_grace: Duration,
+    /// Executes waiting for a running slot.
+    pub(crate) max_queued: usize,
+    /// How long an execute waits for one.
+    pub(crate) queue_timeout: Duration,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     commands: HashMap<i32, Arc<RemoteCommand>>,
-    /// Finished commands in the order they finished: (pid, seq).
-    finished: VecDeque<(i32, u64)>,
+    /// Finished commands in the order they finished: (pid, seq, captured bytes).
+    finished: VecDeque<(i32, u64, usize)>,
+    /// Captured bytes of the finished commands in `finished`.
+    retained_bytes: usize,
     running: usize,
     next_seq: u64,
     closed: bool,
 }
 
+/// One place in the execute queue, left when dropped.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    /// Joins the queue unless `max` already wait.
+    fn join(queued: &'a AtomicUsize, max: usize) -> Option<Self> {
+        queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| {
+                crate::metrics::get().remote.queued.inc();
+                Self(queued)
+            })
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::get().remote.queued.dec();
+    }
+}
+
 /// Running and finished remote commands. Cheap to share.
 pub(crate) struct Registry {
     inner: Mutex<Inner>,
+    /// Running slots; executes beyond them wait here in FIFO order.
+    slots: Arc<Semaphore>,
+    /// Executes waiting for a slot now.
+    queued: AtomicUsize,
     reaper: Reaper,
     limits: Limits,
     cwd: PathBuf,
@@ -78,6 +123,8 @@ impl Registry {
     pub(crate) fn new(reaper: Reaper, limits: Limits, cwd: PathBuf) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
+            slots: Arc::new(Semaphore::new(limits.max_running)),
+            queued: AtomicUsize::new(0),
             reaper,
             limits,
             cwd,
@@ -94,27 +141,61 @@ impl Registry {
         &self.cwd
     }
 
-    /// Starts `plan`; returns the pid. The caller audits (see [`super::audit`]).
-    pub(crate) fn execute(self: &Arc<Self>, plan: &Plan) -> Result<i32, ApiError> {
-        let result = self.spawn(plan);
+    /// A running slot for one execute: at once if one is free, else after
+    /// waiting in the queue (FIFO) up to the queue timeout. `429` only when
+    /// the queue is full.
+    pub(crate) async fn slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        use tokio::sync::TryAcquireError;
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(TryAcquireError::Closed) => return Err(ApiError::ShuttingDown),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        let queue =
+            Queued::join(&self.queued, self.limits.max_queued).ok_or(ApiError::TooManyRunning {
+                running: self.limits.max_running,
+                queued: self.limits.max_queued,
+            })?;
+        let waited = tokio::time::timeout(
+            self.limits.queue_timeout,
+            Arc::clone(&self.slots).acquire_owned(),
+        )
+        .await;
+        drop(queue);
+        match waited {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(ApiError::ShuttingDown),
+            Err(_elapsed) => Err(ApiError::QueueTimeout(self.limits.queue_timeout)),
+        }
+    }
+
+    /// Starts `plan` in the running slot `permit` (held until it finishes);
+    /// returns the pid. The caller audits (see [`super::audit`]).
+    pub(crate) fn execute(
+        self: &Arc<Self>,
+        plan: &Plan,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<i32, ApiError> {
+        let result = self.spawn(plan, permit);
         for w in &plan.warnings {
             warn!(pid = result.as_ref().ok(), warning = %w, "remote execute request");
         }
         result
     }
 
-    fn spawn(self: &Arc<Self>, plan: &Plan) -> Result<i32, ApiError> {
-        // Held across the spawn, so the running limit is exact.
+    fn spawn(self: &Arc<Self>, plan: &Plan, permit: OwnedSemaphorePermit) -> Result<i32, ApiError> {
         let mut inner = self.inner();
         if inner.closed {
             return Err(ApiError::ShuttingDown);
         }
-        if inner.running >= self.limits.max_running {
-            return Err(ApiError::TooManyRunning(self.limits.max_running));
-        }
-        let mut command = Command::new(&plan.program);
+        // The command's keeper ([`super::shim`]) leads its group and runs it.
+        let executor = std::process::id();
+        let mut command = Command::new("/proc/self/exe");
         command
-            .arg0(&plan.argv0)
+            .arg0(SHIM_ARGV0)
+            .arg(executor.to_string())
+            .arg(&plan.program)
+            .arg(&plan.argv0)
             .args(&plan.args)
             .env_clear()
             .envs(&plan.env)
@@ -126,7 +207,7 @@ impl Registry {
         };
         let child = self
             .reaper
-            .spawn_auxiliary(command, stdio)
+            .spawn_keeper(command, stdio, KILL_REQUEST)
             .map_err(|e| match e {
                 SpawnError::Start(ref os)
                     if matches!(
@@ -162,38 +243,45 @@ impl Registry {
         tokio::spawn(async move {
             let finished = supervise(&cmd, child, timeout, registry.limits.kill_grace).await;
             registry.finish(&cmd, finished);
+            drop(permit);
         });
         Ok(pid)
     }
 
     /// Records the end of a command, frees its running slot and prunes.
     fn finish(&self, cmd: &Arc<RemoteCommand>, finished: Finished) {
-        cmd.record(finished);
+        let bytes = cmd.record(finished);
         let mut inner = self.inner();
         inner.running = inner.running.saturating_sub(1);
         crate::metrics::get().remote.running.dec();
-        inner.finished.push_back((cmd.pid, cmd.seq));
+        inner.finished.push_back((cmd.pid, cmd.seq, bytes));
+        inner.retained_bytes += bytes;
         self.prune(&mut inner);
     }
 
-    /// Drops finished results past the count or the age limit, oldest first.
+    /// Drops finished results past the count, the bytes or the age limit,
+    /// oldest first (the newest result stays whatever its size, so a command
+    /// whose output alone is over the byte limit can still be read once).
     fn prune(&self, inner: &mut Inner) {
         let now = Instant::now();
-        while let Some(&(pid, seq)) = inner.finished.front() {
+        while let Some(&(pid, seq, bytes)) = inner.finished.front() {
             let current = inner.commands.get(&pid).filter(|c| c.seq == seq).cloned();
-            let Some(cmd) = current else {
-                // Replaced by a newer command with the same pid.
-                inner.finished.pop_front();
-                continue;
-            };
-            let old = cmd
-                .finished_at()
-                .is_some_and(|at| now.saturating_duration_since(at) >= self.limits.retention);
-            if inner.finished.len() > self.limits.max_retained || old {
-                inner.finished.pop_front();
-                inner.commands.remove(&pid);
-            } else {
+            let drop_it = current.as_ref().is_none_or(|cmd| {
+                let old = cmd
+                    .finished_at()
+                    .is_some_and(|at| now.saturating_duration_since(at) >= self.limits.retention);
+                old || inner.finished.len() > self.limits.max_retained
+                    || (inner.retained_bytes > self.limits.max_retained_bytes
+                        && inner.finished.len() > 1)
+            });
+            if !drop_it {
                 break;
+            }
+            inner.finished.pop_front();
+            inner.retained_bytes = inner.retained_bytes.saturating_sub(bytes);
+            // `None`: replaced by a newer command with the same pid.
+            if current.is_some() {
+                inner.commands.remove(&pid);
             }
         }
     }
@@ -237,6 +325,7 @@ impl Registry {
     /// once. It does not wait for their results: nobody will read them, and the
     /// executor's exit sits inside the agent's shutdown margin.
     pub(crate) fn shutdown(&self) {
+        self.slots.close();
         let mut inner = self.inner();
         inner.closed = true;
         let running: Vec<i32> = inner
@@ -246,8 +335,10 @@ impl Registry {
             .map(|c| c.pid)
             .collect();
         drop(inner);
-        for pgid in &running {
-            let _ = process::signal_group(*pgid, Signal::SIGKILL);
+        // Each keeper SIGKILLs its command's whole tree (its group and what
+        // left it); SIGKILL to the group would kill the keeper first.
+        for pid in &running {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), KILL_REQUEST);
         }
         if !running.is_empty() {
             info!(

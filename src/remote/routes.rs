@@ -38,10 +38,25 @@ pub(crate) enum Route {
     },
 }
 
+/// A pid in a path: decimal digits only (no sign, no spaces) of a positive
+/// `i32`; anything else is the same `400` as an invalid pid in a body
+/// ([`pid`]).
 fn pid_param(s: &str) -> Result<i32, ApiError> {
-    match s.parse::<i32>() {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::BadRequest(format!("{s:?} is not a pid")));
+    }
+    s.parse::<i64>().map_or_else(
+        |_| Err(ApiError::BadRequest(format!("{s:?} is not a pid"))),
+        pid,
+    )
+}
+
+/// The one pid check of every route, path or body: a positive `i32` is a
+/// pid (`404` if no command has it), anything else is `400`.
+pub(crate) fn pid(value: i64) -> Result<i32, ApiError> {
+    match i32::try_from(value) {
         Ok(pid) if pid > 0 => Ok(pid),
-        _ => Err(ApiError::BadRequest(format!("{s:?} is not a pid"))),
+        _ => Err(ApiError::BadRequest(format!("{value} is not a pid"))),
     }
 }
 
@@ -147,6 +162,41 @@ mod tests {
             route(&Method::GET, "/remote/task/1", Some("wait=x")),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn an_invalid_pid_is_400_on_every_route() {
+        for bad in [
+            "0",
+            "-1",
+            "+5",
+            " 5",
+            "5 ",
+            "",
+            "2147483648",
+            "99999999999",
+            "1e3",
+        ] {
+            for (m, p) in [
+                (Method::GET, format!("/remote/task/{bad}")),
+                (Method::DELETE, format!("/remote/task/{bad}")),
+                (Method::GET, format!("/remote/task/{bad}/output")),
+            ] {
+                let r = route(&m, &p, None);
+                assert!(matches!(r, Err(ApiError::BadRequest(_))), "{m} {p}: {r:?}");
+            }
+        }
+        for bad in [0, -1, i64::from(i32::MAX) + 1, i64::MIN] {
+            assert!(matches!(pid(bad), Err(ApiError::BadRequest(_))), "{bad}");
+        }
+        assert_eq!(pid(7).ok(), Some(7));
+        assert_eq!(
+            route(&Method::GET, "/remote/task/2147483647", None).ok(),
+            Some(Route::Result {
+                pid: i32::MAX,
+                wait: None
+            })
+        );
     }
 
     #[test]

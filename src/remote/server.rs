@@ -1,16 +1,26 @@
 //! Serving the API: the Unix socket and the optional TCP listener, a pool of
-//! connection slots per listener, the peer check at accept (`SO_PEERCRED`
-//! against the allowed uids; the bearer token on TCP), and [`start`] and
-//! [`Server::stop`].
+//! connection slots per listener ([`super::pool`]), the peer check at accept
+//! (`SO_PEERCRED` against the allowed uids: a refused peer is answered `403`
+//! as soon as its request head arrives and holds no slot; the bearer token
+//! on TCP), idle and first-request
+//! timeouts, and [`start`] and [`Server::stop`]. Limits: docs/remote-limits.md.
 
-use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use hyper::{body::Incoming, header, service::service_fn, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    sync::{watch, OwnedSemaphorePermit, Semaphore},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    sync::{watch, Semaphore},
     task::JoinHandle,
+    time::Instant,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -18,8 +28,10 @@ use tracing::{debug, error, info, warn};
 use super::{
     error::ApiError,
     handlers::handle,
+    pool::{Pool, PoolLimits, Refusal, Slot},
     registry::{Limits, Registry},
     socket,
+    types::ErrorResponse,
 };
 use crate::{
     config::{Config, Secret},
@@ -27,12 +39,35 @@ use crate::{
     task::process::Reaper,
 };
 
-/// Connections served at once per listener; more wait in the listen backlog.
-/// Each listener has its own pool, so unauthenticated TCP clients can never
-/// take the slots of the local socket.
-const MAX_CONNECTIONS: usize = 512;
-/// A request's headers must arrive within this (also bounds idle keep-alive).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The Unix socket's slots: its peers are allowed uids (refused ones never
+/// get a slot), so no per-peer cap.
+const UNIX_POOL: PoolLimits = PoolLimits {
+    max: 512,
+    per_peer: usize::MAX,
+    max_long: 512,
+};
+/// The TCP listener's own slots (so its clients can never take the Unix
+/// socket's), with a cap per peer address.
+const TCP_POOL: PoolLimits = PoolLimits {
+    max: 128,
+    per_peer: 32,
+    max_long: 128,
+};
+/// A connection without a request in progress is closed after this (headers
+/// that trickle in count as idle too).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A TCP connection is closed if no request with the token arrived within
+/// this of its opening (or of its last answer, until one did).
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a connection looks at its idle deadline.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+/// hyper's read buffer per connection (headers must fit).
+const MAX_BUF: usize = 16 * 1024;
+/// Refused or turned-away connections being answered at once (each for up
+/// to [`LINGER`]: its request head, the answer, the rest of its request).
+const MAX_ANSWERING: usize = 64;
+/// How long a refused connection is kept to read its request and answer it.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -90,13 +125,12 @@ impl fmt::Display for Peer {
     }
 }
 
-/// Authorisation for a connection, decided once at accept.
+/// Authorisation for a served connection, decided once at accept (a Unix
+/// peer not on the allow-list is answered `403` at accept and never served).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Access {
     /// Unix peer on the allow-list.
     Allowed,
-    /// Unix peer not on it.
-    Refused(u32),
     /// TCP: every request needs the bearer token.
     Token,
 }
@@ -122,9 +156,13 @@ pub(crate) struct Shared {
     allowed_uids: Vec<u32>,
     token: Option<Secret>,
     /// Connection slots of the Unix socket.
-    unix_connections: Arc<Semaphore>,
+    unix_pool: Arc<Pool>,
     /// Connection slots of the TCP listener.
-    tcp_connections: Arc<Semaphore>,
+    tcp_pool: Arc<Pool>,
+    /// Refused and turned-away connections being answered.
+    answering: Arc<Semaphore>,
+    /// Rate limit of the audit lines of refused peers.
+    refusals: Mutex<RefusalLog>,
     /// The task output pipeline's counters, for `/remote/status`.
     pub(crate) output: Arc<crate::logs::OutputCounters>,
 }
@@ -141,52 +179,186 @@ impl Shared {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
-            Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => Ok(()),
+            Some(g) if token_matches(g.as_bytes(), token.expose().as_bytes()) => Ok(()),
             _ => Err(ApiError::Unauthorized),
         }
     }
 }
 
-/// Compares without an early exit, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares the SHA-256 digests of both in constant time: the digests have
+/// a fixed length, so neither the token's content nor its length shows in
+/// the timing.
+fn token_matches(given: &[u8], token: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    let digest = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b);
+    digest(given).as_ref().ct_eq(digest(token).as_ref()).into()
 }
 
-fn serve_connection<S>(
-    shared: &Arc<Shared>,
-    io: S,
-    peer: Peer,
-    access: Access,
-    permit: OwnedSemaphorePermit,
-) where
+/// Whether to write a refused peer's audit line now: at most one per
+/// [`RefusalLog::WINDOW`], which names how many were not logged before it,
+/// so a flood of refused connections cannot flood the log.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    window_start: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    const WINDOW: Duration = Duration::from_secs(1);
+
+    /// `Some(suppressed since the last line)` if a line is due at `now`.
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        match self.window_start {
+            Some(start) if now.saturating_duration_since(start) < Self::WINDOW => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.window_start = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// The whole HTTP/1.1 answer for a connection that is not served.
+fn canned(error: &ApiError) -> Vec<u8> {
+    let status = error.status();
+    let body = serde_json::to_vec(&ErrorResponse {
+        result: "error".into(),
+        error: error.to_string(),
+    })
+    .unwrap_or_default();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Answers a connection that will not be served with `answer` once its
+/// request head has arrived (an HTTP client must not get an answer before it
+/// asked: hyper's treats that as a broken connection), and closes it. The
+/// whole exchange gets at most [`LINGER`]; the request is read only up to the
+/// end of its head (at most [`MAX_BUF`]) and never parsed or logged. Takes no
+/// slot; beyond [`MAX_ANSWERING`] at once the answer is written if the socket
+/// takes it without waiting (a new socket's buffer does), and the connection
+/// closed.
+fn answer_and_close<S>(shared: &Shared, mut io: S, answer: Vec<u8>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(permit) = Arc::clone(&shared.answering).try_acquire_owned() else {
+        let _ = futures_util::FutureExt::now_or_never(io.write_all(&answer));
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !head_complete(&head) && head.len() < MAX_BUF {
+                let n = io.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                head.extend_from_slice(&chunk[..n]);
+            }
+            io.write_all(&answer).await?;
+            io.shutdown().await?;
+            // Read what else it sends (a body), so that closing does not
+            // reset the connection before it read the answer.
+            let mut budget: usize = 64 * 1024;
+            while budget > 0 {
+                let n = io.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                budget = budget.saturating_sub(n);
+            }
+            std::io::Result::Ok(())
+        })
+        .await;
+    });
+}
+
+/// Whether `bytes` hold a whole HTTP request head.
+fn head_complete(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+fn serve_connection<S>(shared: &Arc<Shared>, io: S, peer: Peer, access: Access, slot: Slot)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        let _permit = permit;
+        let slot = Arc::new(slot);
+        let first = match access {
+            Access::Allowed => IDLE_TIMEOUT,
+            Access::Token => FIRST_REQUEST_TIMEOUT,
+        };
         let peer = Arc::new(peer);
-        let svc_shared = Arc::clone(&shared);
-        let svc_peer = Arc::clone(&peer);
+        let (svc_shared, svc_peer, svc_slot) =
+            (Arc::clone(&shared), Arc::clone(&peer), Arc::clone(&slot));
         let service = service_fn(move |req| {
-            handle(Arc::clone(&svc_shared), Arc::clone(&svc_peer), access, req)
+            handle(
+                Arc::clone(&svc_shared),
+                Arc::clone(&svc_peer),
+                access,
+                Arc::clone(&svc_slot),
+                req,
+            )
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT);
+            .header_read_timeout(IDLE_TIMEOUT)
+            .max_buf_size(MAX_BUF);
         let conn = builder.serve_connection(TokioIo::new(io), service);
-        tokio::select! {
-            r = conn => if let Err(e) = r { debug!(peer = %peer, cause = %e, "remote API connection ended") },
-            () = shared.shutdown.cancelled() => {}
+        tokio::pin!(conn);
+        loop {
+            let tick = Instant::now() + IDLE_CHECK;
+            let wake = slot
+                .idle_deadline(IDLE_TIMEOUT, first)
+                .map_or(tick, |d| d.min(tick));
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        debug!(peer = %peer, cause = %e, "remote API connection ended");
+                    }
+                    break;
+                }
+                () = slot.evicted.cancelled() => {
+                    debug!(peer = %peer, "idle remote API connection closed for a new client");
+                    break;
+                }
+                () = shared.shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(wake) => {
+                    if slot.idle_deadline(IDLE_TIMEOUT, first).is_some_and(|d| d <= Instant::now()) {
+                        debug!(peer = %peer, "remote API connection idle too long; closed");
+                        break;
+                    }
+                }
+            }
         }
     });
 }
 
+/// The `503` of a connection the pool turns away.
+fn turned_away(why: Refusal) -> ApiError {
+    ApiError::Busy(match why {
+        Refusal::Full => "every connection slot is in a request",
+        Refusal::PeerFull => "every connection slot of this peer address is in a request",
+    })
+}
+
 async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
     loop {
-        let Ok(permit) = Arc::clone(&shared.unix_connections).acquire_owned().await else {
-            return;
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = shared.shutdown.cancelled() => return,
@@ -199,40 +371,44 @@ async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let (peer, access) = match stream.peer_cred() {
-            Ok(cred) => {
-                let peer = Peer::Unix {
-                    uid: cred.uid(),
-                    pid: cred.pid(),
-                };
-                if shared.allowed_uids.contains(&cred.uid()) {
-                    (peer, Access::Allowed)
-                } else {
-                    warn!(
-                        target: "mesos_hook_executor::audit",
-                        event = "refused",
-                        peer_uid = cred.uid(),
-                        peer_pid = cred.pid(),
-                        allowed_uids = ?shared.allowed_uids,
-                        "remote API connection refused: peer uid not allowed"
-                    );
-                    (peer, Access::Refused(cred.uid()))
-                }
-            }
+        let cred = match stream.peer_cred() {
+            Ok(cred) => cred,
             Err(e) => {
                 warn!(cause = %e, "cannot read the peer's credentials; dropping the connection");
                 continue;
             }
         };
-        serve_connection(&shared, stream, peer, access, permit);
+        if !shared.allowed_uids.contains(&cred.uid()) {
+            if let Some(suppressed) = crate::util::lock(&shared.refusals).note(Instant::now()) {
+                warn!(
+                    target: "mesos_hook_executor::audit",
+                    event = "refused",
+                    peer_uid = cred.uid(),
+                    peer_pid = cred.pid(),
+                    allowed_uids = ?shared.allowed_uids,
+                    not_logged_before = suppressed,
+                    "remote API connection refused: peer uid not allowed"
+                );
+            }
+            answer_and_close(&shared, stream, canned(&ApiError::Forbidden(cred.uid())));
+            continue;
+        }
+        let peer = Peer::Unix {
+            uid: cred.uid(),
+            pid: cred.pid(),
+        };
+        match shared.unix_pool.open(None) {
+            Ok(slot) => serve_connection(&shared, stream, peer, Access::Allowed, slot),
+            Err(why) => {
+                warn!(%peer, ?why, "remote API connection turned away: no free slot");
+                answer_and_close(&shared, stream, canned(&turned_away(why)));
+            }
+        }
     }
 }
 
 async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok(permit) = Arc::clone(&shared.tcp_connections).acquire_owned().await else {
-            return;
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = shared.shutdown.cancelled() => return,
@@ -240,7 +416,15 @@ async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         match accepted {
             Ok((stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                serve_connection(&shared, stream, Peer::Tcp(addr), Access::Token, permit);
+                match shared.tcp_pool.open(Some(addr.ip())) {
+                    Ok(slot) => {
+                        serve_connection(&shared, stream, Peer::Tcp(addr), Access::Token, slot);
+                    }
+                    Err(why) => {
+                        debug!(peer = %addr, ?why, "remote API TCP connection turned away: no free slot");
+                        answer_and_close(&shared, stream, canned(&turned_away(why)));
+                    }
+                }
             }
             Err(e) => {
                 warn!(cause = %e, "accept failed on the remote API TCP listener");
@@ -294,9 +478,12 @@ pub(crate) fn start(
     let limits = Limits {
         max_running: r.max_running,
         max_retained: r.max_retained,
+        max_retained_bytes: r.max_retained_bytes,
         retention: r.retention,
         max_output: r.max_output,
         kill_grace: r.kill_grace,
+        max_queued: r.max_queued,
+        queue_timeout: r.queue_timeout,
     };
     let mut base_env = base_env.clone();
     base_env.insert(
@@ -324,8 +511,10 @@ pub(crate) fn start(
         token: r.token.clone(),
         max_body: r.max_body,
         shutdown: CancellationToken::new(),
-        unix_connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-        tcp_connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        unix_pool: Pool::new(UNIX_POOL),
+        tcp_pool: Pool::new(TCP_POOL),
+        answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
+        refusals: Mutex::new(RefusalLog::default()),
         output,
     });
     let mut tasks = Vec::new();
@@ -402,11 +591,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refusal_lines_are_rate_limited_and_count_the_rest() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.note(t0), Some(0));
+        assert_eq!(log.note(t0 + Duration::from_millis(10)), None);
+        assert_eq!(log.note(t0 + Duration::from_millis(900)), None);
+        assert_eq!(log.note(t0 + Duration::from_millis(1000)), Some(2));
+        assert_eq!(log.note(t0 + Duration::from_millis(3000)), Some(0));
+    }
+
+    #[test]
+    fn a_request_head_ends_at_the_blank_line() {
+        assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n{\"body\""));
+    }
+
+    #[test]
+    fn canned_answers_are_complete_responses_that_close() {
+        let text = String::from_utf8(canned(&ApiError::Forbidden(65534))).expect("utf8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["result"], "error");
+        assert!(v["error"].as_str().is_some_and(|e| e.contains("65534")));
+    }
+
+    #[test]
     fn token_comparison_is_exact() {
         assert!(
-            constant_time_eq(b"abc", b"abc")
-                && !constant_time_eq(b"abc", b"abd")
-                && !constant_time_eq(b"ab", b"abc")
+            token_matches(b"abc", b"abc")
+                && !token_matches(b"abc", b"abd")
+                && !token_matches(b"ab", b"abc")
+                && !token_matches(b"", b"abc")
+                && !token_matches(b"abcd", b"abc")
         );
     }
 }

@@ -123,8 +123,9 @@ pub struct ExecuteResponse {
 /// `POST /remote/task` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TaskQuery {
-    /// The command's pid.
-    pub(crate) pid: i32,
+    /// The command's pid (checked as every route checks pids: a JSON
+    /// integer that is not a positive `i32` is `400`).
+    pub(crate) pid: i64,
     /// Ours: answer `202` after this many seconds if still running (default:
     /// wait until the command ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,15 +1,16 @@
 //! Child processes: spawning, reaping and signalling whole process trees.
 //!
 //! # Spawning
-//! There are two ways to start a child, both through the one [`Reaper`]:
+//! Every child is started through the one [`Reaper`]:
 //! - [`Reaper::spawn_task`] for the task's root (its [`task_command`] puts it
 //!   in its own session);
-//! - [`Reaper::spawn_auxiliary`] for everything else (hook scripts, COMMAND
-//!   checks, remote commands): its own process group, stdio as the caller
-//!   says ([`AuxiliaryStdio`]), and an [`Auxiliary`] handle that yields the
-//!   exit status and SIGKILLs the whole group when dropped, so nothing of it
-//!   survives a timeout (its future is dropped) or an aborted task; the
-//!   kernel SIGKILLs it if the executor itself dies (`PR_SET_PDEATHSIG`).
+//! - [`Reaper::spawn_guarded`] (hook scripts, COMMAND checks) and
+//!   [`Reaper::spawn_keeper`] (remote commands' keepers) for everything else:
+//!   its own process group, stdio as the caller says ([`AuxiliaryStdio`]),
+//!   and an [`Auxiliary`] handle that yields the exit status and SIGKILLs the
+//!   whole group when dropped, so nothing of it survives a timeout (its
+//!   future is dropped) or an aborted task; a parent-death signal ends it
+//!   (and what it started) if the executor itself dies.
 //!
 //! # Reaping
 //! The executor makes itself a *child subreaper* at start, so any descendant
@@ -204,21 +205,23 @@ impl Reaper {
         Ok((child.id(), rx))
     }
 
-    /// Spawns an auxiliary `command` (hook script, check, remote command) in
-    /// its own process group with `stdio`. The returned handle owns the
-    /// group: dropping it SIGKILLs everything left in it, and the child gets
-    /// SIGKILL from the kernel if the executor dies first (see
+    /// Spawns a remote command's keeper (`remote::shim`) in its own process
+    /// group with `stdio`. The returned handle owns the group: dropping it
+    /// SIGKILLs everything left in it. `death` is the keeper's parent-death
+    /// signal (not SIGKILL: it must outlive the executor long enough to kill
+    /// what the command started outside its group; see
     /// [`auxiliary_pre_exec`]).
-    pub(crate) fn spawn_auxiliary(
+    pub(crate) fn spawn_keeper(
         &self,
         command: Command,
         stdio: AuxiliaryStdio,
+        death: Signal,
     ) -> Result<Auxiliary, SpawnError> {
-        self.spawn_auxiliary_with(command, stdio, None)
+        self.spawn_auxiliary_with(command, stdio, None, death)
     }
 
-    /// [`Self::spawn_auxiliary`] for a child whose descendants must die with
-    /// the executor too (hook scripts, COMMAND checks), as `user` when given
+    /// Spawns an auxiliary whose descendants must die with the executor too
+    /// (hook scripts, COMMAND checks), as `user` when given
     /// (an exec hook run as the task's user): see [`guarded_pre_exec`].
     pub(crate) fn spawn_guarded(
         &self,
@@ -226,16 +229,17 @@ impl Reaper {
         stdio: AuxiliaryStdio,
         user: Option<UserSwitch>,
     ) -> Result<Auxiliary, SpawnError> {
-        self.spawn_auxiliary_with(command, stdio, Some(user))
+        self.spawn_auxiliary_with(command, stdio, Some(user), Signal::SIGKILL)
     }
 
     /// Spawns an auxiliary: guarded (with the user switch) when `guard` is
-    /// given, else with a death signal on the child alone.
+    /// given, else with `death` as the child's own parent-death signal.
     fn spawn_auxiliary_with(
         &self,
         mut command: Command,
         stdio: AuxiliaryStdio,
         guard: Option<Option<UserSwitch>>,
+        death: Signal,
     ) -> Result<Auxiliary, SpawnError> {
         // Its own group, so a timeout or terminate reaches what it forks.
         command
@@ -246,7 +250,7 @@ impl Reaper {
             Some(user) => guarded_pre_exec(&mut command, user),
             None => {
                 command.process_group(0);
-                auxiliary_pre_exec(&mut command, None);
+                auxiliary_pre_exec(&mut command, None, death);
             }
         }
         let (mut child, rx) = self
@@ -307,7 +311,7 @@ impl Reaper {
 }
 
 /// Where an auxiliary child's standard streams go. Required by
-/// [`Reaper::spawn_auxiliary`] so no auxiliary inherits the sandbox's stdout
+/// every auxiliary spawn so no auxiliary inherits the sandbox's stdout
 /// by accident.
 #[derive(Debug)]
 pub(crate) struct AuxiliaryStdio {
@@ -392,7 +396,7 @@ impl Drop for Auxiliary {
 /// timeout. (A `pre_exec` makes std fork instead of `posix_spawn`: the price
 /// of the guarantee. The death signal follows the spawning *thread*; every
 /// auxiliary is spawned from the runtime's long-lived threads.)
-fn auxiliary_pre_exec(command: &mut Command, user: Option<UserSwitch>) {
+fn auxiliary_pre_exec(command: &mut Command, user: Option<UserSwitch>, death: Signal) {
     let parent = nix::unistd::getpid();
     // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid,
     // prctl, getppid, kill) between fork and exec; the user was resolved
@@ -400,7 +404,7 @@ fn auxiliary_pre_exec(command: &mut Command, user: Option<UserSwitch>) {
     unsafe {
         command.pre_exec(move || {
             switch_user(user.as_ref())?;
-            die_with(parent)
+            die_with(parent, death)
         });
     }
 }
@@ -442,7 +446,7 @@ fn guarded_pre_exec(command: &mut Command, user: Option<UserSwitch>) {
                 0 => {
                     // The command: back to the signal mask it had, dies with the guard.
                     libc::sigprocmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
-                    die_with(nix::unistd::Pid::from_raw(guard))
+                    die_with(nix::unistd::Pid::from_raw(guard), Signal::SIGKILL)
                 }
                 command => guard_loop(parent, command),
             }
@@ -531,8 +535,8 @@ fn switch_user(user: Option<&UserSwitch>) -> io::Result<()> {
 }
 
 /// Asks for SIGKILL when `parent` dies, and dies now if it already has.
-fn die_with(parent: nix::unistd::Pid) -> io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+fn die_with(parent: nix::unistd::Pid, death: Signal) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(death).map_err(io::Error::from)?;
     if nix::unistd::getppid() != parent {
         let _ = kill(nix::unistd::getpid(), Signal::SIGKILL);
     }
@@ -559,6 +563,24 @@ pub(crate) struct ExitLost {
 
 fn pid_i32(pid: u32) -> i32 {
     i32::try_from(pid).unwrap_or(i32::MAX)
+}
+
+/// For a forked child between fork and exec (`pre_exec`): asks for `signal`
+/// when its parent `parent` dies (`PR_SET_PDEATHSIG`; kept across exec), and
+/// fails if the parent already died (the child was re-parented before the
+/// request was armed). Async-signal-safe. The signal follows the death of
+/// the parent's forking *thread*: fork from a thread that lives as long as
+/// the process (the executor's runtime is current-thread).
+pub(crate) fn die_with_parent(signal: Signal, parent: i32) -> io::Result<()> {
+    // SAFETY: prctl and getppid are async-signal-safe system calls.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::getppid() } != parent {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
 }
 
 /// Makes this process the child subreaper (`PR_SET_CHILD_SUBREAPER`), so

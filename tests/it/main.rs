@@ -20,5 +20,6 @@ mod logs;
 mod metrics;
 mod reconnect;
 mod remote;
+mod remote_abuse;
 mod task_output;
 mod transport;

@@ -58,6 +58,18 @@ pub const DEFAULT_AGENT_ID: &str = "agent-1";
 /// agent (seen under a real Mesos 1.12 agent, tests/mesos).
 pub const CONTAINER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Opens a sandbox's `stdout` or `stderr` file as the agent's default
+/// container logger hands it to the executor: created when missing,
+/// write-only and `O_APPEND`, never truncated (the fetcher may have written
+/// to it first). Seen under a real Mesos 1.12 agent (tests/mesos): the
+/// executor's descriptors 1 and 2 have flags `O_WRONLY|O_APPEND`.
+pub fn open_sandbox_output(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
 /// How the emulated agent is configured; the executor sees most of it through
 /// [`AgentEmulator::executor_env`] and the SUBSCRIBED event.
 #[derive(Debug, Clone)]

@@ -1009,3 +1009,29 @@ async fn executor_path_is_the_containerizers_not_inherited() {
         Some("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     );
 }
+
+#[test]
+fn sandbox_output_is_appended_as_the_agents_logger_opens_it() {
+    use std::{io::Write, os::fd::AsRawFd};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("stdout");
+    std::fs::write(&path, "fetcher line\n").expect("fetcher output");
+    let mut file = open_sandbox_output(&path).expect("open");
+    let fdinfo =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).expect("fdinfo");
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+        .expect("flags in fdinfo");
+    assert_eq!(flags & libc::O_ACCMODE, libc::O_WRONLY, "{fdinfo}");
+    assert_eq!(flags & libc::O_APPEND, libc::O_APPEND, "{fdinfo}");
+    file.write_all(b"task line\n").expect("write");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("read"),
+        "fetcher line\ntask line\n"
+    );
+    let fresh = dir.path().join("stderr");
+    drop(open_sandbox_output(&fresh).expect("created when missing"));
+    assert!(fresh.is_file());
+}

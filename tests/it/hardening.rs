@@ -622,8 +622,10 @@ fn start_with_bytes(
         .prefix("sandbox-")
         .tempdir()
         .expect("tempdir");
-    let stdout = std::fs::File::create(sandbox.path().join("stdout")).expect("stdout file");
-    let stderr = std::fs::File::create(sandbox.path().join("stderr")).expect("stderr file");
+    let stdout = mesos_hook_executor::emulator::open_sandbox_output(&sandbox.path().join("stdout"))
+        .expect("stdout file");
+    let stderr = mesos_hook_executor::emulator::open_sandbox_output(&sandbox.path().join("stderr"))
+        .expect("stderr file");
     let mut command = Command::new(env!("CARGO_BIN_EXE_mesos-hook-executor"));
     command
         .env_clear()

@@ -56,8 +56,12 @@ impl Executor {
         for (k, v) in extra {
             env.insert((*k).into(), (*v).into());
         }
-        let stdout = std::fs::File::create(sandbox.path().join("stdout")).expect("stdout file");
-        let stderr = std::fs::File::create(sandbox.path().join("stderr")).expect("stderr file");
+        let stdout =
+            mesos_hook_executor::emulator::open_sandbox_output(&sandbox.path().join("stdout"))
+                .expect("stdout file");
+        let stderr =
+            mesos_hook_executor::emulator::open_sandbox_output(&sandbox.path().join("stderr"))
+                .expect("stderr file");
         let child = Command::new(env!("CARGO_BIN_EXE_mesos-hook-executor"))
             .env_clear()
             .envs(&env)

@@ -37,45 +37,42 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// root, installs its runtime libraries) and prints the install directory.
 pub fn find_mesos() -> Result<PathBuf, String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates: Vec<(String, PathBuf)> = match std::env::var_os("MESOS_HOME") {
-        Some(home) if !home.is_empty() => vec![("MESOS_HOME".into(), PathBuf::from(home))],
-        _ => vec![(
-            "<repo>/../shared/mesos".into(),
+    let (origin, dir) = match std::env::var_os("MESOS_HOME") {
+        Some(home) if !home.is_empty() => ("MESOS_HOME", PathBuf::from(home)),
+        _ => (
+            "<repo>/../shared/mesos",
             repo.join("..").join("shared").join("mesos"),
-        )],
+        ),
     };
-    for (origin, dir) in candidates {
-        if dir.join("bin").join("mesos-master").is_file() {
-            return Ok(dir);
-        }
-        let script = dir.join("mesos-local");
-        if script.is_file() {
-            let out = Command::new(&script)
-                .arg("--home")
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("{}: {e}", script.display()))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "{} --home failed: {}",
-                    script.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            let home = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_owned();
-            return Ok(PathBuf::from(home));
-        }
-        return Err(format!(
-            "no Mesos at {} ({origin}): neither bin/mesos-master nor mesos-local there",
-            dir.display()
-        ));
+    if dir.join("bin").join("mesos-master").is_file() {
+        return Ok(dir);
     }
-    Err("no Mesos found: set MESOS_HOME".into())
+    let script = dir.join("mesos-local");
+    if script.is_file() {
+        let out = Command::new(&script)
+            .arg("--home")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("{}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} --home failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let home = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        return Ok(PathBuf::from(home));
+    }
+    Err(format!(
+        "no Mesos at {} ({origin}): neither bin/mesos-master nor mesos-local there",
+        dir.display()
+    ))
 }
 
 /// A free loopback port (bound, read, released).

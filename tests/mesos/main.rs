@@ -161,11 +161,15 @@ fn run_shape(
         Err(e) => return vec![failure(shape, "cluster", e.to_string())],
     };
     let started = Instant::now();
+    let executor_env = match fixtures.executor_env(shape) {
+        Ok(env) => env,
+        Err(e) => return vec![failure(shape, "cluster", e)],
+    };
     let mut cluster = match runtime.block_on(cluster::Cluster::start(
         home,
         base.join(shape.name()),
         fixtures.dropin_bin(shape),
-        &fixtures.executor_env(shape),
+        &executor_env,
         scenarios::Fixtures::ports(shape),
     )) {
         Ok(c) => c,

@@ -120,13 +120,34 @@ pub static SCENARIOS: &[Scenario] = &[
         shapes: BOTH,
         run: |c| Box::pin(remote_api_and_executorctl(c)),
     },
+    Scenario {
+        name: "task_output",
+        shapes: BOTH,
+        run: |c| Box::pin(task_output(c)),
+    },
+    Scenario {
+        name: "metrics",
+        shapes: BOTH,
+        run: |c| Box::pin(metrics(c)),
+    },
+    Scenario {
+        name: "executorctl_ls",
+        shapes: BOTH,
+        run: |c| Box::pin(executorctl_ls(c)),
+    },
 ];
 
-/// Files every scenario uses: the binaries and the hooks archive.
+/// Files every scenario uses: the binaries and the hooks archive; and the
+/// drop-in cluster's Logstash stand-in.
 pub struct Fixtures {
     executor: PathBuf,
     executorctl: PathBuf,
     hooks_archive: PathBuf,
+    /// The `json_lines` listener of the drop-in cluster: a drop-in executor's
+    /// settings are the agent's (fixed when it starts), so its Logstash
+    /// address is bound before the cluster starts. Only `task_output`'s task
+    /// ships (the `log-scraping` label); the others never connect.
+    dropin_collector: std::net::TcpListener,
 }
 
 /// The before-start hook in the suite's hooks archive: adds a task variable.
@@ -154,10 +175,13 @@ impl Fixtures {
         if !status.success() {
             return Err(format!("tar -czf {} failed", archive.display()));
         }
+        let dropin_collector =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("collector: {e}"))?;
         Ok(Self {
             executor: PathBuf::from(env!("CARGO_BIN_EXE_mesos-hook-executor")),
             executorctl: PathBuf::from(env!("CARGO_BIN_EXE_executorctl")),
             hooks_archive: archive,
+            dropin_collector,
         })
     }
 
@@ -166,9 +190,6 @@ impl Fixtures {
         (shape == Shape::DropIn).then_some(self.executor.as_path())
     }
 
-    /// The agent's `--executor_environment_variables`: a drop-in executor's
-    /// settings can only come from there (the agent builds a command task's
-    /// executor environment without the task's); Marathon's come with the app.
     /// The agent's port range: disjoint per shape, as both clusters run at once.
     pub fn ports(shape: Shape) -> &'static str {
         match shape {
@@ -177,11 +198,25 @@ impl Fixtures {
         }
     }
 
-    pub fn executor_env(&self, shape: Shape) -> serde_json::Value {
-        match shape {
+    /// The agent's `--executor_environment_variables`: a drop-in executor's
+    /// settings can only come from there (the agent builds a command task's
+    /// executor environment without the task's); Marathon's come with the app.
+    pub fn executor_env(&self, shape: Shape) -> Result<serde_json::Value, String> {
+        Ok(match shape {
             Shape::Marathon => json!({}),
-            Shape::DropIn => json!(executor_settings()),
-        }
+            Shape::DropIn => {
+                let mut env = executor_settings();
+                let collector = self
+                    .dropin_collector
+                    .local_addr()
+                    .map_err(|e| format!("collector: {e}"))?;
+                env.insert(
+                    "HOOK_EXECUTOR_LOG_LOGSTASH_ADDRESS".into(),
+                    json!(collector.to_string()),
+                );
+                json!(env)
+            }
+        })
     }
 }
 
@@ -207,6 +242,8 @@ struct TaskSpec {
     grace_secs: Option<f64>,
     /// A Mesos HTTP health check on the task's port `PORT0`.
     http_health: bool,
+    /// The task's labels (Marathon: the app's `labels`).
+    labels: Vec<(&'static str, &'static str)>,
 }
 
 /// A launched task and where it lives.
@@ -357,6 +394,13 @@ fn build_task(
             if let Some(grace) = spec.grace_secs {
                 app["taskKillGracePeriodSeconds"] = json!(grace);
             }
+            if !spec.labels.is_empty() {
+                app["labels"] = spec
+                    .labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                    .collect();
+            }
             if spec.http_health {
                 app["healthChecks"] = json!([{
                     "protocol": "MESOS_HTTP", "path": "/", "portIndex": 0,
@@ -429,6 +473,16 @@ fn build_task(
                 }),
                 kill_policy: spec.grace_secs.map(kill_policy),
                 health_check,
+                labels: (!spec.labels.is_empty()).then(|| v1::Labels {
+                    labels: spec
+                        .labels
+                        .iter()
+                        .map(|(k, v)| v1::Label {
+                            key: (*k).to_owned(),
+                            value: Some((*v).to_owned()),
+                        })
+                        .collect(),
+                }),
                 ..Default::default()
             })
         }
@@ -961,18 +1015,38 @@ async fn before_start_hook_env(ctx: &mut Ctx<'_>) -> Outcome {
 
 /// Runs `executorctl` with a time limit; (exit code, stdout, stderr).
 async fn executorctl(bin: &Path, args: &[&str]) -> Result<(i32, String, String), String> {
-    let child = Command::new(bin)
-        .args(args)
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
         .env_remove("HOOK_EXECUTOR_REMOTE_SOCKET")
-        .env_remove("MESOS_SANDBOX")
-        .stdin(Stdio::null())
+        .env_remove("MESOS_SANDBOX");
+    run_limited(cmd, None).await
+}
+
+/// Runs `cmd` (with `input` on its stdin) for at most [`SOON`], killing it
+/// then; (exit code, stdout, stderr).
+async fn run_limited(
+    mut cmd: Command,
+    input: Option<String>,
+) -> Result<(i32, String, String), String> {
+    let what = format!("{:?}", cmd.get_program());
+    let mut child = cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("executorctl: {e}"))?;
+        .map_err(|e| format!("{what}: {e}"))?;
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).map_err(err)?);
+    let stdin = child.stdin.take();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
+        if let (Some(mut stdin), Some(input)) = (stdin, input) {
+            // A tool that exits early closes its stdin; its exit code says why.
+            let _ = std::io::Write::write_all(&mut stdin, input.as_bytes());
+        }
         let _ = tx.send(child.wait_with_output());
     });
     match tokio::time::timeout(SOON, rx).await {
@@ -981,11 +1055,12 @@ async fn executorctl(bin: &Path, args: &[&str]) -> Result<(i32, String, String),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )),
-        Ok(_) => Err("executorctl: lost its output".into()),
+        Ok(_) => Err(format!("{what}: lost its output")),
         Err(_) => {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             Err(format!(
-                "executorctl {args:?} did not finish within {SOON:?}"
+                "{what} {:?} did not finish within {SOON:?}",
+                cmd.get_args().collect::<Vec<_>>()
             ))
         }
     }
@@ -1073,4 +1148,518 @@ async fn wait_file_exists(path: &Path, timeout: Duration) -> Outcome {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+// --- the task output, metrics and discovery under the real agent -------------
+
+/// Lines the `task_output` task writes.
+const OUTPUT_LINES: usize = 300;
+
+/// The rotation size of the Marathon shape's `task_output` (`4KB`).
+const ROTATE_BYTES: u64 = 4096;
+
+/// Line `seq` of the `task_output` task: a JSON object of about 90 bytes.
+fn output_line(seq: usize) -> String {
+    format!(
+        r#"{{"seq":{seq},"msg":"suite line {seq}","pad":"{}"}}"#,
+        "x".repeat(40)
+    )
+}
+
+/// A Logstash stand-in: accepts `json_lines` connections and hands each line
+/// on; ends (with its connections) when dropped.
+struct Collector {
+    lines: tokio::sync::mpsc::Receiver<String>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    /// Largest number of bytes read from one connection.
+    const MAX_BYTES: u64 = 16 << 20;
+
+    fn start(listener: tokio::net::TcpListener) -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let (tx, lines) = tokio::sync::mpsc::channel(4 * OUTPUT_LINES);
+        let accept = tokio::spawn(async move {
+            let mut readers = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let tx = tx.clone();
+                readers.spawn(async move {
+                    let mut lines = tokio::io::BufReader::new(stream.take(Self::MAX_BYTES)).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if tx.send(line).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self { lines, accept }
+    }
+
+    /// The first `n` entries, parsed; an error if they do not arrive within
+    /// `timeout`.
+    async fn entries(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut entries = Vec::with_capacity(n);
+        while entries.len() < n {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => entries.push(serde_json::from_str(&line).map_err(|e| {
+                    format!("the collector got a line that is not JSON ({e}): {line:?}")
+                })?),
+                Ok(None) | Err(_) => {
+                    return Err(format!(
+                        "the collector got {} of {n} entries within {timeout:?}",
+                        entries.len()
+                    ))
+                }
+            }
+        }
+        Ok(entries)
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// The agent's hostname as the master knows it (what SUBSCRIBED tells the
+/// executor).
+async fn agent_hostname(cluster: &Cluster, agent_id: &str) -> Result<String, String> {
+    let slaves = cluster
+        .get_json(&format!("http://{}/master/slaves", cluster.master))
+        .await?;
+    slaves["slaves"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"].as_str() == Some(agent_id)))
+        .and_then(|s| s["hostname"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("the master's /master/slaves has no agent {agent_id}: {slaves}"))
+}
+
+/// The sandbox's `stdout` files, oldest first: `stdout.N` … `stdout.1`, `stdout`.
+fn stdout_files(sandbox: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut rotated: Vec<(u32, PathBuf)> = std::fs::read_dir(sandbox)
+        .map_err(|e| format!("{}: {e}", sandbox.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("stdout.")?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+    files.push(sandbox.join("stdout"));
+    Ok(files)
+}
+
+/// The task's output through the executor under the agent's sandbox logger:
+/// a task labelled `log-scraping: json` writes 300 JSON lines; the sandbox's
+/// `stdout` files (rotated at 4 KB in the Marathon shape: `stdout.N` …
+/// `stdout`) hold every line in order, and every line reaches the suite's
+/// `json_lines` listener as an entry with the real task, framework and
+/// executor ids and the agent's hostname. In the drop-in shape the settings
+/// are the agent's, shared by every task, so there is no rotation there (it
+/// would rotate every scenario's files); the address is the drop-in
+/// collector's.
+async fn task_output(ctx: &mut Ctx<'_>) -> Outcome {
+    let listener = match ctx.shape {
+        Shape::Marathon => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(err)?,
+        Shape::DropIn => {
+            let std = ctx.fixtures.dropin_collector.try_clone().map_err(err)?;
+            std.set_nonblocking(true).map_err(err)?;
+            tokio::net::TcpListener::from_std(std).map_err(err)?
+        }
+    };
+    let address = listener.local_addr().map_err(err)?.to_string();
+    let mut collector = Collector::start(listener);
+    let mut fw = ctx.framework().await?;
+    let env = match ctx.shape {
+        Shape::Marathon => vec![
+            ("HOOK_EXECUTOR_LOG_ROTATE_SIZE", "4KB".to_owned()),
+            ("HOOK_EXECUTOR_LOG_ROTATE_KEEP", "50".to_owned()),
+            ("HOOK_EXECUTOR_LOG_LOGSTASH_ADDRESS", address),
+        ],
+        Shape::DropIn => Vec::new(),
+    };
+    let spec = TaskSpec {
+        cmd: format!(
+            "i=1; while [ $i -le {OUTPUT_LINES} ]; do printf '{{\"seq\":%d,\"msg\":\"suite line %d\",\"pad\":\"{}\"}}\\n' $i $i; i=$((i+1)); done",
+            "x".repeat(40)
+        ),
+        env,
+        labels: vec![("log-scraping", "json")],
+        ..Default::default()
+    };
+    let l = ctx.launch(&mut fw, &spec).await?;
+    let end = fw.wait_terminal(&l.task.task_id, SOON).await.map_err(err)?;
+    expect_state(&end, v1::TaskState::TaskFinished)?;
+    let sandbox = sandbox(&l)?;
+    let expected: Vec<String> = (1..=OUTPUT_LINES).map(output_line).collect();
+
+    // The sandbox files: every line, in order, across the rotated files.
+    let files = stdout_files(&sandbox)?;
+    let names = || {
+        files
+            .iter()
+            .filter_map(|f| f.file_name()?.to_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut seen = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        seen.extend(
+            text.lines()
+                .filter(|line| line.starts_with("{\"seq\":"))
+                .map(str::to_owned),
+        );
+    }
+    ensure(seen == expected, || {
+        let first = seen.iter().zip(&expected).position(|(a, b)| a != b);
+        format!(
+            "the sandbox's {} hold {} task lines, not the {OUTPUT_LINES} written in order (first difference at index {first:?})",
+            names(),
+            seen.len()
+        )
+    })?;
+    if ctx.shape == Shape::Marathon {
+        ensure(files.len() > 1, || {
+            format!("no rotation at {ROTATE_BYTES} bytes: only {}", names())
+        })?;
+        for file in &files {
+            let size = std::fs::metadata(file).map_err(err)?.len();
+            ensure(size <= ROTATE_BYTES, || {
+                format!(
+                    "{} has {size} bytes, more than the rotation size",
+                    file.display()
+                )
+            })?;
+        }
+    }
+
+    // The entries: every line, in order, with the real ids and host.
+    let entries = collector.entries(OUTPUT_LINES, SOON).await?;
+    let host = agent_hostname(ctx.cluster, &l.task.agent_id.value).await?;
+    let want = [
+        ("task_id", l.task.task_id.value.clone()),
+        ("framework_id", fw.id.value.clone()),
+        ("executor_id", l.executor_id.value.clone()),
+        ("agent_host", host),
+        ("stream", "stdout".to_owned()),
+    ];
+    for (i, entry) in entries.iter().enumerate() {
+        let seq = i + 1;
+        ensure(entry["seq"].as_u64() == u64::try_from(seq).ok(), || {
+            format!("entry {i} is not line {seq}: {entry}")
+        })?;
+        ensure(
+            entry["message"].as_str() == Some(format!("suite line {seq}").as_str()),
+            || format!("entry {i}'s message: {entry}"),
+        )?;
+        for (key, value) in &want {
+            ensure(entry[*key].as_str() == Some(value.as_str()), || {
+                format!("entry {i}: {key} is not {value:?}: {entry}")
+            })?;
+        }
+        if ctx.shape == Shape::Marathon {
+            ensure(
+                entry["marathon_app_id"].as_str() == Some("/suite/task_output"),
+                || format!("entry {i}: marathon_app_id: {entry}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// One sample of a Prometheus text exposition: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// The samples of `text` (Prometheus text format 0.0.4; the executor's label
+/// values have no escapes that matter here, but `\"` is kept as `"`).
+fn samples(text: &str) -> Result<Vec<Sample>, String> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("a metrics line without a value: {line:?}"))?;
+        let value: f64 = value
+            .parse()
+            .map_err(|e| format!("metrics line {line:?}: {e}"))?;
+        let (name, labels) = match series.split_once('{') {
+            None => (series, Vec::new()),
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .ok_or_else(|| format!("metrics line {line:?}: unclosed labels"))?;
+                let mut labels = Vec::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                    if chars.next() != Some('"') {
+                        return Err(format!("metrics line {line:?}: label {key} unquoted"));
+                    }
+                    let mut val = String::new();
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '\\' => val.extend(chars.next()),
+                            '"' => break,
+                            c => val.push(c),
+                        }
+                    }
+                    labels.push((key.trim_start_matches(',').to_owned(), val));
+                    if chars.peek() == Some(&',') {
+                        chars.next();
+                    }
+                }
+                (name, labels)
+            }
+        };
+        out.push((name.to_owned(), labels, value));
+    }
+    Ok(out)
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, ls, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| *v)
+}
+
+/// A metric to check: name, labels it must have, the test of its value, and
+/// what that test wants (for the message).
+type Check<'a> = (&'a str, Vec<(&'a str, &'a str)>, fn(f64) -> bool, &'a str);
+
+/// `GET /metrics` of a task under the real agent, through the sandbox socket
+/// (`executorctl metrics`): valid for `promtool`; `task_info` carries the
+/// real ids; the task is RUNNING (gauge 1) with at least one process; the
+/// agent accepted TASK_RUNNING and acknowledged updates (counters moved).
+async fn metrics(ctx: &mut Ctx<'_>) -> Outcome {
+    let mut fw = ctx.framework().await?;
+    let spec = TaskSpec {
+        cmd: long_task(Some("exit 0")),
+        ..Default::default()
+    };
+    let l = ctx.launch(&mut fw, &spec).await?;
+    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
+        .await
+        .map_err(err)?;
+    let sandbox = sandbox(&l)?;
+    task_pid(&sandbox).await?;
+    wait_file_exists(&sandbox.join("executor.sock"), SOON).await?;
+    let sandbox_arg = sandbox.display().to_string();
+    let bin = ctx.fixtures.executorctl.clone();
+    const P: &str = "mesos_hook_executor_";
+    // The agent's ACKNOWLEDGED follows its checkpoint of the update, which
+    // may come after the framework saw TASK_RUNNING: scrape until it is there.
+    let deadline = Instant::now() + SOON;
+    let (text, got) = loop {
+        let (code, out, stderr) =
+            executorctl(&bin, &["--sandbox", &sandbox_arg, "metrics"]).await?;
+        ensure(code == 0, || {
+            format!("executorctl metrics: exit {code}: {stderr}")
+        })?;
+        let got = samples(&out)?;
+        if sample(&got, &format!("{P}status_updates_acknowledged_total"), &[])
+            .is_some_and(|v| v >= 1.0)
+        {
+            break (out, got);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no acknowledged update counted within {SOON:?}:\n{out}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut promtool = Command::new("promtool");
+    promtool.args(["check", "metrics"]);
+    let (code, _, complaints) = run_limited(promtool, Some(text.clone())).await?;
+    ensure(code == 0, || {
+        format!("promtool check metrics: exit {code}: {complaints}")
+    })?;
+    let ids = [
+        ("task_id", l.task.task_id.value.as_str()),
+        ("framework_id", fw.id.value.as_str()),
+        ("executor_id", l.executor_id.value.as_str()),
+    ];
+    let checks: [Check; 5] = [
+        ("task_info", ids.to_vec(), |v| v == 1.0, "1"),
+        (
+            "task_state",
+            vec![("state", "TASK_RUNNING")],
+            |v| v == 1.0,
+            "1",
+        ),
+        ("task_processes", vec![], |v| v >= 1.0, ">= 1"),
+        (
+            "status_updates_sent_total",
+            vec![("state", "TASK_RUNNING")],
+            |v| v >= 1.0,
+            ">= 1",
+        ),
+        ("agent_subscriptions_total", vec![], |v| v >= 1.0, ">= 1"),
+    ];
+    for (name, labels, ok, want) in &checks {
+        let value = sample(&got, &format!("{P}{name}"), labels);
+        ensure(value.is_some_and(ok), || {
+            format!("{P}{name}{labels:?} is {value:?}, expected {want}:\n{text}")
+        })?;
+    }
+    fw.kill(&l.task, None).await.map_err(err)?;
+    let end = fw.wait_terminal(&l.task.task_id, SOON).await.map_err(err)?;
+    expect_state(&end, v1::TaskState::TaskKilled)
+}
+
+/// `executorctl ls --work-dir <the agent's work dir>` finds the scenario's
+/// running executor there (the right ids, its real sandbox socket, reachable),
+/// and only it (the earlier scenarios' executors have ended); `--task
+/// <prefix>` reaches it and `exec --follow` runs a command next to the task.
+async fn executorctl_ls(ctx: &mut Ctx<'_>) -> Outcome {
+    let mut fw = ctx.framework().await?;
+    let spec = TaskSpec {
+        cmd: long_task(Some("exit 0")),
+        ..Default::default()
+    };
+    let l = ctx.launch(&mut fw, &spec).await?;
+    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
+        .await
+        .map_err(err)?;
+    let sandbox = sandbox(&l)?;
+    let pid = task_pid(&sandbox).await?;
+    let socket = sandbox.join("executor.sock");
+    wait_file_exists(&socket, SOON).await?;
+    let work_dir = ctx.cluster.work_dir().display().to_string();
+    let bin = ctx.fixtures.executorctl.clone();
+    let task_id = l.task.task_id.value.as_str();
+
+    let (code, out, stderr) = executorctl(&bin, &["--work-dir", &work_dir, "--json", "ls"]).await?;
+    ensure(code == 0, || {
+        format!("executorctl ls: exit {code}: {stderr}{out}")
+    })?;
+    let listing: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| format!("ls JSON {out:?}: {e}"))?;
+    let executors = listing["executors"]
+        .as_array()
+        .ok_or_else(|| format!("ls without executors: {listing}"))?;
+    let running: Vec<_> = executors
+        .iter()
+        .filter(|e| e["executor"] == "running")
+        .collect();
+    ensure(running.len() == 1, || {
+        format!(
+            "ls shows {} running executors, expected this scenario's one: {listing}",
+            running.len()
+        )
+    })?;
+    let found = running[0];
+    let mut want = vec![
+        ("task_id", task_id.to_owned()),
+        ("framework_id", fw.id.value.clone()),
+        ("executor_id", l.executor_id.value.clone()),
+        ("task_state", "TASK_RUNNING".to_owned()),
+        ("socket", socket.display().to_string()),
+    ];
+    if ctx.shape == Shape::Marathon {
+        want.push(("marathon_app_id", "/suite/executorctl_ls".to_owned()));
+    }
+    for (key, value) in &want {
+        ensure(found[*key].as_str() == Some(value.as_str()), || {
+            format!("ls: {key} is not {value:?}: {found}")
+        })?;
+    }
+    // Earlier scenarios' executors have ended: their sockets, where left, are
+    // stale; none is unreachable.
+    ensure(
+        executors
+            .iter()
+            .all(|e| e["executor"] == "running" || e["executor"] == "stale"),
+        || format!("ls shows an unreachable executor: {listing}"),
+    )?;
+    let (code, out, stderr) = executorctl(&bin, &["--work-dir", &work_dir, "ls"]).await?;
+    ensure(code == 0, || {
+        format!("executorctl ls: exit {code}: {stderr}")
+    })?;
+    ensure(
+        out.lines()
+            .any(|line| line.starts_with(task_id) && line.contains("TASK_RUNNING")),
+        || format!("the ls table has no TASK_RUNNING line for {task_id}:\n{out}"),
+    )?;
+
+    // --task by a prefix of the task id (and, for Marathon, by the app id).
+    let prefix = match ctx.shape {
+        Shape::Marathon => "suite_executorctl_ls",
+        Shape::DropIn => "executorctl_ls-",
+    };
+    let (code, out, stderr) = executorctl(
+        &bin,
+        &[
+            "--work-dir",
+            &work_dir,
+            "--task",
+            prefix,
+            "exec",
+            "--follow",
+            "--",
+            "echo",
+            "hi;",
+            "cat",
+            "task.pid",
+        ],
+    )
+    .await?;
+    ensure(code == 0, || {
+        format!("executorctl --task {prefix} exec: exit {code}: {stderr}")
+    })?;
+    ensure(
+        out.lines().next() == Some("hi") && out.contains(&pid.to_string()),
+        || format!("exec output {out:?} (expected hi and the task's pid {pid})"),
+    )?;
+    if ctx.shape == Shape::Marathon {
+        let (code, out, stderr) = executorctl(
+            &bin,
+            &[
+                "--work-dir",
+                &work_dir,
+                "--task",
+                "suite/executorctl_ls",
+                "--json",
+                "status",
+            ],
+        )
+        .await?;
+        ensure(code == 0, || {
+            format!("executorctl --task <app id> status: exit {code}: {stderr}{out}")
+        })?;
+        ensure(out.contains(&format!("\"{task_id}\"")), || {
+            format!("status by app id names another task: {out}")
+        })?;
+    }
+    fw.kill(&l.task, None).await.map_err(err)?;
+    let end = fw.wait_terminal(&l.task.task_id, SOON).await.map_err(err)?;
+    expect_state(&end, v1::TaskState::TaskKilled)?;
+    ensure(!alive(pid), || format!("task process {pid} still alive"))
 }

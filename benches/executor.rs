@@ -17,9 +17,11 @@
 //!   collected directly by a Rust loop, as a ratio; and the executor's RSS
 //!   after 1,000 and after 10,000 commands.
 
+mod common;
+
+use common::{median, release_dir, start_executor};
 use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -27,7 +29,7 @@ use std::{
 use bytes::BytesMut;
 use mesos_hook_executor::{
     agent::recordio::RecordIoCodec,
-    emulator::{task_info, AgentEmulator, EmulatorOptions},
+    emulator::{task_info, AgentEmulator},
     proto::{
         executor::{event, Event},
         v1::{self, TaskState},
@@ -37,20 +39,6 @@ use prost::Message;
 use tokio_util::codec::{Decoder, Encoder};
 
 const RUNS: usize = 25;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn release_dir() -> PathBuf {
-    let mut dir = std::env::current_exe().expect("bench exe");
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir
-}
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -77,31 +65,6 @@ fn update_received(emu: &AgentEmulator, state: TaskState) -> Instant {
         .expect("the update was received")
 }
 
-/// The release executor subscribed to a fresh emulator, in a temporary
-/// sandbox, logging only warnings.
-async fn start_executor(
-    bin: &std::path::Path,
-) -> (AgentEmulator, tempfile::TempDir, std::process::Child) {
-    let emu = AgentEmulator::start(EmulatorOptions::default())
-        .await
-        .expect("emulator");
-    let sandbox = tempfile::tempdir().expect("sandbox");
-    let mut env: BTreeMap<String, String> =
-        emu.executor_env_in(sandbox.path()).into_iter().collect();
-    env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
-    let child = Command::new(bin)
-        .env_clear()
-        .envs(&env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn executor");
-    emu.wait_subscribed(1, Duration::from_secs(10))
-        .await
-        .expect("subscribed");
-    (emu, sandbox, child)
-}
-
 struct Run {
     launch_to_starting_ms: f64,
     launch_to_running_ms: f64,
@@ -110,7 +73,7 @@ struct Run {
 }
 
 async fn one_run(bin: &Path, helper: &Path) -> Run {
-    let (emu, sandbox, mut child) = start_executor(bin).await;
+    let (emu, sandbox, mut child) = start_executor(bin, &[]).await;
     let task = task_info(
         "bench-task",
         Some(v1::CommandInfo {
@@ -190,7 +153,7 @@ async fn wait_lines(path: &std::path::Path, n: usize) -> usize {
 
 /// Executor CPU milliseconds per 1,000 HTTP health-check probes.
 async fn http_probe_cpu(bin: &Path, helper: &Path) -> f64 {
-    let (emu, sandbox, mut child) = start_executor(bin).await;
+    let (emu, sandbox, mut child) = start_executor(bin, &[]).await;
     std::fs::write(sandbox.path().join("status"), "200").expect("status file");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -390,7 +353,7 @@ const REMOTE_TIMED: usize = 2000;
 const REMOTE_TOTAL: usize = 10_000;
 
 async fn remote_run(bin: &std::path::Path) -> RemoteFigures {
-    let (emu, sandbox, mut child) = start_executor(bin).await;
+    let (emu, sandbox, mut child) = start_executor(bin, &[]).await;
     emu.launch(task_info(
         "bench-remote",
         Some(v1::CommandInfo {

@@ -13,15 +13,16 @@
 //!   windows still resolve. Target: scraped < 2 × idle.
 //! - Stripped release binary size (target < 5 MiB, as `benches/executor.rs`).
 
+mod common;
+
+use common::{median, release_dir, start_executor};
 use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use mesos_hook_executor::{
-    emulator::{task_info, AgentEmulator, EmulatorOptions},
+    emulator::task_info,
     proto::v1::{self, TaskState},
 };
 
@@ -32,20 +33,6 @@ const BURST: usize = 300;
 /// Idle windows, and how long each lasts.
 const IDLE_WINDOWS: usize = 3;
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn release_dir() -> PathBuf {
-    let mut dir = std::env::current_exe().expect("bench exe");
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir
-}
 
 /// Nanoseconds the process has spent on a CPU, all threads.
 fn cpu_ns(pid: u32) -> u64 {
@@ -113,23 +100,7 @@ struct Figures {
 }
 
 async fn measure(bin: &Path) -> Figures {
-    let emu = AgentEmulator::start(EmulatorOptions::default())
-        .await
-        .expect("emulator");
-    let sandbox = tempfile::tempdir().expect("sandbox");
-    let mut env: BTreeMap<String, String> =
-        emu.executor_env_in(sandbox.path()).into_iter().collect();
-    env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
-    let mut child = Command::new(bin)
-        .env_clear()
-        .envs(&env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn executor");
-    emu.wait_subscribed(1, Duration::from_secs(10))
-        .await
-        .expect("subscribed");
+    let (emu, sandbox, mut child) = start_executor(bin, &[]).await;
     emu.launch(task_info(
         "bench-metrics",
         Some(v1::CommandInfo {

@@ -11,38 +11,26 @@
 //! - 500 concurrent executes of `true` (each on its own connection, then
 //!   `GET /remote/task/{pid}?wait=60`): time until all returned a result.
 
+mod common;
+
+use common::{executor_bin, median, start_executor};
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
 use http_body_util::BodyExt;
 use mesos_hook_executor::{
-    emulator::{task_info, AgentEmulator, EmulatorOptions},
+    emulator::{task_info, AgentEmulator},
     proto::v1::{self, TaskState},
 };
 
 const RUNS: usize = 5;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-fn release_bin() -> PathBuf {
-    let mut dir = std::env::current_exe().expect("bench exe");
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join("mesos-hook-executor")
 }
 
 /// A release executor with a running task and its API up.
@@ -54,23 +42,7 @@ struct Running {
 }
 
 async fn start(bin: &Path) -> Running {
-    let emu = AgentEmulator::start(EmulatorOptions::default())
-        .await
-        .expect("emulator");
-    let sandbox = tempfile::tempdir().expect("sandbox");
-    let mut env: BTreeMap<String, String> =
-        emu.executor_env_in(sandbox.path()).into_iter().collect();
-    env.insert("HOOK_EXECUTOR_LOG_LEVEL".into(), "warn".into());
-    let child = Command::new(bin)
-        .env_clear()
-        .envs(&env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn executor");
-    emu.wait_subscribed(1, Duration::from_secs(10))
-        .await
-        .expect("subscribed");
+    let (emu, sandbox, child) = start_executor(bin, &[]).await;
     emu.launch(task_info(
         "bench",
         Some(v1::CommandInfo {
@@ -257,7 +229,7 @@ async fn burst(bin: &Path) -> f64 {
 }
 
 fn main() {
-    let bin = release_bin();
+    let bin = executor_bin();
     assert!(bin.exists(), "build the release binary first: make bench");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

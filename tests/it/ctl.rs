@@ -138,20 +138,7 @@ async fn tcp_errors_tell_a_missing_token_from_a_wrong_one() {
         ],
     )
     .await;
-    let addr = poll(SOON, || {
-        let log = exec.log();
-        let line = log.lines().find(|l| l.contains("TCP listener open"))?;
-        let at = line.find("address=")? + "address=".len();
-        Some(
-            line[at..]
-                .split_whitespace()
-                .next()?
-                .trim_matches('"')
-                .to_owned(),
-        )
-    })
-    .await
-    .unwrap_or_else(|| panic!("no TCP address in the log: {}", exec.log()));
+    let addr = tcp_address(&exec).await;
     let ctl = |token: Option<&str>, json: bool| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_executorctl"));
         if json {

@@ -503,3 +503,23 @@ pub fn report_skip(test: &str, why: &str) {
         }
     }
 }
+
+/// The address the executor's TCP listener logged ("TCP listener open",
+/// `address=`): with `HOOK_EXECUTOR_REMOTE_TCP=127.0.0.1:0` the port is the
+/// kernel's choice.
+pub async fn tcp_address(exec: &Executor) -> String {
+    poll(SOON, || {
+        let log = exec.log();
+        let line = log.lines().find(|l| l.contains("TCP listener open"))?;
+        let at = line.find("address=")? + "address=".len();
+        Some(
+            line[at..]
+                .split_whitespace()
+                .next()?
+                .trim_matches('"')
+                .to_owned(),
+        )
+    })
+    .await
+    .unwrap_or_else(|| panic!("the TCP listener's address in the log: {}", exec.log()))
+}

@@ -59,24 +59,6 @@ fn hooks_dir() -> tempfile::TempDir {
     dir
 }
 
-/// The address the TCP listener logged.
-async fn tcp_address(exec: &Executor) -> String {
-    poll(SOON, || {
-        let log = exec.log();
-        let line = log.lines().find(|l| l.contains("TCP listener open"))?;
-        let at = line.find("address=")? + "address=".len();
-        Some(
-            line[at..]
-                .split_whitespace()
-                .next()?
-                .trim_matches('"')
-                .to_owned(),
-        )
-    })
-    .await
-    .unwrap_or_else(|| panic!("the TCP listener's address in the log: {}", exec.log()))
-}
-
 /// Runs `promtool check metrics` on `text`; panics with its complaints.
 fn promtool_check(text: &str) {
     let mut child = Command::new("promtool")

@@ -824,23 +824,7 @@ async fn tcp_listener_requires_the_bearer_token() {
         ],
     )
     .await;
-    let addr = poll(SOON, || {
-        let log = exec.log();
-        let line = log
-            .lines()
-            .find(|l| l.contains("TCP listener open"))?
-            .to_owned();
-        let at = line.find("address=")? + "address=".len();
-        Some(
-            line[at..]
-                .split_whitespace()
-                .next()?
-                .trim_matches('"')
-                .to_owned(),
-        )
-    })
-    .await
-    .unwrap_or_else(|| panic!("the TCP listener's address in the log: {}", exec.log()));
+    let addr = tcp_address(&exec).await;
     let get = |token: Option<&'static str>| {
         let addr = addr.clone();
         async move {

@@ -29,10 +29,7 @@ use std::{
     collections::BTreeMap,
     os::fd::{AsRawFd, OwnedFd},
     path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, AtomicUsize},
-        Arc, Mutex,
-    },
+    sync::{atomic::AtomicBool, Arc, Mutex},
     time::Duration,
 };
 
@@ -225,11 +222,12 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let mut done = Vec::new();
         let mut discovery = None;
+        let mut encoding = None;
         let queue = match &plan.scrape {
             None => None,
             Some(scrape) => {
                 let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue_size);
-                let bytes = Arc::new(AtomicUsize::new(0));
+                let level = Arc::new(drain::Level::default());
                 let targets = match settings.target.clone() {
                     Some(LogstashTarget::Consul { service, refresh }) => {
                         let list = Arc::new(Mutex::new(Vec::new()));
@@ -244,24 +242,26 @@ impl Pipeline {
                     Some(LogstashTarget::Address(a)) => ship::Targets::Fixed(a),
                     None => ship::Targets::Discovered(Arc::new(Mutex::new(Vec::new()))),
                 };
-                let cfg = ship::ShipConfig {
+                encoding = Some(Arc::new(drain::Encoding {
                     format: scrape.format,
                     forward_plain: scrape.forward_plain,
                     context: entry::Prepared::new(&scrape.context),
+                    size_limit: entry_limit(settings.protocol, settings.size_limit),
+                }));
+                let cfg = ship::ShipConfig {
                     protocol: settings.protocol,
                     targets,
                     rate_limit: settings.rate_limit,
-                    size_limit: settings.size_limit,
                     tcp_keep_alive: settings.tcp_keep_alive,
                     tcp_timeout: settings.tcp_timeout,
                 };
                 let (done_tx, done_rx) = oneshot::channel();
-                let (shared_bytes, counters, stop) =
-                    (bytes.clone(), counters.clone(), stop.clone());
+                let (shared_level, counters, stop) =
+                    (level.clone(), counters.clone(), stop.clone());
                 let spawned = std::thread::Builder::new()
                     .name("log-shipper".into())
                     .spawn(move || {
-                        ship::run(&rx, &shared_bytes, &cfg, &counters, &stop);
+                        ship::run(&rx, &shared_level, &cfg, &counters, &stop);
                         let _ = done_tx.send(());
                     });
                 if let Err(e) = spawned {
@@ -273,8 +273,9 @@ impl Pipeline {
                 done.push(done_rx);
                 Some(drain::Queue {
                     tx,
-                    bytes,
+                    level,
                     max_bytes: settings.queue_bytes,
+                    max_entries: settings.queue_size,
                 })
             }
         };
@@ -292,10 +293,14 @@ impl Pipeline {
                 }
                 _ => rotate::SandboxFile::plain(fd),
             };
-            let scrape = queue.clone().map(|queue| drain::Scrape {
-                splitter: drain::Splitter::new(settings.max_line),
-                queue,
-            });
+            let scrape = queue
+                .clone()
+                .zip(encoding.clone())
+                .map(|(queue, encoding)| drain::Scrape {
+                    splitter: drain::Splitter::new(settings.max_line),
+                    queue,
+                    encoding,
+                });
             let (done_tx, done_rx) = oneshot::channel();
             let counters = counters.clone();
             std::thread::Builder::new()
@@ -331,6 +336,16 @@ impl Pipeline {
             d.abort();
         }
         self.counters.snapshot()
+    }
+}
+
+/// The largest entry shipped, newline included (0: no limit): the size
+/// limit, and over UDP the datagram size.
+fn entry_limit(protocol: crate::config::Protocol, size_limit: usize) -> usize {
+    match protocol {
+        crate::config::Protocol::Udp if size_limit == 0 => ship::MAX_DATAGRAM,
+        crate::config::Protocol::Udp => size_limit.min(ship::MAX_DATAGRAM),
+        crate::config::Protocol::Tcp => size_limit,
     }
 }
 

@@ -101,6 +101,14 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// An empty batch with room for a full one (no regrowth per entry).
+    fn with_room() -> Self {
+        Self {
+            data: Vec::with_capacity(BATCH_BYTES + BATCH_BYTES / 4),
+            ends: Vec::new(),
+        }
+    }
+
     /// The memory it holds.
     pub(crate) fn size(&self) -> usize {
         self.data.capacity() + self.ends.capacity() * std::mem::size_of::<usize>()
@@ -240,7 +248,10 @@ impl Encoder<'_> {
     }
 
     fn flush(&mut self, counters: &OutputCounters) {
-        let batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::replace(&mut self.batch, Batch::with_room());
+        // Held as allocated: trim the slack so the byte bound buys entries.
+        batch.data.shrink_to_fit();
+        batch.ends.shrink_to_fit();
         self.queue.offer(batch, counters);
     }
 }
@@ -256,7 +267,7 @@ impl Scrape {
             stream,
             read_at,
             stamp: humantime::format_rfc3339_millis(read_at).to_string(),
-            batch: Batch::default(),
+            batch: Batch::with_room(),
         };
         let mut emit = |line: &[u8], truncated: bool| encoder.line(line, truncated, counters);
         if end {

@@ -138,7 +138,7 @@ impl<'de> Deserialize<'de> for Borrowed<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::new();
+                let mut members = Vec::with_capacity(8);
                 while let Some(key) = map.next_key::<&'de str>()? {
                     if members.len() == FAST_MAX_KEYS {
                         return Err(serde::de::Error::custom("many keys"));

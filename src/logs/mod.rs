@@ -48,6 +48,9 @@ pub const SCRAPING_LABEL: &str = "log-scraping";
 /// The task label that also ships lines that do not parse.
 pub const SCRAPING_ALL_LABEL: &str = "log-scraping-all";
 
+/// Batches waiting to be shipped at most.
+const MAX_BATCHES: usize = 4096;
+
 /// What to do with one task's output when it goes through the executor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputPlan {
@@ -226,7 +229,10 @@ impl Pipeline {
         let queue = match &plan.scrape {
             None => None,
             Some(scrape) => {
-                let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue_size);
+                // Slots are allocated up front: bound them in batches (each
+                // holds one read's entries); entries and bytes are bound in
+                // `drain::Queue`.
+                let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue_size.min(MAX_BATCHES));
                 let level = Arc::new(drain::Level::default());
                 let targets = match settings.target.clone() {
                     Some(LogstashTarget::Consul { service, refresh }) => {

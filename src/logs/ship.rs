@@ -213,6 +213,11 @@ impl Sink {
                     add(&counters.dropped_send_error, entries);
                     return;
                 }
+                if tcp.batch.is_empty() && data.len() >= BATCH {
+                    // A full batch from the queue goes out as it is.
+                    tcp.write(data, entries, cfg, counters);
+                    return;
+                }
                 tcp.batch.extend_from_slice(data);
                 tcp.batch_entries += entries;
                 if tcp.batch.len() >= BATCH {
@@ -308,16 +313,24 @@ impl Tcp {
         }
     }
 
-    /// Writes the pending batch; on failure its entries are dropped
-    /// (counted) and the connection is closed for a reconnect.
+    /// Writes the pending batch (see [`Tcp::write`]).
     fn write_batch(&mut self, cfg: &ShipConfig, counters: &OutputCounters) {
         if self.batch.is_empty() {
             return;
         }
         let entries = std::mem::take(&mut self.batch_entries);
+        let batch = std::mem::take(&mut self.batch);
+        self.write(&batch, entries, cfg, counters);
+        self.batch = batch;
+        self.batch.clear();
+    }
+
+    /// Writes `entries` whole entries; on failure they are dropped (counted)
+    /// and the connection is closed for a reconnect.
+    fn write(&mut self, data: &[u8], entries: u64, cfg: &ShipConfig, counters: &OutputCounters) {
         let result = match &mut self.conn {
             Some((stream, name)) if cfg.targets.still_listed(name) && !peer_closed(stream) => {
-                stream.write_all(&self.batch)
+                stream.write_all(data)
             }
             Some(_) => Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
@@ -325,7 +338,6 @@ impl Tcp {
             )),
             None => Err(io::Error::new(io::ErrorKind::NotConnected, "not connected")),
         };
-        self.batch.clear();
         match result {
             Ok(()) => add(&counters.shipped, entries),
             Err(e) => {

@@ -53,7 +53,20 @@ pub struct Context {
 pub(crate) struct Prepared {
     fragment: Vec<u8>,
     remove: Vec<String>,
+    /// Which of the fields [`write_json_fast`] adds are removed, in the order
+    /// of [`ADDED`] (checked once here, not per line).
+    added_removed: [bool; 6],
 }
+
+/// The fields every entry gets besides the context.
+const ADDED: [&str; 6] = [
+    "@timestamp",
+    "@version",
+    "message",
+    "level",
+    "stream",
+    "truncated",
+];
 
 impl Prepared {
     pub(crate) fn new(ctx: &Context) -> Self {
@@ -68,13 +81,18 @@ impl Prepared {
             fragment.push(b':');
             let _ = serde_json::to_writer(&mut fragment, value);
         }
-        let remove = ctx
+        let remove: Vec<String> = ctx
             .fields
             .iter()
             .map(|(k, _)| k.clone())
             .chain(ctx.ignore_keys.iter().cloned())
             .collect();
-        Self { fragment, remove }
+        let added_removed = ADDED.map(|k| remove.iter().any(|r| r == k));
+        Self {
+            fragment,
+            remove,
+            added_removed,
+        }
     }
 }
 
@@ -189,9 +207,25 @@ pub(crate) fn write_json_fast(
     if (1..members.len()).any(|i| members[..i].iter().any(|(k, _)| *k == members[i].0)) {
         return false;
     }
-    let get = |key: &str| members.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    // The members the added fields read, found in one pass.
+    let (mut message, mut msg, mut times, mut levels) = (None, None, [None; 3], [None; 3]);
+    for (k, v) in &members {
+        match *k {
+            "message" => message = Some(*v),
+            "msg" => msg = Some(*v),
+            "@timestamp" => times[0] = Some(*v),
+            "time" => times[1] = Some(*v),
+            "ts" => times[2] = Some(*v),
+            "level" => levels[0] = Some(*v),
+            "lvl" => levels[1] = Some(*v),
+            "severity" => levels[2] = Some(*v),
+            _ => {}
+        }
+    }
     let removed = |key: &str| ctx.remove.iter().any(|r| r == key);
-    let has_message = get("message").is_some();
+    let [no_timestamp, no_version, no_message, no_level, no_stream, no_truncated] =
+        ctx.added_removed;
+    let has_message = message.is_some();
     let mut first = true;
     let mut key = |out: &mut Vec<u8>, key: &str| {
         if !std::mem::take(&mut first) {
@@ -212,9 +246,9 @@ pub(crate) fn write_json_fast(
             out.extend_from_slice(v.get().as_bytes());
         }
     }
-    if !removed("@timestamp") {
-        let own = ["@timestamp", "time", "ts"].iter().find_map(|k| {
-            let value = serde_json::from_str::<Value>(get(k)?.get()).ok()?;
+    if !no_timestamp {
+        let own = times.iter().find_map(|raw| {
+            let value = serde_json::from_str::<Value>(raw.as_ref()?.get()).ok()?;
             parse::time_value(&value)
         });
         key(out, "@timestamp");
@@ -227,22 +261,22 @@ pub(crate) fn write_json_fast(
         }
         out.push(b'"');
     }
-    if !removed("@version") {
+    if !no_version {
         key(out, "@version");
         out.extend_from_slice(b"\"1\"");
     }
-    if !has_message && !removed("message") {
+    if !has_message && !no_message {
         key(out, "message");
-        match get("msg") {
+        match msg {
             Some(raw) => write_as_string(raw, out),
             None => {
                 let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(text));
             }
         }
     }
-    if !removed("level") {
+    if !no_level {
         key(out, "level");
-        match ["level", "lvl", "severity"].iter().find_map(|k| get(k)) {
+        match levels.iter().find_map(|l| *l) {
             Some(raw) => write_as_string(raw, out),
             None => {
                 out.push(b'"');
@@ -251,13 +285,13 @@ pub(crate) fn write_json_fast(
             }
         }
     }
-    if !removed("stream") {
+    if !no_stream {
         key(out, "stream");
         out.push(b'"');
         out.extend_from_slice(line.stream.name().as_bytes());
         out.push(b'"');
     }
-    if line.truncated && !removed("truncated") {
+    if line.truncated && !no_truncated {
         key(out, "truncated");
         out.extend_from_slice(b"true");
     }
@@ -423,7 +457,15 @@ mod tests {
             fields: vec![("task_id".into(), "t1".into()), ("host".into(), "h".into())],
             ignore_keys: vec!["host".into(), "secret".into()],
         };
-        let prepared = Prepared::new(&ctx);
+        let dropping = Context {
+            ignore_keys: vec![
+                "level".into(),
+                "@version".into(),
+                "message".into(),
+                "truncated".into(),
+            ],
+            ..ctx.clone()
+        };
         let lines: [&[u8]; 10] = [
             br#"{"level":"info","msg":"request served","seq":1,"path":"/api/v1/items"}"#,
             br#" {"time":"2024-01-02T03:04:05.678Z","lvl":"warn","msg":"hi","secret":"x","task_id":"forged"} "#,
@@ -436,7 +478,8 @@ mod tests {
             br#"{"message":"tab\there","k":-1.5e3}"#,
             br#"{"a":1,"b":"two","c":true,"d":[],"e":{}}"#,
         ];
-        for text in lines {
+        for (text, ctx) in lines.iter().flat_map(|l| [(*l, &ctx), (*l, &dropping)]) {
+            let prepared = Prepared::new(ctx);
             for (stream, truncated) in [(Stream::Stdout, false), (Stream::Stderr, true)] {
                 let mut l = line(text, stream);
                 l.truncated = truncated;

@@ -7,9 +7,11 @@
 //! or `HOOK_EXECUTOR_LOG_SCRAPING`) is on, the task's stdout and stderr are
 //! two pipes, each drained by a thread of its own ([`drain`]) that writes
 //! every byte, in order, to the executor's own stdout or stderr ([`rotate`]),
-//! and, when scraping, offers each line to a bounded queue. One shipper
-//! thread ([`ship`]) parses ([`parse`]), enriches ([`entry`]) and sends the
-//! entries; Consul discovery ([`discovery`]) runs on the executor's runtime.
+//! and, when scraping, parses ([`parse`]) and enriches ([`entry`]) the lines
+//! of each read and offers the finished entries, as one batch, to a bounded
+//! queue (never waiting: what does not fit is dropped and counted). One
+//! shipper thread ([`ship`]) sends them; Consul discovery ([`discovery`])
+//! runs on the executor's runtime.
 //! [`counters`] count what happened, including every drop by cause.
 //!
 //! The owner loop decides ([`plan`], pure, in the step), starts the

@@ -50,6 +50,9 @@ pub const SCRAPING_LABEL: &str = "log-scraping";
 /// The task label that also ships lines that do not parse.
 pub const SCRAPING_ALL_LABEL: &str = "log-scraping-all";
 
+/// After the drain time, how long the shipper gets to count what it drops.
+const SETTLE: Duration = Duration::from_millis(500);
+
 /// Batches waiting to be shipped at most.
 const MAX_BATCHES: usize = 4096;
 
@@ -262,14 +265,14 @@ impl Pipeline {
                     rate_limit: settings.rate_limit,
                     tcp_keep_alive: settings.tcp_keep_alive,
                     tcp_timeout: settings.tcp_timeout,
+                    stop: stop.clone(),
                 };
                 let (done_tx, done_rx) = oneshot::channel();
-                let (shared_level, counters, stop) =
-                    (level.clone(), counters.clone(), stop.clone());
+                let (shared_level, counters) = (level.clone(), counters.clone());
                 let spawned = std::thread::Builder::new()
                     .name("log-shipper".into())
                     .spawn(move || {
-                        ship::run(&rx, &shared_level, &cfg, &counters, &stop);
+                        ship::run(&rx, &shared_level, &cfg, &counters);
                         let _ = done_tx.send(());
                     });
                 if let Err(e) = spawned {
@@ -331,19 +334,30 @@ impl Pipeline {
     /// of the task gone) and the queue to be shipped; then stops what is
     /// left (queued entries are dropped and counted) and returns the counters.
     pub async fn finish(self, timeout: Duration) -> Option<OutputCountersSnapshot> {
-        let all = async {
-            for done in self.done {
-                let _ = done.await;
-            }
-        };
-        if tokio::time::timeout(timeout, all).await.is_err() {
+        let mut done = self.done;
+        if tokio::time::timeout(timeout, wait_all(&mut done))
+            .await
+            .is_err()
+        {
             warn!(?timeout, "the task's output was not drained in time (HOOK_EXECUTOR_LOG_DRAIN_TIMEOUT); dropping what is left");
             self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            // A moment for the shipper to count what it drops (a write the
+            // sink holds gives up within a tenth of a second).
+            let _ = tokio::time::timeout(SETTLE, wait_all(&mut done)).await;
         }
         if let Some(d) = self.discovery {
             d.abort();
         }
         self.counters.snapshot()
+    }
+}
+
+/// Waits for every thread's end, forgetting each once seen (a finished
+/// receiver must not be polled again), so it can be resumed after a timeout.
+async fn wait_all(done: &mut Vec<oneshot::Receiver<()>>) {
+    while let Some(first) = done.first_mut() {
+        let _ = first.await;
+        done.remove(0);
     }
 }
 

@@ -28,6 +28,8 @@ use crate::config::Protocol;
 pub(crate) const MAX_DATAGRAM: usize = 65_507;
 /// TCP output is written once it reaches this size (or the queue is empty).
 const BATCH: usize = 256 * 1024;
+/// A blocked write checks the write timeout and `stop` this often.
+const WRITE_SLICE: Duration = Duration::from_millis(100);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -126,6 +128,9 @@ pub(crate) struct ShipConfig {
     pub(crate) rate_limit: usize,
     pub(crate) tcp_keep_alive: Duration,
     pub(crate) tcp_timeout: Duration,
+    /// Set when the drain time at the task's end ran out: what is left is
+    /// dropped (counted), and a write the sink holds up gives up.
+    pub(crate) stop: Arc<AtomicBool>,
 }
 
 /// The TCP connection, its pending batch, and the reconnect schedule.
@@ -152,7 +157,6 @@ pub(crate) fn run(
     level: &Level,
     cfg: &ShipConfig,
     counters: &OutputCounters,
-    stop: &AtomicBool,
 ) {
     let mut sink = match cfg.protocol {
         Protocol::Tcp => Sink::Tcp(Tcp {
@@ -182,7 +186,7 @@ pub(crate) fn run(
         };
         level.bytes.fetch_sub(batch.size(), Relaxed);
         level.entries.fetch_sub(batch.ends.len(), Relaxed);
-        if stop.load(Relaxed) {
+        if cfg.stop.load(Relaxed) {
             add(&counters.dropped_at_exit, batch.ends.len() as u64);
             continue;
         }
@@ -288,7 +292,8 @@ impl Tcp {
             .and_then(|name| {
                 let addr = resolve(&name)?;
                 let stream = TcpStream::connect_timeout(&addr, cfg.tcp_timeout)?;
-                stream.set_write_timeout(Some(cfg.tcp_timeout))?;
+                // Short, so a stalled write notices `stop` (see `write_until`).
+                stream.set_write_timeout(Some(WRITE_SLICE.min(cfg.tcp_timeout)))?;
                 stream.set_nodelay(true)?;
                 keep_alive(&stream, cfg.tcp_keep_alive);
                 Ok((stream, name))
@@ -330,7 +335,7 @@ impl Tcp {
     fn write(&mut self, data: &[u8], entries: u64, cfg: &ShipConfig, counters: &OutputCounters) {
         let result = match &mut self.conn {
             Some((stream, name)) if cfg.targets.still_listed(name) && !peer_closed(stream) => {
-                stream.write_all(data)
+                write_until(stream, data, cfg.tcp_timeout, &cfg.stop)
             }
             Some(_) => Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
@@ -349,6 +354,43 @@ impl Tcp {
             }
         }
     }
+}
+
+/// Writes all of `data`, failing when the sink takes nothing for `timeout`
+/// or `stop` is set while it takes nothing (each write waits at most
+/// [`WRITE_SLICE`]).
+fn write_until(
+    stream: &mut TcpStream,
+    mut data: &[u8],
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let mut progress = Instant::now();
+    while !data.is_empty() {
+        match stream.write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = &data[n..];
+                progress = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if stop.load(Relaxed) || progress.elapsed() >= timeout {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "Logstash took nothing within the write timeout",
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Whether the peer has closed the connection (Logstash never writes to us,

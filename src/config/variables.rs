@@ -357,8 +357,8 @@ variables! {
         "TCP keep-alive idle time of the Logstash connection.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_LOGSTASH_TCP_KEEP_ALIVE")]);
     LOG_TCP_TIMEOUT: Duration = Var::new("HOOK_EXECUTOR_LOG_TCP_TIMEOUT", Kind::Duration, Value("2secs"), parse::nonzero_duration,
         "Connect and write timeout of the Logstash connection.").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_LOGSTASH_TCP_TIMEOUT")]);
-    LOG_QUEUE_SIZE: usize = Var::new("HOOK_EXECUTOR_LOG_QUEUE_SIZE", Kind::Count { min: 1, max: 1_000_000 }, Value("10000"), parse::count,
-        "Lines waiting to be shipped at most; more are dropped and counted (the task never waits).").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_BUFFER_SIZE")]);
+    LOG_QUEUE_SIZE: usize = Var::new("HOOK_EXECUTOR_LOG_QUEUE_SIZE", Kind::Count { min: 1, max: 1_000_000 }, Value("100000"), parse::count,
+        "Entries waiting to be shipped at most (memory is bound by HOOK_EXECUTOR_LOG_QUEUE_BYTES); more are dropped and counted (the task never waits).").also_read_as(&[Alias::same("ALLEGRO_EXECUTOR_SERVICELOG_BUFFER_SIZE")]);
     LOG_QUEUE_BYTES: usize = Var::new("HOOK_EXECUTOR_LOG_QUEUE_BYTES", Kind::Bytes { min: 4096, max: 1024 * 1024 * 1024 }, Value("8388608"), parse::count,
         "Bytes of lines waiting to be shipped at most (bounds the executor's memory).");
     LOG_MAX_LINE: usize = Var::new("HOOK_EXECUTOR_LOG_MAX_LINE", Kind::Bytes { min: 64, max: 64 * 1024 * 1024 }, Value("65536"), parse::count,

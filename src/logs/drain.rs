@@ -19,10 +19,11 @@ use tracing::warn;
 
 use super::{
     counters::{add, OutputCounters},
-    entry::Stream,
+    entry::{self, Line, Prepared, Stream},
     parse,
     rotate::SandboxFile,
 };
+use crate::config::ScrapeFormat;
 
 /// Bytes read from the pipe at once.
 const CHUNK: usize = 256 * 1024;
@@ -91,51 +92,191 @@ impl Splitter {
     }
 }
 
-/// One line waiting to be shipped.
-#[derive(Debug)]
-pub(crate) struct Queued {
-    pub(crate) text: Vec<u8>,
-    pub(crate) stream: Stream,
-    pub(crate) read_at: SystemTime,
-    pub(crate) truncated: bool,
+/// Entries ready to ship, in Logstash's `json_lines` form: `data` holds
+/// them one after the other, each ending at the matching offset in `ends`.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) data: Vec<u8>,
+    pub(crate) ends: Vec<usize>,
 }
 
-/// The producer side of the bounded queue: bounded in lines (the channel)
-/// and in bytes (`bytes`, shared with the shipper, which gives them back).
+impl Batch {
+    /// An empty batch with room for a full one (no regrowth per entry).
+    fn with_room() -> Self {
+        Self {
+            data: Vec::with_capacity(BATCH_BYTES + BATCH_BYTES / 4),
+            ends: Vec::new(),
+        }
+    }
+
+    /// The memory it holds.
+    pub(crate) fn size(&self) -> usize {
+        self.data.capacity() + self.ends.capacity() * std::mem::size_of::<usize>()
+    }
+
+    /// The entries, one slice each (newline included).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(s, e)| &self.data[s..*e])
+    }
+}
+
+/// What the queue holds now, shared by the producers and the shipper (which
+/// gives back what it takes).
+#[derive(Debug, Default)]
+pub(crate) struct Level {
+    pub(crate) bytes: AtomicUsize,
+    pub(crate) entries: AtomicUsize,
+}
+
+/// The producer side of the bounded queue: bounded in entries and in bytes
+/// (`HOOK_EXECUTOR_LOG_QUEUE_SIZE`, `_QUEUE_BYTES`).
 #[derive(Debug, Clone)]
 pub(crate) struct Queue {
-    pub(crate) tx: SyncSender<Queued>,
-    pub(crate) bytes: Arc<AtomicUsize>,
+    pub(crate) tx: SyncSender<Batch>,
+    pub(crate) level: Arc<Level>,
     pub(crate) max_bytes: usize,
+    pub(crate) max_entries: usize,
 }
 
 impl Queue {
-    /// Offers a line; drops it (counted) when the queue is full.
-    fn offer(&self, line: Queued, counters: &OutputCounters) {
-        let len = line.text.len();
-        if self.bytes.fetch_add(len, Relaxed) + len > self.max_bytes {
-            self.bytes.fetch_sub(len, Relaxed);
-            add(&counters.dropped_queue_full, 1);
+    /// Offers a batch; drops it whole (its entries counted) when it does not
+    /// fit. Never waits. Bytes are counted as allocated, so the bound is
+    /// the memory held.
+    pub(crate) fn offer(&self, batch: Batch, counters: &OutputCounters) {
+        let (len, n) = (batch.size(), batch.ends.len());
+        if n == 0 {
             return;
         }
-        match self.tx.try_send(line) {
+        let over_bytes = self.level.bytes.fetch_add(len, Relaxed) + len > self.max_bytes;
+        let over_entries = self.level.entries.fetch_add(n, Relaxed) + n > self.max_entries;
+        let give_back = || {
+            self.level.bytes.fetch_sub(len, Relaxed);
+            self.level.entries.fetch_sub(n, Relaxed);
+        };
+        if over_bytes || over_entries {
+            give_back();
+            add(&counters.dropped_queue_full, n as u64);
+            return;
+        }
+        match self.tx.try_send(batch) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.bytes.fetch_sub(len, Relaxed);
-                add(&counters.dropped_queue_full, 1);
+                give_back();
+                add(&counters.dropped_queue_full, n as u64);
             }
             Err(TrySendError::Disconnected(_)) => {
-                self.bytes.fetch_sub(len, Relaxed);
-                add(&counters.dropped_at_exit, 1);
+                give_back();
+                add(&counters.dropped_at_exit, n as u64);
             }
         }
     }
 }
 
-/// The scraping side of a drain.
+/// How lines become entries, fixed at the task's launch.
+#[derive(Debug)]
+pub(crate) struct Encoding {
+    pub(crate) format: ScrapeFormat,
+    pub(crate) forward_plain: bool,
+    pub(crate) context: Prepared,
+    /// Largest entry (newline included); 0: no limit.
+    pub(crate) size_limit: usize,
+}
+
+/// A batch is offered once it holds this much (and at the end of each read).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// The scraping side of a drain: lines are parsed and enriched here, in the
+/// drain, and only finished entries are queued. This costs the task CPU time
+/// (as the copy does) but never waits: a slow or absent sink only fills the
+/// queue, and what does not fit is dropped and counted. With a sink that
+/// keeps up nothing is lost however fast the task writes, since the drain
+/// reads no faster than it encodes.
 pub(crate) struct Scrape {
     pub(crate) splitter: Splitter,
     pub(crate) queue: Queue,
+    pub(crate) encoding: Arc<Encoding>,
+}
+
+/// Turns the lines of one read into entries of a batch.
+struct Encoder<'a> {
+    enc: &'a Encoding,
+    queue: &'a Queue,
+    stream: Stream,
+    read_at: SystemTime,
+    /// `read_at` in RFC 3339, formatted once per read.
+    stamp: String,
+    batch: Batch,
+}
+
+impl Encoder<'_> {
+    fn line(&mut self, text: &[u8], truncated: bool, counters: &OutputCounters) {
+        if parse::trim(text).is_empty() {
+            return;
+        }
+        add(&counters.lines, 1);
+        if truncated {
+            add(&counters.truncated, 1);
+        }
+        let line = Line {
+            text,
+            stream: self.stream,
+            read_at: self.read_at,
+            truncated,
+        };
+        let out = &mut self.batch.data;
+        let start = out.len();
+        let fast = self.enc.format != ScrapeFormat::Logfmt
+            && entry::write_json_fast(&line, &self.enc.context, &self.stamp, out);
+        if !fast {
+            let parsed = parse::parse_line(text, self.enc.format);
+            if parsed.is_none() && !self.enc.forward_plain {
+                add(&counters.plain_not_shipped, 1);
+                return;
+            }
+            entry::write(parsed, &line, &self.enc.context, out);
+        }
+        if self.enc.size_limit > 0 && out.len() - start > self.enc.size_limit {
+            out.truncate(start);
+            add(&counters.dropped_size, 1);
+            return;
+        }
+        self.batch.ends.push(out.len());
+        if out.len() >= BATCH_BYTES {
+            self.flush(counters);
+        }
+    }
+
+    fn flush(&mut self, counters: &OutputCounters) {
+        let mut batch = std::mem::replace(&mut self.batch, Batch::with_room());
+        // Held as allocated: trim the slack so the byte bound buys entries.
+        batch.data.shrink_to_fit();
+        batch.ends.shrink_to_fit();
+        self.queue.offer(batch, counters);
+    }
+}
+
+impl Scrape {
+    /// Splits `data` into lines (`end`: the stream ended, so a last line
+    /// without a newline counts too), encodes them and queues the entries.
+    fn feed(&mut self, data: &[u8], end: bool, stream: Stream, counters: &OutputCounters) {
+        let read_at = SystemTime::now();
+        let mut encoder = Encoder {
+            enc: &self.encoding,
+            queue: &self.queue,
+            stream,
+            read_at,
+            stamp: humantime::format_rfc3339_millis(read_at).to_string(),
+            batch: Batch::with_room(),
+        };
+        let mut emit = |line: &[u8], truncated: bool| encoder.line(line, truncated, counters);
+        if end {
+            self.splitter.finish(&mut emit);
+        } else {
+            self.splitter.feed(data, &mut emit);
+        }
+        encoder.flush(counters);
+    }
 }
 
 /// Drains `pipe` until EOF (every writer gone): the body of a drain thread.
@@ -187,50 +328,20 @@ pub(crate) fn drain(
             rotations = out.rotations;
         }
         if let Some(s) = scrape.as_mut() {
-            let read_at = SystemTime::now();
-            let queue = &s.queue;
-            s.splitter.feed(data, &mut |line, truncated| {
-                offer_line(queue, line, truncated, stream, read_at, counters);
-            });
+            s.feed(data, false, stream, counters);
         }
     }
     if let Some(s) = scrape.as_mut() {
-        let read_at = SystemTime::now();
-        let queue = &s.queue;
-        s.splitter.finish(&mut |line, truncated| {
-            offer_line(queue, line, truncated, stream, read_at, counters);
-        });
+        s.feed(&[], true, stream, counters);
     }
-}
-
-fn offer_line(
-    queue: &Queue,
-    line: &[u8],
-    truncated: bool,
-    stream: Stream,
-    read_at: SystemTime,
-    counters: &OutputCounters,
-) {
-    if parse::trim(line).is_empty() {
-        return;
-    }
-    add(&counters.lines, 1);
-    if truncated {
-        add(&counters.truncated, 1);
-    }
-    queue.offer(
-        Queued {
-            text: line.to_vec(),
-            stream,
-            read_at,
-            truncated,
-        },
-        counters,
-    );
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc::Receiver;
+
+    use serde_json::{Map, Value};
+
     use super::*;
 
     fn split(max: usize, chunks: &[&[u8]]) -> Vec<(String, bool)> {
@@ -285,61 +396,106 @@ mod tests {
         assert_eq!(count, 1, "one cut line for one 10 MiB line");
     }
 
-    #[test]
-    fn a_full_queue_drops_and_counts() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+    fn scrape(queue: Queue, format: ScrapeFormat, size_limit: usize) -> Scrape {
+        Scrape {
+            splitter: Splitter::new(1024),
+            queue,
+            encoding: Arc::new(Encoding {
+                format,
+                forward_plain: false,
+                context: Prepared::new(&entry::Context {
+                    fields: vec![("task_id".into(), "t1".into())],
+                    ignore_keys: Vec::new(),
+                }),
+                size_limit,
+            }),
+        }
+    }
+
+    fn queue(max_entries: usize, max_bytes: usize) -> (Queue, Receiver<Batch>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(max_entries);
         let queue = Queue {
             tx,
-            bytes: Arc::new(AtomicUsize::new(0)),
-            max_bytes: 1 << 20,
+            level: Arc::new(Level::default()),
+            max_bytes,
+            max_entries,
         };
+        (queue, rx)
+    }
+
+    #[test]
+    fn lines_are_encoded_in_the_drain_and_queued_in_batches() {
+        let (q, rx) = queue(100, 1 << 20);
+        let mut s = scrape(q, ScrapeFormat::Auto, 0);
+        let counters = OutputCounters::default();
+        s.feed(
+            b"{\"msg\":\"a\"}\nplain text\n\n  \nk=v\n{\"msg\":",
+            false,
+            Stream::Stdout,
+            &counters,
+        );
+        s.feed(b"\"b\"}", false, Stream::Stdout, &counters);
+        s.feed(&[], true, Stream::Stdout, &counters);
+        let batches: Vec<Batch> = rx.try_iter().collect();
+        assert_eq!(batches.len(), 2, "one batch per read with entries");
+        let entries: Vec<Map<String, Value>> = batches
+            .iter()
+            .flat_map(Batch::entries)
+            .map(|e| {
+                assert_eq!(e.last(), Some(&b'\n'));
+                serde_json::from_slice(e).expect("json entry")
+            })
+            .collect();
+        let messages: Vec<&Value> = entries.iter().map(|e| &e["message"]).collect();
+        assert_eq!(messages, ["a", "k=v", "b"]);
+        assert!(entries.iter().all(|e| e["task_id"] == "t1"));
+        assert_eq!(entries[1]["k"], "v");
+        assert_eq!(counters.lines.load(Relaxed), 4, "blank lines are not lines");
+        assert_eq!(counters.plain_not_shipped.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let (q, rx) = queue(2, 1 << 20);
+        let level = q.level.clone();
+        let mut s = scrape(q, ScrapeFormat::Json, 0);
         let counters = OutputCounters::default();
         for _ in 0..5 {
-            offer_line(
-                &queue,
-                b"line",
-                false,
-                Stream::Stdout,
-                SystemTime::now(),
-                &counters,
-            );
+            s.feed(b"{\"n\":1}\n", false, Stream::Stdout, &counters);
         }
-        offer_line(
-            &queue,
-            b"   ",
-            false,
-            Stream::Stdout,
-            SystemTime::now(),
-            &counters,
-        );
         assert_eq!(rx.try_iter().count(), 2);
-        assert_eq!(counters.lines.load(Relaxed), 5, "blank lines are not lines");
+        assert_eq!(counters.lines.load(Relaxed), 5);
         assert_eq!(counters.dropped_queue_full.load(Relaxed), 3);
-        let small = Queue {
-            max_bytes: 6,
-            ..queue.clone()
-        };
-        queue.bytes.store(0, Relaxed);
-        offer_line(
-            &small,
-            b"12345",
-            false,
-            Stream::Stdout,
-            SystemTime::now(),
-            &counters,
+        assert!(
+            level.bytes.load(Relaxed) > 0,
+            "the shipper gives bytes back"
         );
-        offer_line(
-            &small,
-            b"12345",
-            false,
-            Stream::Stdout,
-            SystemTime::now(),
-            &counters,
-        );
+
+        let (q, rx) = queue(1000, 4096);
+        let mut s = scrape(q, ScrapeFormat::Json, 0);
+        let counters = OutputCounters::default();
+        let many = "{\"n\":1}\n".repeat(200);
+        s.feed(many.as_bytes(), false, Stream::Stdout, &counters);
+        assert_eq!(rx.try_iter().count(), 0, "over the byte bound");
         assert_eq!(
             counters.dropped_queue_full.load(Relaxed),
-            4,
-            "the byte bound holds too"
+            200,
+            "the byte bound holds too, and drops are counted per entry"
         );
+    }
+
+    #[test]
+    fn oversized_entries_are_dropped_and_counted() {
+        let (q, rx) = queue(100, 1 << 20);
+        let mut s = scrape(q, ScrapeFormat::Json, 200);
+        let counters = OutputCounters::default();
+        let long = format!(
+            "{{\"msg\":\"{}\"}}\n{{\"msg\":\"short\"}}\n",
+            "x".repeat(300)
+        );
+        s.feed(long.as_bytes(), false, Stream::Stdout, &counters);
+        let batches: Vec<Batch> = rx.try_iter().collect();
+        assert_eq!(batches.iter().map(|b| b.ends.len()).sum::<usize>(), 1);
+        assert_eq!(counters.dropped_size.load(Relaxed), 1);
     }
 }

@@ -4,7 +4,8 @@
 
 use std::time::SystemTime;
 
-use serde_json::{Map, Value};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::{value::RawValue, Map, Value};
 
 use super::parse;
 
@@ -52,7 +53,20 @@ pub struct Context {
 pub(crate) struct Prepared {
     fragment: Vec<u8>,
     remove: Vec<String>,
+    /// Which of the fields [`write_json_fast`] adds are removed, in the order
+    /// of [`ADDED`] (checked once here, not per line).
+    added_removed: [bool; 6],
 }
+
+/// The fields every entry gets besides the context.
+const ADDED: [&str; 6] = [
+    "@timestamp",
+    "@version",
+    "message",
+    "level",
+    "stream",
+    "truncated",
+];
 
 impl Prepared {
     pub(crate) fn new(ctx: &Context) -> Self {
@@ -67,13 +81,18 @@ impl Prepared {
             fragment.push(b':');
             let _ = serde_json::to_writer(&mut fragment, value);
         }
-        let remove = ctx
+        let remove: Vec<String> = ctx
             .fields
             .iter()
             .map(|(k, _)| k.clone())
             .chain(ctx.ignore_keys.iter().cloned())
             .collect();
-        Self { fragment, remove }
+        let added_removed = ADDED.map(|k| remove.iter().any(|r| r == k));
+        Self {
+            fragment,
+            remove,
+            added_removed,
+        }
     }
 }
 
@@ -118,6 +137,171 @@ pub(crate) fn write(
         out.push(b'}');
     }
     out.push(b'\n');
+}
+
+/// Most keys a line may have on the fast path (its duplicate check is
+/// quadratic); lines with more take the general one.
+const FAST_MAX_KEYS: usize = 32;
+
+/// A JSON object's members borrowed from the line: keys without escapes,
+/// values as their original text.
+struct Borrowed<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Borrowed<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = Borrowed<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(8);
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    if members.len() == FAST_MAX_KEYS {
+                        return Err(serde::de::Error::custom("many keys"));
+                    }
+                    members.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Borrowed(members))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+/// The text of a JSON string for `raw` when it is one already, else its
+/// value's compact text as a JSON string (what [`write`] does with a number
+/// or an object under `msg` or `level`).
+fn write_as_string(raw: &RawValue, out: &mut Vec<u8>) {
+    let text = raw.get();
+    if text.starts_with('"') {
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        let compact =
+            serde_json::from_str::<Value>(text).map_or_else(|_| text.to_owned(), |v| v.to_string());
+        let _ = serde_json::to_writer(&mut *out, &compact);
+    }
+}
+
+/// Writes the same entry as [`write`] for a line holding a JSON object, but
+/// without building a map: the line's members are copied as they are and
+/// the Logstash fields and the context spliced in (the per-line cost of a
+/// burst is what decides whether the drain keeps up with the task).
+/// `read_stamp` is `line.read_at` formatted, shared by the lines of a read.
+/// `false`, with nothing written, when the line needs the general path: not
+/// a JSON object, escaped or repeated keys, more than a few dozen keys.
+pub(crate) fn write_json_fast(
+    line: &Line<'_>,
+    ctx: &Prepared,
+    read_stamp: &str,
+    out: &mut Vec<u8>,
+) -> bool {
+    let text = parse::trim(line.text);
+    if text.first() != Some(&b'{') {
+        return false;
+    }
+    let Ok(Borrowed(members)) = serde_json::from_slice::<Borrowed<'_>>(text) else {
+        return false;
+    };
+    if (1..members.len()).any(|i| members[..i].iter().any(|(k, _)| *k == members[i].0)) {
+        return false;
+    }
+    // The members the added fields read, found in one pass.
+    let (mut message, mut msg, mut times, mut levels) = (None, None, [None; 3], [None; 3]);
+    for (k, v) in &members {
+        match *k {
+            "message" => message = Some(*v),
+            "msg" => msg = Some(*v),
+            "@timestamp" => times[0] = Some(*v),
+            "time" => times[1] = Some(*v),
+            "ts" => times[2] = Some(*v),
+            "level" => levels[0] = Some(*v),
+            "lvl" => levels[1] = Some(*v),
+            "severity" => levels[2] = Some(*v),
+            _ => {}
+        }
+    }
+    let removed = |key: &str| ctx.remove.iter().any(|r| r == key);
+    let [no_timestamp, no_version, no_message, no_level, no_stream, no_truncated] =
+        ctx.added_removed;
+    let has_message = message.is_some();
+    let mut first = true;
+    let mut key = |out: &mut Vec<u8>, key: &str| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        // Keys here have no escapes (borrowed, or ours).
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+    };
+    out.push(b'{');
+    for (k, v) in &members {
+        let replaced = matches!(*k, "@timestamp" | "@version" | "level" | "stream")
+            || (*k == "truncated" && line.truncated)
+            || (*k == "msg" && !has_message);
+        if !replaced && !removed(k) {
+            key(out, k);
+            out.extend_from_slice(v.get().as_bytes());
+        }
+    }
+    if !no_timestamp {
+        let own = times.iter().find_map(|raw| {
+            let value = serde_json::from_str::<Value>(raw.as_ref()?.get()).ok()?;
+            parse::time_value(&value)
+        });
+        key(out, "@timestamp");
+        out.push(b'"');
+        match own {
+            Some(t) => {
+                out.extend_from_slice(humantime::format_rfc3339_millis(t).to_string().as_bytes())
+            }
+            None => out.extend_from_slice(read_stamp.as_bytes()),
+        }
+        out.push(b'"');
+    }
+    if !no_version {
+        key(out, "@version");
+        out.extend_from_slice(b"\"1\"");
+    }
+    if !has_message && !no_message {
+        key(out, "message");
+        match msg {
+            Some(raw) => write_as_string(raw, out),
+            None => {
+                let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(text));
+            }
+        }
+    }
+    if !no_level {
+        key(out, "level");
+        match levels.iter().find_map(|l| *l) {
+            Some(raw) => write_as_string(raw, out),
+            None => {
+                out.push(b'"');
+                out.extend_from_slice(line.stream.default_level().as_bytes());
+                out.push(b'"');
+            }
+        }
+    }
+    if !no_stream {
+        key(out, "stream");
+        out.push(b'"');
+        out.extend_from_slice(line.stream.name().as_bytes());
+        out.push(b'"');
+    }
+    if line.truncated && !no_truncated {
+        key(out, "truncated");
+        out.extend_from_slice(b"true");
+    }
+    if first && ctx.fragment.first() == Some(&b',') {
+        out.extend_from_slice(&ctx.fragment[1..]);
+    } else {
+        out.extend_from_slice(&ctx.fragment);
+    }
+    out.extend_from_slice(b"}\n");
+    true
 }
 
 /// The entry's own fields plus the Logstash ones (no context yet).
@@ -265,5 +449,85 @@ mod tests {
         let e: Map<String, Value> = serde_json::from_str(&text).expect("json");
         assert_eq!(e["task_id"], "t\"1");
         assert_eq!(e["k"], serde_json::json!([1, {"a": null}]));
+    }
+
+    #[test]
+    fn the_fast_path_writes_what_the_general_one_does() {
+        let ctx = Context {
+            fields: vec![("task_id".into(), "t1".into()), ("host".into(), "h".into())],
+            ignore_keys: vec!["host".into(), "secret".into()],
+        };
+        let dropping = Context {
+            ignore_keys: vec![
+                "level".into(),
+                "@version".into(),
+                "message".into(),
+                "truncated".into(),
+            ],
+            ..ctx.clone()
+        };
+        let lines: [&[u8]; 10] = [
+            br#"{"level":"info","msg":"request served","seq":1,"path":"/api/v1/items"}"#,
+            br#" {"time":"2024-01-02T03:04:05.678Z","lvl":"warn","msg":"hi","secret":"x","task_id":"forged"} "#,
+            br#"{"message":"m","msg":"other","time":"soon","severity":3}"#,
+            br#"{"msg":{"nested":[1, 2, {"a":null}]},"ts":1714979289.25,"stream":"x","truncated":false}"#,
+            br#"{"@timestamp":"yesterday","time":"2024-05-06T09:08:09.25+02:00","@version":7}"#,
+            br#"{"msg":"caf\u00e9 \"quoted\"","level":null}"#,
+            br#"{}"#,
+            br#"{"secret":1,"host":2}"#,
+            br#"{"message":"tab\there","k":-1.5e3}"#,
+            br#"{"a":1,"b":"two","c":true,"d":[],"e":{}}"#,
+        ];
+        for (text, ctx) in lines.iter().flat_map(|l| [(*l, &ctx), (*l, &dropping)]) {
+            let prepared = Prepared::new(ctx);
+            for (stream, truncated) in [(Stream::Stdout, false), (Stream::Stderr, true)] {
+                let mut l = line(text, stream);
+                l.truncated = truncated;
+                let stamp = humantime::format_rfc3339_millis(l.read_at).to_string();
+                let mut fast = Vec::new();
+                assert!(write_json_fast(&l, &prepared, &stamp, &mut fast), "{l:?}");
+                assert_eq!(fast.last(), Some(&b'\n'));
+                assert_eq!(fast.iter().filter(|b| **b == b'\n').count(), 1);
+                let mut general = Vec::new();
+                write(
+                    parse::parse_line(text, ScrapeFormat::Json),
+                    &l,
+                    &prepared,
+                    &mut general,
+                );
+                let fast: Map<String, Value> = serde_json::from_slice(&fast).expect("json");
+                let general: Map<String, Value> = serde_json::from_slice(&general).expect("json");
+                assert_eq!(fast, general, "{}", String::from_utf8_lossy(text));
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_path_declines_what_it_cannot_copy() {
+        let prepared = Prepared::new(&ctx());
+        let many = format!(
+            "{{{}}}",
+            (0..40)
+                .map(|i| format!("\"k{i}\":{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        for text in [
+            &br#"{"a":1,"a":2}"#[..],
+            br#"{"esc\u0061ped":1}"#,
+            br#"{"broken":"#,
+            b"level=info msg=hi",
+            b"[1,2]",
+            b"{\"k\":\"\xff\"}",
+            many.as_bytes(),
+        ] {
+            let mut out = b"kept".to_vec();
+            assert!(
+                !write_json_fast(&line(text, Stream::Stdout), &prepared, "x", &mut out),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+            assert_eq!(out, b"kept", "nothing written");
+        }
     }
 }

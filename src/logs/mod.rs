@@ -7,9 +7,11 @@
 //! or `HOOK_EXECUTOR_LOG_SCRAPING`) is on, the task's stdout and stderr are
 //! two pipes, each drained by a thread of its own ([`drain`]) that writes
 //! every byte, in order, to the executor's own stdout or stderr ([`rotate`]),
-//! and, when scraping, offers each line to a bounded queue. One shipper
-//! thread ([`ship`]) parses ([`parse`]), enriches ([`entry`]) and sends the
-//! entries; Consul discovery ([`discovery`]) runs on the executor's runtime.
+//! and, when scraping, parses ([`parse`]) and enriches ([`entry`]) the lines
+//! of each read and offers the finished entries, as one batch, to a bounded
+//! queue (never waiting: what does not fit is dropped and counted). One
+//! shipper thread ([`ship`]) sends them; Consul discovery ([`discovery`])
+//! runs on the executor's runtime.
 //! [`counters`] count what happened, including every drop by cause.
 //!
 //! The owner loop decides ([`plan`], pure, in the step), starts the
@@ -29,10 +31,7 @@ use std::{
     collections::BTreeMap,
     os::fd::{AsRawFd, OwnedFd},
     path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, AtomicUsize},
-        Arc, Mutex,
-    },
+    sync::{atomic::AtomicBool, Arc, Mutex},
     time::Duration,
 };
 
@@ -50,6 +49,12 @@ use crate::{
 pub const SCRAPING_LABEL: &str = "log-scraping";
 /// The task label that also ships lines that do not parse.
 pub const SCRAPING_ALL_LABEL: &str = "log-scraping-all";
+
+/// After the drain time, how long the shipper gets to count what it drops.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Batches waiting to be shipped at most.
+const MAX_BATCHES: usize = 4096;
 
 /// What to do with one task's output when it goes through the executor.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,11 +230,15 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let mut done = Vec::new();
         let mut discovery = None;
+        let mut encoding = None;
         let queue = match &plan.scrape {
             None => None,
             Some(scrape) => {
-                let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue_size);
-                let bytes = Arc::new(AtomicUsize::new(0));
+                // Slots are allocated up front: bound them in batches (each
+                // holds one read's entries); entries and bytes are bound in
+                // `drain::Queue`.
+                let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue_size.min(MAX_BATCHES));
+                let level = Arc::new(drain::Level::default());
                 let targets = match settings.target.clone() {
                     Some(LogstashTarget::Consul { service, refresh }) => {
                         let list = Arc::new(Mutex::new(Vec::new()));
@@ -244,24 +253,26 @@ impl Pipeline {
                     Some(LogstashTarget::Address(a)) => ship::Targets::Fixed(a),
                     None => ship::Targets::Discovered(Arc::new(Mutex::new(Vec::new()))),
                 };
-                let cfg = ship::ShipConfig {
+                encoding = Some(Arc::new(drain::Encoding {
                     format: scrape.format,
                     forward_plain: scrape.forward_plain,
                     context: entry::Prepared::new(&scrape.context),
+                    size_limit: entry_limit(settings.protocol, settings.size_limit),
+                }));
+                let cfg = ship::ShipConfig {
                     protocol: settings.protocol,
                     targets,
                     rate_limit: settings.rate_limit,
-                    size_limit: settings.size_limit,
                     tcp_keep_alive: settings.tcp_keep_alive,
                     tcp_timeout: settings.tcp_timeout,
+                    stop: stop.clone(),
                 };
                 let (done_tx, done_rx) = oneshot::channel();
-                let (shared_bytes, counters, stop) =
-                    (bytes.clone(), counters.clone(), stop.clone());
+                let (shared_level, counters) = (level.clone(), counters.clone());
                 let spawned = std::thread::Builder::new()
                     .name("log-shipper".into())
                     .spawn(move || {
-                        ship::run(&rx, &shared_bytes, &cfg, &counters, &stop);
+                        ship::run(&rx, &shared_level, &cfg, &counters);
                         let _ = done_tx.send(());
                     });
                 if let Err(e) = spawned {
@@ -273,8 +284,9 @@ impl Pipeline {
                 done.push(done_rx);
                 Some(drain::Queue {
                     tx,
-                    bytes,
+                    level,
                     max_bytes: settings.queue_bytes,
+                    max_entries: settings.queue_size,
                 })
             }
         };
@@ -292,10 +304,14 @@ impl Pipeline {
                 }
                 _ => rotate::SandboxFile::plain(fd),
             };
-            let scrape = queue.clone().map(|queue| drain::Scrape {
-                splitter: drain::Splitter::new(settings.max_line),
-                queue,
-            });
+            let scrape = queue
+                .clone()
+                .zip(encoding.clone())
+                .map(|(queue, encoding)| drain::Scrape {
+                    splitter: drain::Splitter::new(settings.max_line),
+                    queue,
+                    encoding,
+                });
             let (done_tx, done_rx) = oneshot::channel();
             let counters = counters.clone();
             std::thread::Builder::new()
@@ -318,19 +334,40 @@ impl Pipeline {
     /// of the task gone) and the queue to be shipped; then stops what is
     /// left (queued entries are dropped and counted) and returns the counters.
     pub async fn finish(self, timeout: Duration) -> Option<OutputCountersSnapshot> {
-        let all = async {
-            for done in self.done {
-                let _ = done.await;
-            }
-        };
-        if tokio::time::timeout(timeout, all).await.is_err() {
+        let mut done = self.done;
+        if tokio::time::timeout(timeout, wait_all(&mut done))
+            .await
+            .is_err()
+        {
             warn!(?timeout, "the task's output was not drained in time (HOOK_EXECUTOR_LOG_DRAIN_TIMEOUT); dropping what is left");
             self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            // A moment for the shipper to count what it drops (a write the
+            // sink holds gives up within a tenth of a second).
+            let _ = tokio::time::timeout(SETTLE, wait_all(&mut done)).await;
         }
         if let Some(d) = self.discovery {
             d.abort();
         }
         self.counters.snapshot()
+    }
+}
+
+/// Waits for every thread's end, forgetting each once seen (a finished
+/// receiver must not be polled again), so it can be resumed after a timeout.
+async fn wait_all(done: &mut Vec<oneshot::Receiver<()>>) {
+    while let Some(first) = done.first_mut() {
+        let _ = first.await;
+        done.remove(0);
+    }
+}
+
+/// The largest entry shipped, newline included (0: no limit): the size
+/// limit, and over UDP the datagram size.
+fn entry_limit(protocol: crate::config::Protocol, size_limit: usize) -> usize {
+    match protocol {
+        crate::config::Protocol::Udp if size_limit == 0 => ship::MAX_DATAGRAM,
+        crate::config::Protocol::Udp => size_limit.min(ship::MAX_DATAGRAM),
+        crate::config::Protocol::Tcp => size_limit,
     }
 }
 

@@ -93,7 +93,7 @@ pub(crate) fn entry_time(fields: &Map<String, Value>) -> Option<SystemTime> {
         .find_map(|key| fields.get(*key).and_then(time_value))
 }
 
-fn time_value(value: &Value) -> Option<SystemTime> {
+pub(crate) fn time_value(value: &Value) -> Option<SystemTime> {
     match value {
         Value::String(text) => rfc3339(text.trim()),
         Value::Number(n) => epoch_number(n.as_f64()?),

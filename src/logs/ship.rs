@@ -1,15 +1,15 @@
-//! The shipper: one thread that takes lines from the queue, parses and
-//! enriches them, applies the size and rate limits, and writes them to
-//! Logstash's `json_lines` input over TCP (batched, one connection,
-//! reconnected with backoff, keep-alive, write timeout) or UDP (one datagram
-//! per entry). While the sink is down or slow, entries are dropped and
+//! The shipper: one thread that takes batches of finished entries from the
+//! queue (the drains parse and enrich), applies the rate limit, and writes
+//! them to Logstash's `json_lines` input over TCP (large writes, one
+//! connection, reconnected with backoff, keep-alive, write timeout) or UDP
+//! (one datagram per entry). While the sink is down or slow, entries are dropped and
 //! counted; the task is never waited on (only this thread waits).
 
 use std::{
     io::{self, Write},
     net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket},
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicBool, Ordering::Relaxed},
         mpsc::{Receiver, TryRecvError},
         Arc, Mutex,
     },
@@ -20,16 +20,16 @@ use tracing::{info, warn};
 
 use super::{
     counters::{add, OutputCounters},
-    drain::Queued,
-    entry::{self, Line},
-    parse,
+    drain::{Batch, Level},
 };
-use crate::config::{Protocol, ScrapeFormat};
+use crate::config::Protocol;
 
 /// The largest UDP payload over IPv4.
 pub(crate) const MAX_DATAGRAM: usize = 65_507;
-/// A TCP batch is written once it reaches this size (or the queue is empty).
-const BATCH: usize = 64 * 1024;
+/// TCP output is written once it reaches this size (or the queue is empty).
+const BATCH: usize = 256 * 1024;
+/// A blocked write checks the write timeout and `stop` this often.
+const WRITE_SLICE: Duration = Duration::from_millis(100);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -123,15 +123,14 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
 /// What the shipper needs, fixed at the task's launch.
 #[derive(Debug)]
 pub(crate) struct ShipConfig {
-    pub(crate) format: ScrapeFormat,
-    pub(crate) forward_plain: bool,
-    pub(crate) context: entry::Prepared,
     pub(crate) protocol: Protocol,
     pub(crate) targets: Targets,
     pub(crate) rate_limit: usize,
-    pub(crate) size_limit: usize,
     pub(crate) tcp_keep_alive: Duration,
     pub(crate) tcp_timeout: Duration,
+    /// Set when the drain time at the task's end ran out: what is left is
+    /// dropped (counted), and a write the sink holds up gives up.
+    pub(crate) stop: Arc<AtomicBool>,
 }
 
 /// The TCP connection, its pending batch, and the reconnect schedule.
@@ -154,11 +153,10 @@ enum Sink {
 /// Runs the shipper until every producer is gone and the queue is empty,
 /// or `stop` is set (then what is left is dropped and counted).
 pub(crate) fn run(
-    rx: &Receiver<Queued>,
-    queued_bytes: &AtomicUsize,
+    rx: &Receiver<Batch>,
+    level: &Level,
     cfg: &ShipConfig,
     counters: &OutputCounters,
-    stop: &AtomicBool,
 ) {
     let mut sink = match cfg.protocol {
         Protocol::Tcp => Sink::Tcp(Tcp {
@@ -174,68 +172,63 @@ pub(crate) fn run(
     };
     cfg.targets.wait_first(cfg.tcp_timeout);
     let mut rate = (cfg.rate_limit > 0).then(|| RateLimit::new(cfg.rate_limit, Instant::now()));
-    let mut out = Vec::with_capacity(1024);
     loop {
-        let queued = match rx.try_recv() {
-            Ok(q) => q,
+        let batch = match rx.try_recv() {
+            Ok(b) => b,
             Err(TryRecvError::Empty) => {
                 sink.flush(cfg, counters);
                 match rx.recv() {
-                    Ok(q) => q,
+                    Ok(b) => b,
                     Err(_) => break,
                 }
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        queued_bytes.fetch_sub(queued.text.len(), Relaxed);
-        if stop.load(Relaxed) {
-            add(&counters.dropped_at_exit, 1);
+        level.bytes.fetch_sub(batch.size(), Relaxed);
+        level.entries.fetch_sub(batch.ends.len(), Relaxed);
+        if cfg.stop.load(Relaxed) {
+            add(&counters.dropped_at_exit, batch.ends.len() as u64);
             continue;
         }
-        let parsed = parse::parse_line(&queued.text, cfg.format);
-        if parsed.is_none() && !cfg.forward_plain {
-            add(&counters.plain_not_shipped, 1);
-            continue;
-        }
-        let line = Line {
-            text: &queued.text,
-            stream: queued.stream,
-            read_at: queued.read_at,
-            truncated: queued.truncated,
-        };
-        out.clear();
-        entry::write(parsed, &line, &cfg.context, &mut out);
-        let over_udp = matches!(sink, Sink::Udp(..)) && out.len() > MAX_DATAGRAM;
-        if over_udp || (cfg.size_limit > 0 && out.len() > cfg.size_limit) {
-            add(&counters.dropped_size, 1);
-            continue;
-        }
-        if let Some(rate) = rate.as_mut() {
-            if !rate.take(Instant::now()) {
-                add(&counters.dropped_rate, 1);
-                continue;
+        match (&mut rate, &sink) {
+            (None, Sink::Tcp(_)) => sink.send(&batch.data, batch.ends.len() as u64, cfg, counters),
+            _ => {
+                for entry in batch.entries() {
+                    if let Some(rate) = rate.as_mut() {
+                        if !rate.take(Instant::now()) {
+                            add(&counters.dropped_rate, 1);
+                            continue;
+                        }
+                    }
+                    sink.send(entry, 1, cfg, counters);
+                }
             }
         }
-        sink.send(&out, cfg, counters);
     }
     sink.flush(cfg, counters);
 }
 
 impl Sink {
-    fn send(&mut self, entry: &[u8], cfg: &ShipConfig, counters: &OutputCounters) {
+    /// Sends `entries` whole entries (one, over UDP).
+    fn send(&mut self, data: &[u8], entries: u64, cfg: &ShipConfig, counters: &OutputCounters) {
         match self {
             Self::Tcp(tcp) => {
                 if tcp.conn.is_none() && !tcp.connect(cfg) {
-                    add(&counters.dropped_send_error, 1);
+                    add(&counters.dropped_send_error, entries);
                     return;
                 }
-                tcp.batch.extend_from_slice(entry);
-                tcp.batch_entries += 1;
+                if tcp.batch.is_empty() && data.len() >= BATCH {
+                    // A full batch from the queue goes out as it is.
+                    tcp.write(data, entries, cfg, counters);
+                    return;
+                }
+                tcp.batch.extend_from_slice(data);
+                tcp.batch_entries += entries;
                 if tcp.batch.len() >= BATCH {
                     tcp.write_batch(cfg, counters);
                 }
             }
-            Self::Udp(socket, target) => match udp_send(socket, target, entry, cfg) {
+            Self::Udp(socket, target) => match udp_send(socket, target, data, cfg) {
                 Ok(()) => add(&counters.shipped, 1),
                 Err(_) => {
                     *target = None;
@@ -299,7 +292,8 @@ impl Tcp {
             .and_then(|name| {
                 let addr = resolve(&name)?;
                 let stream = TcpStream::connect_timeout(&addr, cfg.tcp_timeout)?;
-                stream.set_write_timeout(Some(cfg.tcp_timeout))?;
+                // Short, so a stalled write notices `stop` (see `write_until`).
+                stream.set_write_timeout(Some(WRITE_SLICE.min(cfg.tcp_timeout)))?;
                 stream.set_nodelay(true)?;
                 keep_alive(&stream, cfg.tcp_keep_alive);
                 Ok((stream, name))
@@ -324,16 +318,24 @@ impl Tcp {
         }
     }
 
-    /// Writes the pending batch; on failure its entries are dropped
-    /// (counted) and the connection is closed for a reconnect.
+    /// Writes the pending batch (see [`Tcp::write`]).
     fn write_batch(&mut self, cfg: &ShipConfig, counters: &OutputCounters) {
         if self.batch.is_empty() {
             return;
         }
         let entries = std::mem::take(&mut self.batch_entries);
+        let batch = std::mem::take(&mut self.batch);
+        self.write(&batch, entries, cfg, counters);
+        self.batch = batch;
+        self.batch.clear();
+    }
+
+    /// Writes `entries` whole entries; on failure they are dropped (counted)
+    /// and the connection is closed for a reconnect.
+    fn write(&mut self, data: &[u8], entries: u64, cfg: &ShipConfig, counters: &OutputCounters) {
         let result = match &mut self.conn {
             Some((stream, name)) if cfg.targets.still_listed(name) && !peer_closed(stream) => {
-                stream.write_all(&self.batch)
+                write_until(stream, data, cfg.tcp_timeout, &cfg.stop)
             }
             Some(_) => Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
@@ -341,7 +343,6 @@ impl Tcp {
             )),
             None => Err(io::Error::new(io::ErrorKind::NotConnected, "not connected")),
         };
-        self.batch.clear();
         match result {
             Ok(()) => add(&counters.shipped, entries),
             Err(e) => {
@@ -353,6 +354,43 @@ impl Tcp {
             }
         }
     }
+}
+
+/// Writes all of `data`, failing when the sink takes nothing for `timeout`
+/// or `stop` is set while it takes nothing (each write waits at most
+/// [`WRITE_SLICE`]).
+fn write_until(
+    stream: &mut TcpStream,
+    mut data: &[u8],
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let mut progress = Instant::now();
+    while !data.is_empty() {
+        match stream.write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = &data[n..];
+                progress = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if stop.load(Relaxed) || progress.elapsed() >= timeout {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "Logstash took nothing within the write timeout",
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Whether the peer has closed the connection (Logstash never writes to us,

@@ -749,6 +749,58 @@ async fn a_burst_of_100k_lines() {
     assert_eq!(entries.len(), shipped, "{c:?}");
 }
 
+/// A sink that accepts the connection and never reads (a stalled
+/// Logstash): the task is not held up (the sandbox gets every line and the
+/// task ends), the queue overflows and the drops are counted by cause, and
+/// memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sink_never_holds_the_task_and_drops_are_counted() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let held = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().expect("the executor connects");
+        conn
+    });
+    let emu = emulator(EmulatorOptions::default()).await;
+    let mut exec = Executor::start(
+        &emu,
+        &[
+            ("HOOK_EXECUTOR_LOG_LOGSTASH_ADDRESS", &address),
+            ("HOOK_EXECUTOR_LOG_DRAIN_TIMEOUT", "1sec"),
+        ],
+    );
+    let script = r#"echo $$ > task.pid
+        awk 'BEGIN { for (i = 0; i < 300000; i++) printf "{\"seq\":%d,\"msg\":\"stalled\"}\n", i }'
+        while [ ! -e done ]; do sleep 0.05; done"#;
+    emu.launch(labelled(
+        shell_task("t-stalled", script),
+        &[("log-scraping", "logstash")],
+        &[],
+    ));
+    let settled = poll(SOON, || {
+        exec.stdout().lines().count().eq(&300_000).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "every line in the sandbox, the task not held"
+    );
+    let rss = peak_rss_kib(exec.pid);
+    assert!(rss < 48 * 1024, "executor peak RSS {rss} KiB");
+    std::fs::write(exec.path("done"), "").expect("done file");
+    run_to_end(&emu, &mut exec, "t-stalled").await;
+    let c = exit_counters(&exec.log());
+    eprintln!("stalled sink counters: {c:?}");
+    assert_eq!(c["lines"], 300_000);
+    assert_eq!(c["lines"], c["shipped"] + c["dropped"], "{c:?}");
+    assert!(
+        c["dropped_at_exit"] > 0,
+        "the queue left at the drain time: {c:?}"
+    );
+    assert!(c["dropped_queue_full"] > 0, "{c:?}");
+    drop(held.join().expect("accepted"));
+}
+
 /// A task with a user runs through the fork path (posix_spawn cannot switch
 /// users): its output goes through the pipes all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

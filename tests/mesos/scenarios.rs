@@ -289,6 +289,22 @@ impl<'c> Ctx<'c> {
     }
 
     /// Launches `spec` in this scenario's shape on the first offer.
+    /// Launches `spec` and waits until it runs: the launch, its sandbox and
+    /// the task's pid (the task writes it to `task.pid`).
+    async fn launch_running(
+        &mut self,
+        fw: &mut Framework,
+        spec: &TaskSpec,
+    ) -> Result<(Launched, PathBuf, i32), String> {
+        let l = self.launch(fw, spec).await?;
+        fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
+            .await
+            .map_err(err)?;
+        let sandbox = sandbox(&l)?;
+        let pid = task_pid(&sandbox).await?;
+        Ok((l, sandbox, pid))
+    }
+
     async fn launch(&mut self, fw: &mut Framework, spec: &TaskSpec) -> Result<Launched, String> {
         let uuid = uuid::Uuid::new_v4();
         let task_id = match self.shape {
@@ -705,12 +721,7 @@ async fn kill_with_grace(ctx: &mut Ctx<'_>) -> Outcome {
         grace_secs: Some(30.0),
         ..Default::default()
     };
-    let l = ctx.launch(&mut fw, &spec).await?;
-    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
-        .await
-        .map_err(err)?;
-    let sandbox = sandbox(&l)?;
-    let pid = task_pid(&sandbox).await?;
+    let (l, sandbox, pid) = ctx.launch_running(&mut fw, &spec).await?;
     let reconciled = fw.reconcile(&l.task, SOON).await.map_err(err)?;
     expect_state(&reconciled, v1::TaskState::TaskRunning)?;
     fw.kill(&l.task, None).await.map_err(err)?;
@@ -741,12 +752,7 @@ async fn sigterm_ignored_sigkilled(ctx: &mut Ctx<'_>) -> Outcome {
         grace_secs: Some(2.0),
         ..Default::default()
     };
-    let l = ctx.launch(&mut fw, &spec).await?;
-    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
-        .await
-        .map_err(err)?;
-    let sandbox = sandbox(&l)?;
-    let pid = task_pid(&sandbox).await?;
+    let (l, sandbox, pid) = ctx.launch_running(&mut fw, &spec).await?;
     fw.kill(&l.task, None).await.map_err(err)?;
     let end = fw.wait_terminal(&l.task.task_id, SOON).await.map_err(err)?;
     expect_state(&end, v1::TaskState::TaskKilled)?;
@@ -768,12 +774,7 @@ async fn kill_policy_overrides(ctx: &mut Ctx<'_>) -> Outcome {
         grace_secs: Some(600.0),
         ..Default::default()
     };
-    let l = ctx.launch(&mut fw, &spec).await?;
-    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
-        .await
-        .map_err(err)?;
-    let sandbox = sandbox(&l)?;
-    let pid = task_pid(&sandbox).await?;
+    let (l, sandbox, pid) = ctx.launch_running(&mut fw, &spec).await?;
     fw.kill(&l.task, Some(Duration::from_secs(1)))
         .await
         .map_err(err)?;
@@ -825,12 +826,7 @@ async fn agent_restart(ctx: &mut Ctx<'_>) -> Outcome {
         grace_secs: Some(10.0),
         ..Default::default()
     };
-    let l = ctx.launch(&mut fw, &spec).await?;
-    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
-        .await
-        .map_err(err)?;
-    let sandbox = sandbox(&l)?;
-    let pid = task_pid(&sandbox).await?;
+    let (l, _, pid) = ctx.launch_running(&mut fw, &spec).await?;
     restart_agent_and_settle(ctx.cluster).await?;
     let log = ctx.cluster.agent_log();
     ensure(
@@ -871,12 +867,7 @@ async fn update_while_agent_down(ctx: &mut Ctx<'_>) -> Outcome {
         cmd: "echo $$ > task.pid; while [ ! -e release ]; do sleep 0.1; done; echo released".into(),
         ..Default::default()
     };
-    let l = ctx.launch(&mut fw, &spec).await?;
-    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
-        .await
-        .map_err(err)?;
-    let sandbox = sandbox(&l)?;
-    let pid = task_pid(&sandbox).await?;
+    let (l, sandbox, pid) = ctx.launch_running(&mut fw, &spec).await?;
     ctx.cluster.stop_agent().await?;
     std::fs::write(sandbox.join("release"), "go").map_err(err)?;
     let deadline = Instant::now() + SOON;
@@ -907,12 +898,7 @@ async fn framework_teardown(ctx: &mut Ctx<'_>) -> Outcome {
         cmd: long_task(Some("echo term > term.log; exit 0")),
         ..Default::default()
     };
-    let l = ctx.launch(&mut fw, &spec).await?;
-    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
-        .await
-        .map_err(err)?;
-    let sandbox = sandbox(&l)?;
-    let pid = task_pid(&sandbox).await?;
+    let (l, sandbox, pid) = ctx.launch_running(&mut fw, &spec).await?;
     fw.teardown().await.map_err(err)?;
     wait_no_processes(&l.framework_dir, SOON)
         .await
@@ -932,12 +918,7 @@ async fn shutdown_executor(ctx: &mut Ctx<'_>) -> Outcome {
         cmd: long_task(Some("echo term > term.log; exit 0")),
         ..Default::default()
     };
-    let l = ctx.launch(&mut fw, &spec).await?;
-    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
-        .await
-        .map_err(err)?;
-    let sandbox = sandbox(&l)?;
-    let pid = task_pid(&sandbox).await?;
+    let (l, sandbox, pid) = ctx.launch_running(&mut fw, &spec).await?;
     fw.shutdown(&l.executor_id, &l.task.agent_id)
         .await
         .map_err(err)?;
@@ -1074,12 +1055,7 @@ async fn remote_api_and_executorctl(ctx: &mut Ctx<'_>) -> Outcome {
         cmd: long_task(Some("exit 0")),
         ..Default::default()
     };
-    let l = ctx.launch(&mut fw, &spec).await?;
-    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
-        .await
-        .map_err(err)?;
-    let sandbox = sandbox(&l)?;
-    task_pid(&sandbox).await?;
+    let (l, sandbox, _) = ctx.launch_running(&mut fw, &spec).await?;
     let socket = sandbox.join("executor.sock");
     ensure(socket.as_os_str().len() > 108, || {
         format!(
@@ -1463,12 +1439,7 @@ async fn metrics(ctx: &mut Ctx<'_>) -> Outcome {
         cmd: long_task(Some("exit 0")),
         ..Default::default()
     };
-    let l = ctx.launch(&mut fw, &spec).await?;
-    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
-        .await
-        .map_err(err)?;
-    let sandbox = sandbox(&l)?;
-    task_pid(&sandbox).await?;
+    let (l, sandbox, _) = ctx.launch_running(&mut fw, &spec).await?;
     wait_file_exists(&sandbox.join("executor.sock"), SOON).await?;
     let sandbox_arg = sandbox.display().to_string();
     let bin = ctx.fixtures.executorctl.clone();
@@ -1544,12 +1515,7 @@ async fn executorctl_ls(ctx: &mut Ctx<'_>) -> Outcome {
         cmd: long_task(Some("exit 0")),
         ..Default::default()
     };
-    let l = ctx.launch(&mut fw, &spec).await?;
-    fw.wait_state(&l.task.task_id, v1::TaskState::TaskRunning, SOON)
-        .await
-        .map_err(err)?;
-    let sandbox = sandbox(&l)?;
-    let pid = task_pid(&sandbox).await?;
+    let (l, sandbox, pid) = ctx.launch_running(&mut fw, &spec).await?;
     let socket = sandbox.join("executor.sock");
     wait_file_exists(&socket, SOON).await?;
     let work_dir = ctx.cluster.work_dir().display().to_string();

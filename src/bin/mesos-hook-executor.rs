@@ -59,11 +59,6 @@ fn mode(args: &[String], started_by_agent: bool) -> Mode {
 }
 
 fn main() -> ExitCode {
-    // A remote command's keeper: the same binary under another argv[0]
-    // (remote::shim). It must not touch the executor's settings or log.
-    if let Some(code) = mesos_hook_executor::remote::shim::run_if_keeper() {
-        return code;
-    }
     // A panic is a bug; release builds abort on one (`panic = "abort"`).
     // Debug builds (the integration tests run them) abort too, instead of
     // tokio quietly ending the one task that panicked, so a test sees every

@@ -22,6 +22,7 @@ use super::{
 };
 use crate::{
     net::http::{self, MAX_REDIRECTS},
+    task::guard::Leftovers,
     task::launch::{self, Program},
     task::process::{AuxiliaryStdio, Reaper},
     task::termination::{self, ExitOutcome},
@@ -217,7 +218,7 @@ async fn command_probe(
         stderr: executor_stderr(),
     };
     // Dropped on every way out (the check's timeout drops this future): the group goes with it.
-    let mut check = match reaper.spawn_guarded(cmd, stdio, None) {
+    let mut check = match reaper.spawn_guarded(cmd, stdio, None, Leftovers::Leave) {
         Ok(check) => check,
         Err(e) => {
             return Observation::Error(format!(

@@ -35,6 +35,7 @@ use super::{strict, Hook, HookContext, HookError, HookEvent, HookFuture};
 use crate::{
     config::ExecHookUser,
     task::{
+        guard::Leftovers,
         process::{resolve_user, AuxiliaryStdio, UserSwitch},
         termination::ExitOutcome,
     },
@@ -189,7 +190,7 @@ async fn run_script(
     // this future, and nothing of the script may survive (nor the executor).
     let mut child = ctx
         .reaper
-        .spawn_guarded(cmd, AuxiliaryStdio::piped(), user)
+        .spawn_guarded(cmd, AuxiliaryStdio::piped(), user, Leftovers::Leave)
         .map_err(|cause| HookError::ScriptStart {
             script: name.clone(),
             cause,

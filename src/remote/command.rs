@@ -26,10 +26,10 @@ use tracing::{debug, info, warn};
 
 use super::{
     output::{LineCursor, Output, Stream},
-    shim::KILL_REQUEST,
     types::{CommandResult, RunningResponse},
 };
 use crate::{
+    task::guard::KILL_REQUEST,
     task::process::{self, Auxiliary},
     task::termination::ExitOutcome,
     util::{lock, sleep_until},
@@ -409,11 +409,11 @@ pub(crate) async fn supervise(
             }
             () = sleep_until(kill_at), if leader.is_none() => {
                 kill_at = None;
-                warn!(pid, grace = ?kill_grace, "remote command outlived its grace; its keeper SIGKILLs its processes");
-                // Not SIGKILL to the group: that would kill the keeper before
-                // it kills what left the group (see `super::shim`).
+                warn!(pid, grace = ?kill_grace, "remote command outlived its grace; its guard SIGKILLs its processes");
+                // Not SIGKILL to the group: that would kill the guard before
+                // it kills what left the group (see `crate::task::guard`).
                 if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), KILL_REQUEST) {
-                    warn!(pid, cause = %e, "could not signal a remote command's keeper");
+                    warn!(pid, cause = %e, "could not signal a remote command's guard");
                 }
             }
             () = sleep_until(drain_until) => {

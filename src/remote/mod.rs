@@ -18,9 +18,6 @@
 //! - `registry`: running commands and retained results, within the limits.
 //! - `command`: one command's state and its supervisor (timeout, terminate,
 //!   reaping through the executor's one reaper).
-//! - [`shim`]: the command's keeper process (the executor binary under
-//!   another argv[0]): a subreaper that owns what the command starts, even
-//!   outside its group, and dies with the executor.
 //! - `output`: capped output capture and line cursors.
 //! - `audit`: the audit line of every execute.
 //!
@@ -50,7 +47,6 @@ mod pool;
 mod registry;
 mod routes;
 mod server;
-pub mod shim;
 pub mod socket;
 pub mod types;
 

@@ -6,8 +6,8 @@
 //! The registry is not the task's state, so it lives outside the executor's
 //! owner loop, behind a `std` mutex held only for short, non-awaiting
 //! sections. Commands run as the executor's user, in the sandbox, in their
-//! own process group, led by a keeper (see [`super::shim`] and
-//! [`crate::task::process::Reaper::spawn_keeper`]).
+//! own process group, led by a guard that owns what they start, even outside
+//! their group, and dies with the executor ([`crate::task::guard`]).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -32,9 +32,9 @@ use super::{
     command::{supervise, Finished, RemoteCommand},
     error::ApiError,
     plan::Plan,
-    shim::{KILL_REQUEST, SHIM_ARGV0},
 };
 use crate::{
+    task::guard::{Leftovers, KILL_REQUEST},
     task::process::{AuxiliaryStdio, Reaper, SpawnError},
     util::lock,
 };
@@ -188,14 +188,10 @@ impl Registry {
         if inner.closed {
             return Err(ApiError::ShuttingDown);
         }
-        // The command's keeper ([`super::shim`]) leads its group and runs it.
-        let executor = std::process::id();
-        let mut command = Command::new("/proc/self/exe");
+        // The command's guard (`task::guard`) leads its group and runs it.
+        let mut command = Command::new(&plan.program);
         command
-            .arg0(SHIM_ARGV0)
-            .arg(executor.to_string())
-            .arg(&plan.program)
-            .arg(&plan.argv0)
+            .arg0(&plan.argv0)
             .args(&plan.args)
             .env_clear()
             .envs(&plan.env)
@@ -207,7 +203,7 @@ impl Registry {
         };
         let child = self
             .reaper
-            .spawn_keeper(command, stdio, KILL_REQUEST)
+            .spawn_guarded(command, stdio, None, Leftovers::Kill)
             .map_err(|e| match e {
                 SpawnError::Start(ref os)
                     if matches!(
@@ -335,8 +331,8 @@ impl Registry {
             .map(|c| c.pid)
             .collect();
         drop(inner);
-        // Each keeper SIGKILLs its command's whole tree (its group and what
-        // left it); SIGKILL to the group would kill the keeper first.
+        // Each guard SIGKILLs its command's whole tree (its group and what
+        // left it); SIGKILL to the group would kill the guard first.
         for pid in &running {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), KILL_REQUEST);
         }

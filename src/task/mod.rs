@@ -2,9 +2,11 @@
 //!
 //! - [`launch`]: `TaskInfo` → program, environment, working directory, user (pure).
 //! - [`process`]: spawning, the one child reaper, process-tree signalling.
+//! - [`guard`]: the process every auxiliary child runs under (raw system calls).
 //! - [`lifetime`]: scheduled ends, certificate expiry and maximum lifetime (pure).
 //! - [`termination`]: kill causes, grace periods and the terminal status (pure).
 
+pub(crate) mod guard;
 pub mod launch;
 pub mod lifetime;
 pub mod process;

@@ -4,13 +4,14 @@
 //! Every child is started through the one [`Reaper`]:
 //! - [`Reaper::spawn_task`] for the task's root (its [`task_command`] puts it
 //!   in its own session);
-//! - [`Reaper::spawn_guarded`] (hook scripts, COMMAND checks) and
-//!   [`Reaper::spawn_keeper`] (remote commands' keepers) for everything else:
-//!   its own process group, stdio as the caller says ([`AuxiliaryStdio`]),
-//!   and an [`Auxiliary`] handle that yields the exit status and SIGKILLs the
-//!   whole group when dropped, so nothing of it survives a timeout (its
-//!   future is dropped) or an aborted task; a parent-death signal ends it
-//!   (and what it started) if the executor itself dies.
+//! - [`Reaper::spawn_guarded`] for everything else (hook scripts, COMMAND
+//!   checks, remote commands): under a [`super::guard`] that leads its own
+//!   process group and owns all it starts, stdio as the caller says
+//!   ([`AuxiliaryStdio`]), and an [`Auxiliary`] handle that yields the exit
+//!   status and SIGKILLs the whole group when dropped, so nothing of it
+//!   survives a timeout (its future is dropped) or an aborted task; the
+//!   guard's parent-death signal ends it (and what it started) if the
+//!   executor itself dies.
 //!
 //! # Reaping
 //! The executor makes itself a *child subreaper* at start, so any descendant
@@ -205,54 +206,25 @@ impl Reaper {
         Ok((child.id(), rx))
     }
 
-    /// Spawns a remote command's keeper (`remote::shim`) in its own process
-    /// group with `stdio`. The returned handle owns the group: dropping it
-    /// SIGKILLs everything left in it. `death` is the keeper's parent-death
-    /// signal (not SIGKILL: it must outlive the executor long enough to kill
-    /// what the command started outside its group; see
-    /// [`auxiliary_pre_exec`]).
-    pub(crate) fn spawn_keeper(
-        &self,
-        command: Command,
-        stdio: AuxiliaryStdio,
-        death: Signal,
-    ) -> Result<Auxiliary, SpawnError> {
-        self.spawn_auxiliary_with(command, stdio, None, death)
-    }
-
-    /// Spawns an auxiliary whose descendants must die with the executor too
-    /// (hook scripts, COMMAND checks), as `user` when given
-    /// (an exec hook run as the task's user): see [`guarded_pre_exec`].
+    /// Spawns an auxiliary (hook script, COMMAND check, remote command) under
+    /// a [`super::guard`], as `user` when given (an exec hook run as the
+    /// task's user), with `stdio`, `leftovers` saying what becomes of what it
+    /// leaves behind when it ends. The guard leads the child's process group
+    /// and owns everything it starts, so all of it dies with the executor.
+    /// The returned handle owns the group: dropping it SIGKILLs everything
+    /// left in it.
     pub(crate) fn spawn_guarded(
-        &self,
-        command: Command,
-        stdio: AuxiliaryStdio,
-        user: Option<UserSwitch>,
-    ) -> Result<Auxiliary, SpawnError> {
-        self.spawn_auxiliary_with(command, stdio, Some(user), Signal::SIGKILL)
-    }
-
-    /// Spawns an auxiliary: guarded (with the user switch) when `guard` is
-    /// given, else with `death` as the child's own parent-death signal.
-    fn spawn_auxiliary_with(
         &self,
         mut command: Command,
         stdio: AuxiliaryStdio,
-        guard: Option<Option<UserSwitch>>,
-        death: Signal,
+        user: Option<UserSwitch>,
+        leftovers: super::guard::Leftovers,
     ) -> Result<Auxiliary, SpawnError> {
-        // Its own group, so a timeout or terminate reaches what it forks.
+        super::guard::guard(&mut command, user, leftovers);
         command
             .stdin(stdio.stdin)
             .stdout(stdio.stdout)
             .stderr(stdio.stderr);
-        match guard {
-            Some(user) => guarded_pre_exec(&mut command, user),
-            None => {
-                command.process_group(0);
-                auxiliary_pre_exec(&mut command, None, death);
-            }
-        }
         let (mut child, rx) = self
             .register(&mut command, Role::Auxiliary)
             .map_err(SpawnError::Start)?;
@@ -388,157 +360,12 @@ impl Drop for Auxiliary {
     }
 }
 
-/// What every auxiliary child does between fork and exec: switch to `user`
-/// if given, then ask for SIGKILL when the executor dies
-/// (`PR_SET_PDEATHSIG`, after the switch, which would clear it), and die at
-/// once if the executor is already gone. So a SIGKILLed executor leaves no
-/// hook, check or remote command running with nobody to enforce its
-/// timeout. (A `pre_exec` makes std fork instead of `posix_spawn`: the price
-/// of the guarantee. The death signal follows the spawning *thread*; every
-/// auxiliary is spawned from the runtime's long-lived threads.)
-fn auxiliary_pre_exec(command: &mut Command, user: Option<UserSwitch>, death: Signal) {
-    let parent = nix::unistd::getpid();
-    // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid,
-    // prctl, getppid, kill) between fork and exec; the user was resolved
-    // before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            switch_user(user.as_ref())?;
-            die_with(parent, death)
-        });
-    }
-}
-
-/// Like [`auxiliary_pre_exec`], for a child whose own descendants must die
-/// with the executor too (hook scripts, COMMAND checks: a shell script's
-/// `sleep` is a grandchild, which a death signal on the script alone would
-/// leave running). The child forks once more: the new process execs the
-/// command and dies with this one, while this one stays behind as a small
-/// *guard*, the group leader whose pid the caller sees. The guard waits for
-/// the command and exits as it did (same code, same signal); if the executor
-/// dies first, the guard SIGKILLs its whole process group, the command and
-/// everything it forked. It ignores the catchable signals a terminate sends
-/// the group, so the command decides how to end, and it keeps no descriptor
-/// open (a pipe's reader still sees EOF when the command is done).
-fn guarded_pre_exec(command: &mut Command, user: Option<UserSwitch>) {
-    let parent = nix::unistd::getpid();
-    // SAFETY: between fork and exec only raw system calls run (setpgid,
-    // setgroups, setgid, setuid, sigprocmask, fork, prctl, getppid,
-    // close_range/close, sigaction, sigwaitinfo, waitpid, kill, _exit): all
-    // async-signal-safe, nothing allocates.
-    unsafe {
-        command.pre_exec(move || {
-            // Our own group, set here (not by std) so the command, forked
-            // below, shares it.
-            if libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            switch_user(user.as_ref())?;
-            let mut watched: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut watched);
-            libc::sigaddset(&mut watched, libc::SIGCHLD);
-            libc::sigaddset(&mut watched, libc::SIGUSR1);
-            let mut previous: libc::sigset_t = std::mem::zeroed();
-            libc::sigprocmask(libc::SIG_BLOCK, &watched, &mut previous);
-            let guard = libc::getpid();
-            match libc::fork() {
-                -1 => Err(io::Error::last_os_error()),
-                0 => {
-                    // The command: back to the signal mask it had, dies with the guard.
-                    libc::sigprocmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
-                    die_with(nix::unistd::Pid::from_raw(guard), Signal::SIGKILL)
-                }
-                command => guard_loop(parent, command),
-            }
-        });
-    }
-}
-
-/// The guard's life (see [`guarded_pre_exec`]); never returns.
-///
-/// # Safety
-/// Runs in a forked child of a multi-threaded process: raw system calls only.
-unsafe fn guard_loop(executor: nix::unistd::Pid, command: libc::pid_t) -> ! {
-    // SAFETY: see the function's contract; every pointer is to a local.
-    unsafe {
-        // No descriptor of ours stays open: not the command's pipes, not std's
-        // exec-error pipe (whose reader waits for every copy to close).
-        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
-            let mut limit: libc::rlimit = std::mem::zeroed();
-            let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-                limit.rlim_cur.min(65_536) as libc::c_int
-            } else {
-                1024
-            };
-            for fd in 0..max {
-                libc::close(fd);
-            }
-        }
-        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
-            libc::signal(signal, libc::SIG_IGN);
-        }
-        // SIGUSR1 (blocked, so it waits for sigwaitinfo) when the executor dies.
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGUSR1 as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        let mut watched: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut watched);
-        libc::sigaddset(&mut watched, libc::SIGCHLD);
-        libc::sigaddset(&mut watched, libc::SIGUSR1);
-        loop {
-            if libc::getppid() != executor.as_raw() {
-                libc::kill(0, libc::SIGKILL);
-                libc::_exit(137);
-            }
-            let mut status: libc::c_int = 0;
-            match libc::waitpid(command, &mut status, libc::WNOHANG) {
-                0 => {}
-                pid if pid == command => {
-                    if libc::WIFSIGNALED(status) {
-                        let signal = libc::WTERMSIG(status);
-                        libc::signal(signal, libc::SIG_DFL);
-                        let mut one: libc::sigset_t = std::mem::zeroed();
-                        libc::sigemptyset(&mut one);
-                        libc::sigaddset(&mut one, signal);
-                        libc::sigprocmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
-                        // No core file of the guard for a command's crash.
-                        let none = libc::rlimit {
-                            rlim_cur: 0,
-                            rlim_max: 0,
-                        };
-                        libc::setrlimit(libc::RLIMIT_CORE, &none);
-                        libc::kill(libc::getpid(), signal);
-                        libc::_exit(128 + signal);
-                    }
-                    libc::_exit(libc::WEXITSTATUS(status));
-                }
-                _ => libc::_exit(127),
-            }
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::sigwaitinfo(&watched, &mut info);
-        }
-    }
-}
-
 /// Switches to `user` (groups, gid, then uid), if given.
-fn switch_user(user: Option<&UserSwitch>) -> io::Result<()> {
+pub(crate) fn switch_user(user: Option<&UserSwitch>) -> io::Result<()> {
     if let Some(u) = user {
         nix::unistd::setgroups(&u.groups).map_err(io::Error::from)?;
         nix::unistd::setgid(u.gid).map_err(io::Error::from)?;
         nix::unistd::setuid(u.uid).map_err(io::Error::from)?;
-    }
-    Ok(())
-}
-
-/// Asks for SIGKILL when `parent` dies, and dies now if it already has.
-fn die_with(parent: nix::unistd::Pid, death: Signal) -> io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(death).map_err(io::Error::from)?;
-    if nix::unistd::getppid() != parent {
-        let _ = kill(nix::unistd::getpid(), Signal::SIGKILL);
     }
     Ok(())
 }
@@ -758,11 +585,7 @@ pub(crate) fn parse_stat(line: &str) -> Option<ProcInfo> {
     let close = line.rfind(')')?;
     let pid = line[..open].trim().parse().ok()?;
     let comm = line.get(open + 1..close)?.to_owned();
-    let mut rest = line.get(close + 1..)?.split_whitespace();
-    let _state = rest.next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    let pgrp = rest.next()?.parse().ok()?;
-    let session = rest.next()?.parse().ok()?;
+    let (ppid, pgrp, session) = stat_numbers(line.as_bytes())?;
     Some(ProcInfo {
         pid,
         ppid,
@@ -770,6 +593,18 @@ pub(crate) fn parse_stat(line: &str) -> Option<ProcInfo> {
         session,
         comm,
     })
+}
+
+/// Parent, group and session from a `/proc/<pid>/stat` line (the fields
+/// after the last `)`). Allocates nothing: the guard uses it after a fork.
+pub(crate) fn stat_numbers(line: &[u8]) -> Option<(i32, i32, i32)> {
+    let close = line.iter().rposition(|b| *b == b')')?;
+    let mut rest = line[close + 1..]
+        .split(u8::is_ascii_whitespace)
+        .filter(|f| !f.is_empty());
+    let _state = rest.next()?;
+    let mut number = || -> Option<i32> { std::str::from_utf8(rest.next()?).ok()?.parse().ok() };
+    Some((number()?, number()?, number()?))
 }
 
 /// Every process visible in `/proc`.
@@ -952,10 +787,12 @@ mod tests {
     }
 
     /// The guard exits exactly as its command did (code, signal), keeps no
-    /// pipe open (EOF once the command is done), and a command that cannot
-    /// be executed is a spawn error, not a hang.
+    /// pipe open (EOF once the command is done), a command that cannot be
+    /// executed is a spawn error, not a hang, and what the command leaves
+    /// behind is killed or left as asked.
     #[tokio::test]
     async fn a_guarded_child_reports_like_its_command() {
+        use super::super::guard::Leftovers;
         use tokio::io::AsyncReadExt;
         let reaper = Reaper::install().expect("reaper");
         let run = |script: &str| {
@@ -963,30 +800,67 @@ mod tests {
             c.arg("-c").arg(script);
             c
         };
-        let mut aux = reaper
-            .spawn_guarded(run("echo out; exit 3"), AuxiliaryStdio::piped(), None)
-            .expect("spawned");
-        let mut out = String::new();
-        if let Some(mut stdout) = aux.stdout.take() {
-            stdout.read_to_string(&mut out).await.expect("read");
+        for leftovers in [Leftovers::Kill, Leftovers::Leave] {
+            let mut aux = reaper
+                .spawn_guarded(
+                    run("echo out; exit 3"),
+                    AuxiliaryStdio::piped(),
+                    None,
+                    leftovers,
+                )
+                .expect("spawned");
+            let mut out = String::new();
+            if let Some(mut stdout) = aux.stdout.take() {
+                stdout.read_to_string(&mut out).await.expect("read");
+            }
+            assert_eq!(out, "out\n");
+            assert_eq!(aux.wait().await.ok(), Some(ExitOutcome::Exited(3)));
+            let mut aux = reaper
+                .spawn_guarded(
+                    run("kill -TERM $$"),
+                    AuxiliaryStdio::piped(),
+                    None,
+                    leftovers,
+                )
+                .expect("spawned");
+            assert!(matches!(
+                aux.wait().await,
+                Ok(ExitOutcome::Signaled { signal: 15, .. })
+            ));
+            let err = reaper
+                .spawn_guarded(
+                    Command::new("/nonexistent/program"),
+                    AuxiliaryStdio::piped(),
+                    None,
+                    leftovers,
+                )
+                .expect_err("cannot exec");
+            assert!(err.to_string().contains("No such file"), "{err}");
+            // A background child left behind (its output elsewhere, so the
+            // pipe ends with the shell): killed by the guard, or left.
+            let mut aux = reaper
+                .spawn_guarded(
+                    run("sleep 600 >/dev/null 2>&1 & echo $!"),
+                    AuxiliaryStdio::piped(),
+                    None,
+                    leftovers,
+                )
+                .expect("spawned");
+            let mut out = String::new();
+            if let Some(mut stdout) = aux.stdout.take() {
+                stdout.read_to_string(&mut out).await.expect("read");
+            }
+            assert_eq!(aux.wait().await.ok(), Some(ExitOutcome::Exited(0)));
+            let left: i32 = out.trim().parse().expect("the child's pid");
+            let alive = kill(Pid::from_raw(left), None).is_ok()
+                && std::fs::read_to_string(format!("/proc/{left}/stat"))
+                    .ok()
+                    .and_then(|l| parse_stat(&l))
+                    .is_some_and(|p| p.comm == "sleep");
+            assert_eq!(alive, leftovers == Leftovers::Leave, "{leftovers:?}");
+            // Dropping the handle kills what is left in the group.
+            drop(aux);
         }
-        assert_eq!(out, "out\n");
-        assert_eq!(aux.wait().await.ok(), Some(ExitOutcome::Exited(3)));
-        let mut aux = reaper
-            .spawn_guarded(run("kill -TERM $$"), AuxiliaryStdio::piped(), None)
-            .expect("spawned");
-        assert!(matches!(
-            aux.wait().await,
-            Ok(ExitOutcome::Signaled { signal: 15, .. })
-        ));
-        let err = reaper
-            .spawn_guarded(
-                Command::new("/nonexistent/program"),
-                AuxiliaryStdio::piped(),
-                None,
-            )
-            .expect_err("cannot exec");
-        assert!(err.to_string().contains("No such file"), "{err}");
     }
 
     #[test]

@@ -194,7 +194,7 @@ async fn commands_get_the_task_environment_rules_sandbox_and_own_group() {
         out.contains(&format!("\n{}\n", exec.sandbox.path().display())),
         "not run in the sandbox:\n{out}"
     );
-    // The group is led by the command's keeper, whose pid the API gives.
+    // The group is led by the command's guard, whose pid the API gives.
     assert!(
         out.contains(&format!("pgid={pid} pid=")),
         "not its own process group:\n{out}"

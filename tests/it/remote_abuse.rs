@@ -312,7 +312,7 @@ async fn processes_that_leave_a_commands_group_die_with_it() {
     );
     assert_gone(&[escaped, pid]).await;
 
-    // Its exit status is the command's, not the keeper's.
+    // Its exit status is the command's, not the guard's.
     let pid = remote_execute(&socket, r#"{"command": "exit 7"}"#).await;
     assert_eq!(remote_result(&socket, pid).await["exitCode"], 7);
     let pid = remote_execute(&socket, r#"{"command": "kill -KILL $$"}"#).await;

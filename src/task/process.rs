@@ -800,29 +800,21 @@ mod tests {
             c.arg("-c").arg(script);
             c
         };
-        for leftovers in [Leftovers::Kill, Leftovers::Leave] {
-            let mut aux = reaper
-                .spawn_guarded(
-                    run("echo out; exit 3"),
-                    AuxiliaryStdio::piped(),
-                    None,
-                    leftovers,
-                )
-                .expect("spawned");
+        let guarded = |script: &str, leftovers| {
+            reaper.spawn_guarded(run(script), AuxiliaryStdio::piped(), None, leftovers)
+        };
+        async fn stdout_of(aux: &mut Auxiliary) -> String {
             let mut out = String::new();
             if let Some(mut stdout) = aux.stdout.take() {
                 stdout.read_to_string(&mut out).await.expect("read");
             }
-            assert_eq!(out, "out\n");
+            out
+        }
+        for leftovers in [Leftovers::Kill, Leftovers::Leave] {
+            let mut aux = guarded("echo out; exit 3", leftovers).expect("spawned");
+            assert_eq!(stdout_of(&mut aux).await, "out\n");
             assert_eq!(aux.wait().await.ok(), Some(ExitOutcome::Exited(3)));
-            let mut aux = reaper
-                .spawn_guarded(
-                    run("kill -TERM $$"),
-                    AuxiliaryStdio::piped(),
-                    None,
-                    leftovers,
-                )
-                .expect("spawned");
+            let mut aux = guarded("kill -TERM $$", leftovers).expect("spawned");
             assert!(matches!(
                 aux.wait().await,
                 Ok(ExitOutcome::Signaled { signal: 15, .. })
@@ -838,18 +830,9 @@ mod tests {
             assert!(err.to_string().contains("No such file"), "{err}");
             // A background child left behind (its output elsewhere, so the
             // pipe ends with the shell): killed by the guard, or left.
-            let mut aux = reaper
-                .spawn_guarded(
-                    run("sleep 600 >/dev/null 2>&1 & echo $!"),
-                    AuxiliaryStdio::piped(),
-                    None,
-                    leftovers,
-                )
-                .expect("spawned");
-            let mut out = String::new();
-            if let Some(mut stdout) = aux.stdout.take() {
-                stdout.read_to_string(&mut out).await.expect("read");
-            }
+            let mut aux =
+                guarded("sleep 600 >/dev/null 2>&1 & echo $!", leftovers).expect("spawned");
+            let out = stdout_of(&mut aux).await;
             assert_eq!(aux.wait().await.ok(), Some(ExitOutcome::Exited(0)));
             let left: i32 = out.trim().parse().expect("the child's pid");
             let alive = kill(Pid::from_raw(left), None).is_ok()

@@ -767,6 +767,10 @@ async fn a_stalled_sink_never_holds_the_task_and_drops_are_counted() {
         &[
             ("HOOK_EXECUTOR_LOG_LOGSTASH_ADDRESS", &address),
             ("HOOK_EXECUTOR_LOG_DRAIN_TIMEOUT", "1sec"),
+            // Only the drain deadline ends the stalled write, however long
+            // the run takes on a loaded machine (the 2 s default would turn
+            // the held batch into send errors and empty the queue first).
+            ("HOOK_EXECUTOR_LOG_TCP_TIMEOUT", "10mins"),
         ],
     );
     let script = r#"echo $$ > task.pid

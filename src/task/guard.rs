@@ -78,6 +78,19 @@ pub(crate) fn guard(command: &mut Command, user: Option<UserSwitch>, leftovers: 
             process::switch_user(user.as_ref())?;
             let mut previous: libc::sigset_t = std::mem::zeroed();
             libc::sigprocmask(libc::SIG_BLOCK, &watched(), &mut previous);
+            // Both before the fork: a command that forks and exits at once
+            // must leave its children to us, not to the executor, and
+            // neither setting passes to a forked child. KILL_REQUEST
+            // (blocked, so it waits for sigwaitinfo) when the executor dies;
+            // the loop's first check covers a death before this point.
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                KILL_REQUEST as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
             let guard = libc::getpid();
             match libc::fork() {
                 -1 => Err(io::Error::last_os_error()),
@@ -134,15 +147,6 @@ unsafe fn guard_loop(executor: libc::pid_t, command: libc::pid_t, leftovers: Lef
             rlim_max: 0,
         };
         libc::setrlimit(libc::RLIMIT_CORE, &none);
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-        // KILL_REQUEST (blocked, so it waits for sigwaitinfo) when the executor dies.
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            KILL_REQUEST as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
         let me = libc::getpid();
         let watched = watched();
         let mut ended: Option<c_int> = None;

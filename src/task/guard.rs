@@ -166,11 +166,43 @@ unsafe fn guard_loop(executor: libc::pid_t, command: libc::pid_t, leftovers: Lef
             match libc::sigwaitinfo(&watched, &mut info) {
                 libc::SIGTERM => signal_descendants(me, libc::SIGTERM, Some(me)),
                 s if s == KILL_REQUEST as c_int => {
-                    libc::kill(command, libc::SIGKILL);
                     kill_tree(me, command, &mut ended);
                     mirror(ended.unwrap_or(libc::SIGKILL));
                 }
                 _ => {}
+            }
+        }
+    }
+}
+
+/// What one `waitpid(-1)` found.
+enum Waited {
+    /// A child was reaped.
+    Reaped,
+    /// Children are left, none has ended (only without blocking).
+    Running,
+    /// No child is left.
+    NoChild,
+}
+
+/// One `waitpid(-1, flags)`, again on EINTR, keeping the command's status
+/// if it was the command that ended.
+///
+/// # Safety
+/// Raw system calls only; for the guard.
+unsafe fn wait_child(flags: c_int, command: libc::pid_t, ended: &mut Option<c_int>) -> Waited {
+    loop {
+        let mut status: c_int = 0;
+        // SAFETY: waitpid with a pointer to a local.
+        match unsafe { libc::waitpid(-1, &mut status, flags) } {
+            0 => return Waited::Running,
+            -1 if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            -1 => return Waited::NoChild,
+            pid => {
+                if pid == command {
+                    *ended = Some(status);
+                }
+                return Waited::Reaped;
             }
         }
     }
@@ -181,17 +213,8 @@ unsafe fn guard_loop(executor: libc::pid_t, command: libc::pid_t, leftovers: Lef
 /// # Safety
 /// Raw system calls only; for the guard.
 unsafe fn reap(command: libc::pid_t, ended: &mut Option<c_int>) {
-    loop {
-        let mut status: c_int = 0;
-        // SAFETY: waitpid with a pointer to a local.
-        match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
-            0 => return,
-            -1 if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
-            -1 => return,
-            pid if pid == command => *ended = Some(status),
-            _ => {}
-        }
-    }
+    // SAFETY: the caller's contract.
+    while let Waited::Reaped = unsafe { wait_child(libc::WNOHANG, command, ended) } {}
 }
 
 /// SIGKILLs every descendant and reaps them all, until no child is left;
@@ -203,23 +226,17 @@ unsafe fn reap(command: libc::pid_t, ended: &mut Option<c_int>) {
 /// # Safety
 /// Raw system calls only; for the guard.
 unsafe fn kill_tree(me: libc::pid_t, command: libc::pid_t, ended: &mut Option<c_int>) {
-    loop {
-        let mut status: c_int = 0;
-        // SAFETY: waitpid with a pointer to a local.
-        match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
-            0 => {
-                // SAFETY: the caller's contract.
-                unsafe { signal_descendants(me, libc::SIGKILL, None) };
-                // SAFETY: waitpid with a pointer to a local.
-                let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
-                if pid == command {
-                    *ended = Some(status);
+    // SAFETY: the caller's contract.
+    unsafe {
+        loop {
+            match wait_child(libc::WNOHANG, command, ended) {
+                Waited::Reaped => {}
+                Waited::NoChild => return,
+                Waited::Running => {
+                    signal_descendants(me, libc::SIGKILL, None);
+                    wait_child(0, command, ended);
                 }
             }
-            -1 if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
-            -1 => return,
-            pid if pid == command => *ended = Some(status),
-            _ => {}
         }
     }
 }

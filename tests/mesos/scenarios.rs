@@ -870,13 +870,21 @@ async fn update_while_agent_down(ctx: &mut Ctx<'_>) -> Outcome {
     let (l, sandbox, pid) = ctx.launch_running(&mut fw, &spec).await?;
     ctx.cluster.stop_agent().await?;
     std::fs::write(sandbox.join("release"), "go").map_err(err)?;
+    // The task's process turning into a zombie is not enough: the executor
+    // stamps the update only after it has reaped it. Its "task ended" log line
+    // comes just before the stamp, and the margin below covers the rest.
     let deadline = Instant::now() + SOON;
-    while alive(pid) {
+    loop {
+        let log = std::fs::read_to_string(sandbox.join("stderr")).unwrap_or_default();
+        if !alive(pid) && log.contains("task ended") {
+            break;
+        }
         if Instant::now() > deadline {
             return Err(format!("task {pid} did not end after release"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let agent_back = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(err)?

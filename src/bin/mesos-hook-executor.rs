@@ -98,6 +98,8 @@ fn main() -> ExitCode {
         }
         Mode::Run => {}
     }
+    // Nothing we start gets what our own parent left open.
+    config::protect::close_inherited_on_exec();
     let read = Config::from_env();
     // Whatever the outcome, the secrets now live in the configuration (or
     // nowhere): wipe them from the process's own environment block.
@@ -112,7 +114,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Forked before logging or the runtime start any thread (docs in
+    // task::spawner); without it, guards are forked by the executor itself.
+    let spawner = mesos_hook_executor::task::spawner::start();
     logging::init(cfg.settings.log_format, &cfg.settings.log_level);
+    if let Err(e) = spawner {
+        tracing::warn!(cause = %e, "cannot start the spawner; forking guards in the executor");
+    }
     // Entered on this thread for the whole run: the current-thread runtime
     // polls every task here, so every line (spawned tasks included: audit,
     // subscription retries, hooks, the exit line) carries the ids.

@@ -18,6 +18,10 @@
 //!
 //! Root (or a process with `CAP_SYS_PTRACE`) can still read everything; see
 //! docs/security.md.
+//!
+//! A third, [`close_inherited_on_exec`], keeps descriptors the executor was
+//! started with (beyond stdin, stdout and stderr) from reaching the task,
+//! hooks and remote commands.
 
 use std::{ffi::CStr, io};
 
@@ -26,6 +30,33 @@ use super::variables::{Kind, VARIABLES};
 /// Marks the process non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`).
 pub fn make_undumpable() -> io::Result<()> {
     nix::sys::prctl::set_dumpable(false).map_err(io::Error::from)
+}
+
+/// Marks every descriptor above stderr close-on-exec: whatever the process
+/// that started us left open (a pipe, a socket of its own) stays ours and
+/// reaches no program we start. Returns how many were marked.
+pub fn close_inherited_on_exec() -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let fds: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    let mut marked = 0;
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD on a number: a closed one (the directory's
+        // own descriptor, gone by now) fails with EBADF and is skipped.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                marked += 1;
+            }
+        }
+    }
+    marked
 }
 
 /// Whether the process is dumpable (for tests and diagnostics).
@@ -82,6 +113,19 @@ pub fn scrub_secrets() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inherited_descriptors_become_close_on_exec() {
+        // SAFETY: dup of stdin and fcntl on the copy, closed at the end.
+        unsafe {
+            let fd = libc::dup(0);
+            assert!(fd > 2);
+            assert_eq!(libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            assert!(close_inherited_on_exec() >= 1);
+            assert_ne!(libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            libc::close(fd);
+        }
+    }
 
     #[test]
     fn every_secret_variable_is_scrubbed() {

@@ -8,7 +8,6 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
@@ -24,7 +23,7 @@ use crate::{
     net::http::{self, MAX_REDIRECTS},
     task::guard::Leftovers,
     task::launch::{self, Program},
-    task::process::{AuxiliaryStdio, Reaper},
+    task::process::{AuxCommand, AuxIo, AuxiliaryStdio, Reaper},
     task::termination::{self, ExitOutcome},
 };
 
@@ -210,10 +209,10 @@ async fn command_probe(
     cwd: &Path,
     reaper: &Reaper,
 ) -> Observation {
-    let mut cmd = crate::task::process::program_command(program);
-    cmd.env_clear().envs(env).current_dir(cwd);
+    let mut cmd = AuxCommand::program(program);
+    cmd.envs(env).current_dir(cwd);
     let stdio = AuxiliaryStdio {
-        stdin: Stdio::null(),
+        stdin: AuxIo::Null,
         stdout: executor_stderr(),
         stderr: executor_stderr(),
     };
@@ -238,12 +237,12 @@ async fn command_probe(
 }
 
 /// The executor's stderr (the sandbox `stderr` file) for a child's output.
-fn executor_stderr() -> Stdio {
+fn executor_stderr() -> AuxIo {
     use std::os::fd::AsFd;
     std::io::stderr()
         .as_fd()
         .try_clone_to_owned()
-        .map_or_else(|_| Stdio::inherit(), Stdio::from)
+        .map_or(AuxIo::Null, AuxIo::Fd)
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@
 //! [`DRAIN_WINDOW`] for the pipes to close, then its group is killed and the
 //! hook fails saying so (rather than hanging until the hook timeout).
 
-use std::{os::unix::fs::PermissionsExt, path::PathBuf, process::Command};
+use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -36,7 +36,7 @@ use crate::{
     config::ExecHookUser,
     task::{
         guard::Leftovers,
-        process::{resolve_user, AuxiliaryStdio, UserSwitch},
+        process::{resolve_user, AuxCommand, AuxiliaryStdio, UserSwitch},
         termination::ExitOutcome,
     },
 };
@@ -175,9 +175,8 @@ async fn run_script(
     max_output: usize,
 ) -> Result<String, HookError> {
     let name = script.name.clone();
-    let mut cmd = Command::new(&script.path);
-    cmd.env_clear()
-        .envs(ctx.base_env.iter())
+    let mut cmd = AuxCommand::new(&script.path);
+    cmd.envs(ctx.base_env.iter())
         .envs(ctx.added_env.iter().map(|(k, v)| (k, v)))
         .envs(added.iter().map(|(k, v)| (k, v)))
         .env("HOOK_EVENT", ctx.event.as_str())

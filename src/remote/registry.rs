@@ -12,9 +12,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     io,
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
@@ -35,7 +33,7 @@ use super::{
 };
 use crate::{
     task::guard::{Leftovers, KILL_REQUEST},
-    task::process::{AuxiliaryStdio, Reaper, SpawnError},
+    task::process::{AuxCommand, AuxIo, AuxiliaryStdio, Reaper, SpawnError},
     util::lock,
 };
 
@@ -189,17 +187,16 @@ impl Registry {
             return Err(ApiError::ShuttingDown);
         }
         // The command's guard (`task::guard`) leads its group and runs it.
-        let mut command = Command::new(&plan.program);
+        let mut command = AuxCommand::new(&plan.program);
         command
             .arg0(&plan.argv0)
             .args(&plan.args)
-            .env_clear()
             .envs(&plan.env)
             .current_dir(&self.cwd);
         let stdio = AuxiliaryStdio {
-            stdin: Stdio::null(),
-            stdout: Stdio::piped(),
-            stderr: Stdio::piped(),
+            stdin: AuxIo::Null,
+            stdout: AuxIo::Piped,
+            stderr: AuxIo::Piped,
         };
         let child = self
             .reaper

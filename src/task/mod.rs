@@ -3,6 +3,7 @@
 //! - [`launch`]: `TaskInfo` → program, environment, working directory, user (pure).
 //! - [`process`]: spawning, the one child reaper, process-tree signalling.
 //! - [`guard`]: the process every auxiliary child runs under (raw system calls).
+//! - [`spawner`]: the small process, forked at start, that forks the guards.
 //! - [`lifetime`]: scheduled ends, certificate expiry and maximum lifetime (pure).
 //! - [`termination`]: kill causes, grace periods and the terminal status (pure).
 
@@ -11,4 +12,5 @@ pub mod launch;
 pub mod lifetime;
 pub mod process;
 pub(crate) mod spawn;
+pub mod spawner;
 pub mod termination;

@@ -64,6 +64,7 @@ use tokio::{
     sync::oneshot::{self, error::RecvError},
 };
 
+pub(crate) use super::spawner::AuxCommand;
 use crate::{
     task::launch::{LaunchSpec, Program},
     task::termination::ExitOutcome,
@@ -81,6 +82,8 @@ enum Role {
 #[derive(Default)]
 struct ReaperState {
     waiters: HashMap<i32, (Role, oneshot::Sender<ExitOutcome>)>,
+    /// Guards forked by the spawner whose exit is still to come.
+    spawned: HashSet<i32>,
 }
 
 /// The single place that waits for children. Cheap to clone. (`pub` only
@@ -115,7 +118,63 @@ impl Reaper {
                 }
             }
         });
+        if let Some(spawner) = super::spawner::get() {
+            // The spawner is a child of ours but not part of the task (nor
+            // are its guards): registered as an auxiliary.
+            let (tx, _) = oneshot::channel();
+            reaper
+                .lock()
+                .waiters
+                .insert(spawner.pid(), (Role::Auxiliary, tx));
+            if let Some(exits) = spawner.take_exits() {
+                exits.set_nonblocking(true)?;
+                let exits = tokio::net::UnixStream::from_std(exits)?;
+                let r = reaper.clone();
+                tokio::spawn(async move { r.deliver_spawner_exits(exits).await });
+            }
+        }
         Ok(reaper)
+    }
+
+    /// Delivers the exits of guards the spawner forked, as [`Self::reap_all`]
+    /// does for our own children, until the spawner is gone.
+    async fn deliver_spawner_exits(&self, mut exits: tokio::net::UnixStream) {
+        use tokio::io::AsyncReadExt;
+        let mut record = [0u8; super::spawner::EXIT_RECORD];
+        while exits.read_exact(&mut record).await.is_ok() {
+            let (pid, status) = super::spawner::exit_record(&record);
+            let outcome = outcome_of(status);
+            let waiter = {
+                let mut state = self.lock();
+                state.spawned.remove(&pid);
+                state.waiters.remove(&pid)
+            };
+            match waiter {
+                Some((_, tx)) => {
+                    let _ = tx.send(outcome);
+                }
+                None => tracing::debug!(pid, ?outcome, "spawner reported an unknown guard"),
+            }
+        }
+        // Unexpected unless we stopped using it first (a failed request, or
+        // the sweep before exit).
+        if let Some(spawner) = super::spawner::get().filter(|s| s.available()) {
+            tracing::warn!(
+                pid = spawner.pid(),
+                "the spawner is gone; guards are forked by the executor from now on"
+            );
+            spawner.disconnect();
+        }
+        // Its guards kill their trees and exit (parent-death signal); being
+        // re-parented to us (the subreaper), they are reaped by
+        // `reap_all` like our own children. Only a guard the spawner reaped
+        // without reporting it is gone for good: its exit is lost.
+        let mut state = self.lock();
+        for pid in std::mem::take(&mut state.spawned) {
+            if kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH) {
+                state.waiters.remove(&pid);
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, ReaperState> {
@@ -211,55 +270,65 @@ impl Reaper {
     /// task's user), with `stdio`, `leftovers` saying what becomes of what it
     /// leaves behind when it ends. The guard leads the child's process group
     /// and owns everything it starts, so all of it dies with the executor.
+    /// The [`super::spawner`] forks the guard when there is one (the
+    /// executor binary starts it), else the guard is forked from here.
     /// The returned handle owns the group: dropping it SIGKILLs everything
     /// left in it.
     pub(crate) fn spawn_guarded(
         &self,
-        mut command: Command,
+        command: AuxCommand,
         stdio: AuxiliaryStdio,
         user: Option<UserSwitch>,
         leftovers: super::guard::Leftovers,
     ) -> Result<Auxiliary, SpawnError> {
-        super::guard::guard(&mut command, user, leftovers);
-        command
-            .stdin(stdio.stdin)
-            .stdout(stdio.stdout)
-            .stderr(stdio.stderr);
-        let (mut child, rx) = self
-            .register(&mut command, Role::Auxiliary)
+        let pipes = |cause: nix::Error| SpawnError::Start(io::Error::from(cause));
+        let [stdin, stdout, stderr] = [stdio.stdin, stdio.stdout, stdio.stderr];
+        let (stdin_child, stdin_ours) = stdin.split(true).map_err(pipes)?;
+        let (stdout_child, stdout_ours) = stdout.split(false).map_err(pipes)?;
+        let (stderr_child, stderr_ours) = stderr.split(false).map_err(pipes)?;
+        let child_ends = [stdin_child, stdout_child, stderr_child];
+        let ours = [stdin_ours, stdout_ours, stderr_ours];
+        if let Some(spawner) = super::spawner::get().filter(|s| s.available()) {
+            // Under the lock, as every spawn: no exit is delivered before its
+            // waiter is registered.
+            let mut state = self.lock();
+            let ends = [
+                child_ends[0].as_ref(),
+                child_ends[1].as_ref(),
+                child_ends[2].as_ref(),
+            ];
+            match spawner.spawn(&command, ends, user.as_ref(), leftovers) {
+                Ok(pid) => {
+                    let (tx, rx) = oneshot::channel();
+                    state.waiters.insert(pid, (Role::Auxiliary, tx));
+                    state.spawned.insert(pid);
+                    drop(state);
+                    // Our copies of the child's ends close here: a pipe's
+                    // reader sees EOF once the child's side is done.
+                    drop(child_ends);
+                    return Auxiliary::new(pid, rx, ours);
+                }
+                Err(super::spawner::SpawnerError::Spawn(e)) => return Err(SpawnError::Start(e)),
+                Err(e @ super::spawner::SpawnerError::Unavailable(_)) => {
+                    tracing::warn!(cause = %e, "forking guards in the executor from now on");
+                    // Not reaped yet (its waiter is still there), so the pid
+                    // is still the spawner's: make sure it is gone.
+                    if state.waiters.contains_key(&spawner.pid()) {
+                        let _ = kill(Pid::from_raw(spawner.pid()), Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        let mut std_command = command.to_command();
+        super::guard::guard(&mut std_command, user, leftovers);
+        let [i, o, e] = child_ends.map(|end| end.map_or_else(Stdio::null, Stdio::from));
+        std_command.stdin(i).stdout(o).stderr(e);
+        let (child, rx) = self
+            .register(&mut std_command, Role::Auxiliary)
             .map_err(SpawnError::Start)?;
-        // Close our copies of descriptors the caller handed the child (a
-        // pipe's write end kept here would never let its reader see EOF).
-        drop(command);
-        let pid = pid_i32(child.id());
-        // From here on an early return drops `aux`, which kills the group.
-        let mut aux = Auxiliary {
-            pid,
-            exit: Exit::Pending(rx),
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        };
-        let pipes = |cause| SpawnError::Pipes { pid, cause };
-        aux.stdin = child
-            .stdin
-            .take()
-            .map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s)))
-            .transpose()
-            .map_err(pipes)?;
-        aux.stdout = child
-            .stdout
-            .take()
-            .map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s)))
-            .transpose()
-            .map_err(pipes)?;
-        aux.stderr = child
-            .stderr
-            .take()
-            .map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s)))
-            .transpose()
-            .map_err(pipes)?;
-        Ok(aux)
+        // As above: the command held our copies of the child's ends.
+        drop(std_command);
+        Auxiliary::new(pid_i32(child.id()), rx, ours)
     }
 
     /// A reaper that does not reap, for unit tests that spawn nothing.
@@ -287,12 +356,12 @@ impl Reaper {
 /// by accident.
 #[derive(Debug)]
 pub(crate) struct AuxiliaryStdio {
-    /// Its stdin (`Stdio::piped()`: [`Auxiliary::stdin`] is the write end).
-    pub(crate) stdin: Stdio,
-    /// Its stdout (`Stdio::piped()`: [`Auxiliary::stdout`] is the read end).
-    pub(crate) stdout: Stdio,
-    /// Its stderr (`Stdio::piped()`: [`Auxiliary::stderr`] is the read end).
-    pub(crate) stderr: Stdio,
+    /// Its stdin ([`AuxIo::Piped`]: [`Auxiliary::stdin`] is the write end).
+    pub(crate) stdin: AuxIo,
+    /// Its stdout ([`AuxIo::Piped`]: [`Auxiliary::stdout`] is the read end).
+    pub(crate) stdout: AuxIo,
+    /// Its stderr ([`AuxIo::Piped`]: [`Auxiliary::stderr`] is the read end).
+    pub(crate) stderr: AuxIo,
 }
 
 impl AuxiliaryStdio {
@@ -300,10 +369,53 @@ impl AuxiliaryStdio {
     #[must_use]
     pub(crate) fn piped() -> Self {
         Self {
-            stdin: Stdio::piped(),
-            stdout: Stdio::piped(),
-            stderr: Stdio::piped(),
+            stdin: AuxIo::Piped,
+            stdout: AuxIo::Piped,
+            stderr: AuxIo::Piped,
         }
+    }
+}
+
+/// One standard stream of an auxiliary child.
+#[derive(Debug)]
+pub(crate) enum AuxIo {
+    /// `/dev/null`.
+    Null,
+    /// A pipe to or from the executor.
+    Piped,
+    /// This descriptor (e.g. a copy of the executor's stderr).
+    Fd(OwnedFd),
+}
+
+impl AuxIo {
+    /// The child's end (`None`: `/dev/null`) and ours, creating the pipe
+    /// (close-on-exec; the child's copy is made by `dup2`). `input`: the
+    /// child reads from it (stdin).
+    fn split(self, input: bool) -> nix::Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+        match self {
+            Self::Null => Ok((None, None)),
+            Self::Fd(fd) => Ok((Some(fd), None)),
+            Self::Piped => {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+                Ok(if input {
+                    (Some(read), Some(write))
+                } else {
+                    (Some(write), Some(read))
+                })
+            }
+        }
+    }
+}
+
+/// The exit a raw wait status describes.
+fn outcome_of(status: i32) -> ExitOutcome {
+    if libc::WIFSIGNALED(status) {
+        ExitOutcome::Signaled {
+            signal: libc::WTERMSIG(status),
+            core_dumped: libc::WCOREDUMP(status),
+        }
+    } else {
+        ExitOutcome::Exited(libc::WEXITSTATUS(status))
     }
 }
 
@@ -330,6 +442,38 @@ pub(crate) struct Auxiliary {
 }
 
 impl Auxiliary {
+    /// The handle of a spawned guard `pid`; `ours` are our ends of its
+    /// stdin, stdout and stderr pipes. An error drops the handle, which
+    /// kills the group.
+    fn new(
+        pid: i32,
+        exit: oneshot::Receiver<ExitOutcome>,
+        ours: [Option<OwnedFd>; 3],
+    ) -> Result<Self, SpawnError> {
+        let [stdin, stdout, stderr] = ours;
+        let mut aux = Self {
+            pid,
+            exit: Exit::Pending(exit),
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        };
+        let pipes = |cause| SpawnError::Pipes { pid, cause };
+        aux.stdin = stdin
+            .map(pipe::Sender::from_owned_fd)
+            .transpose()
+            .map_err(pipes)?;
+        aux.stdout = stdout
+            .map(pipe::Receiver::from_owned_fd)
+            .transpose()
+            .map_err(pipes)?;
+        aux.stderr = stderr
+            .map(pipe::Receiver::from_owned_fd)
+            .transpose()
+            .map_err(pipes)?;
+        Ok(aux)
+    }
+
     /// Its pid, also its process group id.
     #[must_use]
     pub(crate) fn pid(&self) -> i32 {
@@ -427,6 +571,27 @@ pub(crate) struct UserSwitch {
 }
 
 impl UserSwitch {
+    /// From raw ids (a request to the spawner).
+    pub(crate) fn from_raw(uid: u32, gid: u32, groups: &[u32]) -> Self {
+        Self {
+            uid: nix::unistd::Uid::from_raw(uid),
+            gid: nix::unistd::Gid::from_raw(gid),
+            groups: groups
+                .iter()
+                .map(|g| nix::unistd::Gid::from_raw(*g))
+                .collect(),
+        }
+    }
+
+    /// Uid, gid and groups as raw ids.
+    pub(crate) fn raw(&self) -> (u32, u32, Vec<u32>) {
+        (
+            self.uid.as_raw(),
+            self.gid.as_raw(),
+            self.groups.iter().map(|g| g.as_raw()).collect(),
+        )
+    }
+
     /// The uid switched to.
     #[must_use]
     pub(crate) fn uid(&self) -> u32 {
@@ -767,9 +932,16 @@ pub(crate) fn signal_task_tree(
 /// defence before exit, so no process of the task outlives us.
 pub(crate) fn kill_all_descendants() -> usize {
     let me = pid_i32(std::process::id());
+    // The spawner is killed too, but it is ours, not a leftover.
+    let spawner = super::spawner::get().map(|s| {
+        s.disconnect();
+        s.pid()
+    });
     signal_until_stable(|procs| descendants(procs, me), Signal::SIGKILL)
         .0
-        .len()
+        .into_iter()
+        .filter(|pid| Some(*pid) != spawner)
+        .count()
 }
 
 #[cfg(test)]
@@ -796,7 +968,7 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let reaper = Reaper::install().expect("reaper");
         let run = |script: &str| {
-            let mut c = Command::new("/bin/sh");
+            let mut c = AuxCommand::new("/bin/sh");
             c.arg("-c").arg(script);
             c
         };
@@ -821,7 +993,7 @@ mod tests {
             ));
             let err = reaper
                 .spawn_guarded(
-                    Command::new("/nonexistent/program"),
+                    AuxCommand::new("/nonexistent/program"),
                     AuxiliaryStdio::piped(),
                     None,
                     leftovers,

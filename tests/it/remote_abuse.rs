@@ -485,3 +485,127 @@ async fn a_refused_peer_is_answered_at_once() {
     );
     stop_executor(&emu, &mut exec).await;
 }
+
+/// The parent pid of `pid` from `/proc`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The children of `pid` from `/proc`.
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| parent_of(*p) == Some(pid))
+        .collect()
+}
+
+/// The descriptors `pid` holds open.
+fn open_fds(pid: i32) -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read the fd directory")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// Guards are forked by the spawner (a child of the executor), and neither
+/// a guard nor its command holds any descriptor of the executor's or the
+/// spawner's: the command has its three streams, the guard none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_commands_run_under_a_guard_of_the_spawner_and_inherit_no_descriptor() {
+    let emu = emulator(EmulatorOptions::default()).await;
+    let (mut exec, socket) = executor_with_api(&emu, &[]).await;
+    let guard = remote_execute(
+        &socket,
+        r#"{"command": "sleep", "arguments": ["600"], "shell": false}"#,
+    )
+    .await;
+    let spawner = parent_of(guard).expect("the guard's parent");
+    assert_ne!(
+        spawner, exec.pid,
+        "the guard was forked by the executor itself"
+    );
+    assert_eq!(
+        parent_of(spawner),
+        Some(exec.pid),
+        "the spawner is the executor's child"
+    );
+    let command = poll(SOON, || children_of(guard).first().copied())
+        .await
+        .expect("the guard's command");
+    assert_eq!(
+        open_fds(guard),
+        Vec::<i32>::new(),
+        "the guard keeps nothing open"
+    );
+    let targets: Vec<String> = open_fds(command)
+        .iter()
+        .map(|fd| {
+            format!(
+                "{fd} -> {:?}",
+                std::fs::read_link(format!("/proc/{command}/fd/{fd}"))
+            )
+        })
+        .collect();
+    assert_eq!(
+        open_fds(command),
+        [0, 1, 2],
+        "the command has its streams only: {targets:?}"
+    );
+    // Nor does the task (started by the executor itself).
+    let (_, status) = api_json(&socket, "GET", "/remote/status", None).await;
+    let task = i32::try_from(status["task_pid"].as_i64().expect("task pid")).expect("fits");
+    assert_eq!(open_fds(task), [0, 1, 2], "the task has its streams only");
+    let (status, r) = api_json(&socket, "DELETE", &format!("/remote/task/{guard}"), None).await;
+    assert_eq!(status, 200, "{r}");
+    assert_gone(&[command, guard]).await;
+    stop_executor(&emu, &mut exec).await;
+}
+
+/// The spawner dies (say the OOM killer chose it): the commands it started
+/// die with it and report how they ended, and the executor forks later
+/// guards itself; the task and the executor carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_spawner_dies_the_executor_forks_guards_itself() {
+    let emu = emulator(EmulatorOptions::default()).await;
+    let (mut exec, socket) = executor_with_api(&emu, &[]).await;
+    let running = remote_execute(&socket, r#"{"command": "sleep 600"}"#).await;
+    let spawner = parent_of(running).expect("the guard's parent");
+    assert_ne!(spawner, exec.pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(spawner),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the spawner");
+    let r = remote_result(&socket, running).await;
+    assert_eq!(
+        (r["signaled"].as_bool(), r["exitCode"].as_i64()),
+        (Some(true), Some(9)),
+        "{r}"
+    );
+    assert_gone(&[spawner, running]).await;
+    let pid = remote_execute(&socket, r#"{"command": "echo after"}"#).await;
+    let r = remote_result(&socket, pid).await;
+    assert_eq!(
+        (r["exitCode"].as_i64(), r["stdout"].as_str()),
+        (Some(0), Some("after\n")),
+        "{r}"
+    );
+    stop_executor(&emu, &mut exec).await;
+    assert!(
+        exec.log().contains("spawner is gone"),
+        "log:\n{}",
+        exec.log()
+    );
+}

@@ -65,10 +65,7 @@ use tokio::{
 };
 
 pub(crate) use super::spawner::AuxCommand;
-use crate::{
-    task::launch::{LaunchSpec, Program},
-    task::termination::ExitOutcome,
-};
+use crate::{task::launch::LaunchSpec, task::termination::ExitOutcome};
 
 /// What a spawned child is for; decides whether its orphans count as the task's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -685,9 +682,9 @@ pub(crate) fn resolve_user(user: Option<&str>) -> Result<Option<UserSwitch>, Spa
 /// session, and the user switch if any.
 #[must_use]
 pub(crate) fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Command {
-    let mut cmd = program_command(&spec.program);
-    cmd.env_clear()
-        .envs(&spec.env)
+    // The environment cleared, as for every child: only the spec's.
+    let mut cmd = AuxCommand::program(&spec.program).to_command();
+    cmd.envs(&spec.env)
         .envs(spec.unshadowed_other_env().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
         .stdin(Stdio::null());
@@ -705,26 +702,6 @@ pub(crate) fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Comma
         });
     }
     cmd
-}
-
-/// The bare `Command` for a program: `/bin/sh -c <command>`, or `path` exec'd
-/// with `argv` verbatim (argv\[0\] included).
-#[must_use]
-pub(crate) fn program_command(program: &Program) -> Command {
-    match program {
-        Program::Shell { command } => {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(command);
-            c
-        }
-        Program::Exec { path, argv } => {
-            let mut c = Command::new(path);
-            if let Some((argv0, rest)) = argv.split_first() {
-                c.arg0(argv0).args(rest);
-            }
-            c
-        }
-    }
 }
 
 /// One line of `/proc/<pid>/stat`, the fields we need.

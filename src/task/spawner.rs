@@ -504,6 +504,9 @@ fn serve(parent: i32, control: UnixStream, exits: UnixStream) -> ! {
     // Dies with the executor; a death before this point leaves us with
     // another parent.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    // Told apart from the executor in `ps -o comm` and `top` (its command
+    // line stays the executor's).
+    let _ = nix::sys::prctl::set_name(c"hook-spawner");
     if nix::unistd::getppid().as_raw() != parent {
         // SAFETY: ends this process (see below).
         unsafe { libc::_exit(0) }

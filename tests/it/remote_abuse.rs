@@ -541,6 +541,8 @@ async fn remote_commands_run_under_a_guard_of_the_spawner_and_inherit_no_descrip
         Some(exec.pid),
         "the spawner is the executor's child"
     );
+    let comm = std::fs::read_to_string(format!("/proc/{spawner}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "hook-spawner", "named for ps");
     let command = poll(SOON, || children_of(guard).first().copied())
         .await
         .expect("the guard's command");

@@ -268,6 +268,13 @@ impl Spawner {
             )));
         };
         let request = encode(command, user, leftovers, stdio.map(|s| s.is_some()));
+        if request.len() > MAX_REQUEST {
+            // Far past what exec accepts; refused here so the spawner is
+            // never sent what it would have to refuse by ending.
+            return Err(SpawnerError::Spawn(io::Error::from_raw_os_error(
+                libc::E2BIG,
+            )));
+        }
         let fds: Vec<RawFd> = stdio.iter().flatten().map(|fd| fd.as_raw_fd()).collect();
         let answer = send_request(stream, &request, &fds).and_then(|()| read_answer(stream));
         match answer {
@@ -739,6 +746,26 @@ mod tests {
         huge.push(0);
         huge.extend_from_slice(&u32::MAX.to_ne_bytes());
         assert!(decode(&huge).is_none());
+    }
+
+    #[test]
+    fn an_oversized_request_is_refused_without_reaching_the_spawner() {
+        let (ours, theirs) = UnixStream::pair().expect("pair");
+        theirs.set_nonblocking(true).expect("nonblocking");
+        let spawner = Spawner {
+            pid: 0,
+            control: Mutex::new(Some(ours)),
+            exits: Mutex::new(None),
+        };
+        let mut c = AuxCommand::new("true");
+        c.env("BIG", "x".repeat(MAX_REQUEST));
+        match spawner.spawn(&c, [None, None, None], None, Leftovers::Kill) {
+            Err(SpawnerError::Spawn(e)) => assert_eq!(e.raw_os_error(), Some(libc::E2BIG)),
+            other => panic!("expected E2BIG, got {other:?}"),
+        }
+        assert!(spawner.available(), "still in use");
+        let mut buf = [0u8; 1];
+        assert!((&theirs).read(&mut buf).is_err(), "nothing was sent");
     }
 
     #[test]

@@ -611,3 +611,36 @@ async fn when_the_spawner_dies_the_executor_forks_guards_itself() {
         exec.log()
     );
 }
+
+/// A spawner that stops answering (here: SIGSTOPped) costs one request its
+/// answer timeout, then the executor kills it and forks guards itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawner_that_stops_answering_is_replaced_after_its_timeout() {
+    let emu = emulator(EmulatorOptions::default()).await;
+    let (mut exec, socket) = executor_with_api(&emu, &[]).await;
+    let first = remote_execute(&socket, r#"{"command": "true"}"#).await;
+    let spawner = parent_of(first).expect("the guard's parent");
+    assert_ne!(spawner, exec.pid);
+    assert_eq!(remote_result(&socket, first).await["exitCode"], 0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(spawner),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP the spawner");
+    let pid = remote_execute(&socket, r#"{"command": "echo after"}"#).await;
+    assert_eq!(parent_of(pid), Some(exec.pid), "forked by the executor");
+    let r = remote_result(&socket, pid).await;
+    assert_eq!(
+        (r["exitCode"].as_i64(), r["stdout"].as_str()),
+        (Some(0), Some("after\n")),
+        "{r}"
+    );
+    assert_gone(&[spawner]).await;
+    stop_executor(&emu, &mut exec).await;
+    assert!(
+        exec.log()
+            .contains("forking guards in the executor from now on"),
+        "log:\n{}",
+        exec.log()
+    );
+}

@@ -626,17 +626,21 @@ async fn when_the_spawner_dies_the_executor_forks_guards_itself() {
 async fn a_spawner_that_stops_answering_is_replaced_after_its_timeout() {
     let emu = emulator(EmulatorOptions::default()).await;
     let (mut exec, socket) = executor_with_api(&emu, &[]).await;
-    let first = remote_execute(&socket, r#"{"command": "true"}"#).await;
+    let first = remote_execute(&socket, r#"{"command": "sleep 600"}"#).await;
     let spawner = parent_of(first).expect("the guard's parent");
     assert_ne!(spawner, exec.pid);
-    assert_eq!(remote_result(&socket, first).await["exitCode"], 0);
+    let (status, r) = api_json(&socket, "DELETE", &format!("/remote/task/{first}"), None).await;
+    assert_eq!(status, 200, "{r}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(spawner),
         nix::sys::signal::Signal::SIGSTOP,
     )
     .expect("SIGSTOP the spawner");
+    let held = remote_execute(&socket, r#"{"command": "sleep 600"}"#).await;
+    assert_eq!(parent_of(held), Some(exec.pid), "forked by the executor");
+    let (status, r) = api_json(&socket, "DELETE", &format!("/remote/task/{held}"), None).await;
+    assert_eq!(status, 200, "{r}");
     let pid = remote_execute(&socket, r#"{"command": "echo after"}"#).await;
-    assert_eq!(parent_of(pid), Some(exec.pid), "forked by the executor");
     let r = remote_result(&socket, pid).await;
     assert_eq!(
         (r["exitCode"].as_i64(), r["stdout"].as_str()),

@@ -526,16 +526,7 @@ fn open_fds(pid: i32) -> Vec<i32> {
 async fn remote_commands_run_under_a_guard_of_the_spawner_and_inherit_no_descriptor() {
     let emu = emulator(EmulatorOptions::default()).await;
     let (mut exec, socket) = executor_with_api(&emu, &[]).await;
-    let guard = remote_execute(
-        &socket,
-        r#"{"command": "sleep", "arguments": ["600"], "shell": false}"#,
-    )
-    .await;
-    let spawner = parent_of(guard).expect("the guard's parent");
-    assert_ne!(
-        spawner, exec.pid,
-        "the guard was forked by the executor itself"
-    );
+    let (guard, spawner) = spawner_of(&socket, &exec).await;
     assert_eq!(
         parent_of(spawner),
         Some(exec.pid),
@@ -583,6 +574,22 @@ async fn remote_commands_run_under_a_guard_of_the_spawner_and_inherit_no_descrip
     stop_executor(&emu, &mut exec).await;
 }
 
+/// Starts `sleep 600` as a remote command; returns its guard and the
+/// spawner that forked it (checked not to be the executor).
+async fn spawner_of(socket: &Path, exec: &Executor) -> (i32, i32) {
+    let guard = remote_execute(socket, r#"{"command": "sleep 600"}"#).await;
+    let spawner = parent_of(guard).expect("the guard's parent");
+    assert_ne!(
+        spawner, exec.pid,
+        "the guard was forked by the executor itself"
+    );
+    (guard, spawner)
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal");
+}
+
 /// The spawner dies (say the OOM killer chose it): the commands it started
 /// die with it and report how they ended, and the executor forks later
 /// guards itself; the task and the executor carry on.
@@ -590,14 +597,8 @@ async fn remote_commands_run_under_a_guard_of_the_spawner_and_inherit_no_descrip
 async fn when_the_spawner_dies_the_executor_forks_guards_itself() {
     let emu = emulator(EmulatorOptions::default()).await;
     let (mut exec, socket) = executor_with_api(&emu, &[]).await;
-    let running = remote_execute(&socket, r#"{"command": "sleep 600"}"#).await;
-    let spawner = parent_of(running).expect("the guard's parent");
-    assert_ne!(spawner, exec.pid);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(spawner),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("SIGKILL the spawner");
+    let (running, spawner) = spawner_of(&socket, &exec).await;
+    signal(spawner, nix::sys::signal::Signal::SIGKILL);
     let r = remote_result(&socket, running).await;
     assert_eq!(
         (r["signaled"].as_bool(), r["exitCode"].as_i64()),
@@ -626,16 +627,10 @@ async fn when_the_spawner_dies_the_executor_forks_guards_itself() {
 async fn a_spawner_that_stops_answering_is_replaced_after_its_timeout() {
     let emu = emulator(EmulatorOptions::default()).await;
     let (mut exec, socket) = executor_with_api(&emu, &[]).await;
-    let first = remote_execute(&socket, r#"{"command": "sleep 600"}"#).await;
-    let spawner = parent_of(first).expect("the guard's parent");
-    assert_ne!(spawner, exec.pid);
+    let (first, spawner) = spawner_of(&socket, &exec).await;
     let (status, r) = api_json(&socket, "DELETE", &format!("/remote/task/{first}"), None).await;
     assert_eq!(status, 200, "{r}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(spawner),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .expect("SIGSTOP the spawner");
+    signal(spawner, nix::sys::signal::Signal::SIGSTOP);
     let held = remote_execute(&socket, r#"{"command": "sleep 600"}"#).await;
     assert_eq!(parent_of(held), Some(exec.pid), "forked by the executor");
     let (status, r) = api_json(&socket, "DELETE", &format!("/remote/task/{held}"), None).await;

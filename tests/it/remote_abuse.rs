@@ -586,6 +586,17 @@ async fn spawner_of(socket: &Path, exec: &Executor) -> (i32, i32) {
     (guard, spawner)
 }
 
+/// A command runs and reports its output (after the spawner was lost).
+async fn assert_a_command_runs(socket: &Path) {
+    let pid = remote_execute(socket, r#"{"command": "echo after"}"#).await;
+    let r = remote_result(socket, pid).await;
+    assert_eq!(
+        (r["exitCode"].as_i64(), r["stdout"].as_str()),
+        (Some(0), Some("after\n")),
+        "{r}"
+    );
+}
+
 fn signal(pid: i32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal");
 }
@@ -606,13 +617,7 @@ async fn when_the_spawner_dies_the_executor_forks_guards_itself() {
         "{r}"
     );
     assert_gone(&[spawner, running]).await;
-    let pid = remote_execute(&socket, r#"{"command": "echo after"}"#).await;
-    let r = remote_result(&socket, pid).await;
-    assert_eq!(
-        (r["exitCode"].as_i64(), r["stdout"].as_str()),
-        (Some(0), Some("after\n")),
-        "{r}"
-    );
+    assert_a_command_runs(&socket).await;
     stop_executor(&emu, &mut exec).await;
     assert!(
         exec.log().contains("spawner is gone"),
@@ -635,13 +640,7 @@ async fn a_spawner_that_stops_answering_is_replaced_after_its_timeout() {
     assert_eq!(parent_of(held), Some(exec.pid), "forked by the executor");
     let (status, r) = api_json(&socket, "DELETE", &format!("/remote/task/{held}"), None).await;
     assert_eq!(status, 200, "{r}");
-    let pid = remote_execute(&socket, r#"{"command": "echo after"}"#).await;
-    let r = remote_result(&socket, pid).await;
-    assert_eq!(
-        (r["exitCode"].as_i64(), r["stdout"].as_str()),
-        (Some(0), Some("after\n")),
-        "{r}"
-    );
+    assert_a_command_runs(&socket).await;
     assert_gone(&[spawner]).await;
     stop_executor(&emu, &mut exec).await;
     assert!(

@@ -846,8 +846,10 @@ impl State {
             Some(d) => format!("{d} ({})", terminal.message),
             None => terminal.message,
         };
-        info!(task_id = %info.task_id.value, state = terminal.state.as_str_name(), detail = %message, "task ended");
+        // Stamped before the line is logged: whoever sees "task ended" knows
+        // the update's time is already fixed.
         let mut status = updates::new_status(&info.task_id, terminal.state, &self.cfg.executor_id);
+        info!(task_id = %info.task_id.value, state = terminal.state.as_str_name(), detail = %message, "task ended");
         status.message = Some(message);
         status.reason = terminal.reason.map(|r| r as i32);
         if terminal.unhealthy {

@@ -83,6 +83,18 @@ struct ReaperState {
     spawned: HashSet<i32>,
 }
 
+impl ReaperState {
+    /// Hands `pid`'s exit to its waiter; `unknown` is logged when it has none.
+    fn deliver(&mut self, pid: i32, outcome: ExitOutcome, unknown: &str) {
+        match self.waiters.remove(&pid) {
+            Some((_, tx)) => {
+                let _ = tx.send(outcome);
+            }
+            None => tracing::debug!(pid, ?outcome, "{unknown}"),
+        }
+    }
+}
+
 /// The single place that waits for children. Cheap to clone. (`pub` only
 /// because `health::TaskContext`, a `pub` struct, holds one; every method is
 /// crate-private.)
@@ -140,18 +152,15 @@ impl Reaper {
         let mut record = [0u8; super::spawner::EXIT_RECORD];
         while exits.read_exact(&mut record).await.is_ok() {
             let (pid, status) = super::spawner::exit_record(&record);
-            let outcome = outcome_of(status);
-            let waiter = {
-                let mut state = self.lock();
-                state.spawned.remove(&pid);
-                state.waiters.remove(&pid)
+            let Some((pid, outcome)) = WaitStatus::from_raw(Pid::from_raw(pid), status)
+                .ok()
+                .and_then(ended)
+            else {
+                continue;
             };
-            match waiter {
-                Some((_, tx)) => {
-                    let _ = tx.send(outcome);
-                }
-                None => tracing::debug!(pid, ?outcome, "spawner reported an unknown guard"),
-            }
+            let mut state = self.lock();
+            state.spawned.remove(&pid);
+            state.deliver(pid, outcome, "spawner reported an unknown guard");
         }
         // Unexpected unless we stopped using it first (a failed request, or
         // the sweep before exit).
@@ -184,32 +193,18 @@ impl Reaper {
     fn reap_all(&self) {
         loop {
             let mut state = self.lock();
-            let (pid, outcome) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, ExitOutcome::Exited(code)),
-                Ok(WaitStatus::Signaled(pid, signal, core_dumped)) => (
-                    pid,
-                    ExitOutcome::Signaled {
-                        signal: signal as i32,
-                        core_dumped,
-                    },
-                ),
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-                Ok(_) => continue,
-                Err(Errno::EINTR) => continue,
+                Ok(status) => {
+                    if let Some((pid, outcome)) = ended(status) {
+                        state.deliver(pid, outcome, "reaped an orphaned descendant");
+                    }
+                }
+                Err(Errno::EINTR) => {}
                 Err(e) => {
                     tracing::warn!(cause = %e, "waitpid failed");
                     return;
                 }
-            };
-            match state.waiters.remove(&pid.as_raw()) {
-                Some((_, tx)) => {
-                    let _ = tx.send(outcome);
-                }
-                None => tracing::debug!(
-                    pid = pid.as_raw(),
-                    ?outcome,
-                    "reaped an orphaned descendant"
-                ),
             }
         }
     }
@@ -289,11 +284,7 @@ impl Reaper {
             // Under the lock, as every spawn: no exit is delivered before its
             // waiter is registered.
             let mut state = self.lock();
-            let ends = [
-                child_ends[0].as_ref(),
-                child_ends[1].as_ref(),
-                child_ends[2].as_ref(),
-            ];
+            let ends = child_ends.each_ref().map(Option::as_ref);
             match spawner.spawn(&command, ends, user.as_ref(), leftovers) {
                 Ok(pid) => {
                     let (tx, rx) = oneshot::channel();
@@ -404,15 +395,18 @@ impl AuxIo {
     }
 }
 
-/// The exit a raw wait status describes.
-fn outcome_of(status: i32) -> ExitOutcome {
-    if libc::WIFSIGNALED(status) {
-        ExitOutcome::Signaled {
-            signal: libc::WTERMSIG(status),
-            core_dumped: libc::WCOREDUMP(status),
-        }
-    } else {
-        ExitOutcome::Exited(libc::WEXITSTATUS(status))
+/// The pid and exit of a child that ended; `None` for a stop or continue.
+fn ended(status: WaitStatus) -> Option<(i32, ExitOutcome)> {
+    match status {
+        WaitStatus::Exited(pid, code) => Some((pid.as_raw(), ExitOutcome::Exited(code))),
+        WaitStatus::Signaled(pid, signal, core_dumped) => Some((
+            pid.as_raw(),
+            ExitOutcome::Signaled {
+                signal: signal as i32,
+                core_dumped,
+            },
+        )),
+        _ => None,
     }
 }
 

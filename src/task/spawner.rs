@@ -268,7 +268,7 @@ impl Spawner {
             )));
         };
         let request = encode(command, user, leftovers, stdio.map(|s| s.is_some()));
-        if request.len() > MAX_REQUEST {
+        if request.len() - 4 > MAX_REQUEST {
             // Far past what exec accepts; refused here so the spawner is
             // never sent what it would have to refuse by ending.
             return Err(SpawnerError::Spawn(io::Error::from_raw_os_error(
@@ -288,21 +288,14 @@ impl Spawner {
     }
 }
 
-/// Writes the length-prefixed request, the descriptors with its first bytes.
-fn send_request(stream: &mut UnixStream, request: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let mut framed = Vec::with_capacity(request.len() + 4);
-    framed.extend_from_slice(
-        &u32::try_from(request.len())
-            .unwrap_or(u32::MAX)
-            .to_ne_bytes(),
-    );
-    framed.extend_from_slice(request);
+/// Writes the framed request ([`encode`]), the descriptors with its first bytes.
+fn send_request(stream: &mut UnixStream, framed: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let cmsgs = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsgs };
     let sent = loop {
         match sendmsg::<UnixAddr>(
             stream.as_raw_fd(),
-            &[IoSlice::new(&framed)],
+            &[IoSlice::new(framed)],
             cmsgs,
             MsgFlags::empty(),
             None,
@@ -352,14 +345,16 @@ fn put_u32(out: &mut Vec<u8>, n: u32) {
     out.extend_from_slice(&n.to_ne_bytes());
 }
 
-/// The request's bytes (see [`decode`]).
+/// The request framed for the socket: its length, then the bytes
+/// [`decode`] reads.
 fn encode(
     command: &AuxCommand,
     user: Option<&UserSwitch>,
     leftovers: Leftovers,
     passed: [bool; 3],
 ) -> Vec<u8> {
-    let mut out = Vec::new();
+    // The length goes in front once the rest is written.
+    let mut out = vec![0u8; 4];
     out.push(u8::from(leftovers == Leftovers::Kill));
     out.extend(passed.map(u8::from));
     match user {
@@ -399,6 +394,8 @@ fn encode(
             put(&mut out, d.as_os_str().as_bytes());
         }
     }
+    let len = u32::try_from(out.len() - 4).unwrap_or(u32::MAX);
+    out[..4].copy_from_slice(&len.to_ne_bytes());
     out
 }
 
@@ -715,8 +712,10 @@ mod tests {
             .env("E", "")
             .current_dir("/tmp");
         let user = UserSwitch::from_raw(65534, 65534, &[65534, 100]);
-        let bytes = encode(&c, Some(&user), Leftovers::Kill, [false, true, true]);
-        let back = decode(&bytes).expect("decodes");
+        let framed = encode(&c, Some(&user), Leftovers::Kill, [false, true, true]);
+        let len = u32::from_ne_bytes(framed[..4].try_into().expect("4 bytes"));
+        assert_eq!(len as usize, framed.len() - 4);
+        let back = decode(&framed[4..]).expect("decodes");
         assert_eq!(back.command.program, "/bin/prog");
         assert_eq!(back.command.argv0.as_deref(), Some(OsStr::new("name")));
         assert_eq!(back.command.args, ["a", "", "b c"]);
@@ -733,7 +732,7 @@ mod tests {
     #[test]
     fn malformed_requests_are_refused_without_allocating_from_their_counts() {
         let c = AuxCommand::new("true");
-        let bytes = encode(&c, None, Leftovers::Leave, [false; 3]);
+        let bytes = encode(&c, None, Leftovers::Leave, [false; 3]).split_off(4);
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_none(), "prefix of {cut} bytes");
         }

@@ -871,8 +871,8 @@ async fn update_while_agent_down(ctx: &mut Ctx<'_>) -> Outcome {
     ctx.cluster.stop_agent().await?;
     std::fs::write(sandbox.join("release"), "go").map_err(err)?;
     // The task's process turning into a zombie is not enough: the executor
-    // stamps the update only after it has reaped it. Its "task ended" log line
-    // comes just before the stamp, and the margin below covers the rest.
+    // stamps the update only after it has reaped it, and logs "task ended"
+    // once the stamp is taken.
     let deadline = Instant::now() + SOON;
     loop {
         let log = std::fs::read_to_string(sandbox.join("stderr")).unwrap_or_default();
@@ -884,7 +884,6 @@ async fn update_while_agent_down(ctx: &mut Ctx<'_>) -> Outcome {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let agent_back = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(err)?

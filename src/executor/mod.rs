@@ -51,7 +51,6 @@ use crate::{
     task::{
         launch::{self, LaunchSpec},
         process::{self, Reaper},
-        termination::ExitOutcome,
     },
 };
 
@@ -453,9 +452,9 @@ impl Runtime {
         Next::Continue
     }
 
-    /// Starts the task's root process: `posix_spawn` where glibc allows
-    /// (about 0.1 ms, so it runs right here), a fork otherwise. The answer
-    /// goes straight back into the step.
+    /// Starts the task's root process: cloned without waiting for its exec
+    /// where it can be (well under 0.1 ms, so it runs right here), a fork
+    /// otherwise. The answer goes straight back into the step.
     fn spawn_task(&mut self, spec: &LaunchSpec, output: Option<&logs::OutputPlan>) -> Input {
         let user = match process::resolve_user(spec.user.as_deref()) {
             Ok(user) => user,
@@ -472,10 +471,11 @@ impl Runtime {
         // the task's processes are gone.
         drop(pipes);
         match spawned {
-            Ok((pid, exit)) => {
+            Ok(process) => {
+                let pid = process.pid;
                 let inbox = self.inbox.clone();
                 tokio::spawn(async move {
-                    let outcome = exit.await.unwrap_or(ExitOutcome::Exited(-1));
+                    let outcome = process.end().await;
                     let _ = inbox.send(Input::TaskExited(outcome)).await;
                 });
                 Input::TaskSpawned(i32::try_from(pid).unwrap_or(i32::MAX))

@@ -232,6 +232,7 @@ async fn command_probe(
             "Command terminated with signal {}",
             termination::signal_description(signal)
         )),
+        Ok(outcome @ ExitOutcome::NotExecuted { .. }) => Observation::Error(outcome.message()),
         Err(_) => Observation::Error("the check command's exit status was lost".to_owned()),
     }
 }

@@ -175,6 +175,10 @@ fn describe(outcome: ExitOutcome) -> String {
             "was killed by {}",
             crate::task::termination::signal_name(signal)
         ),
+        ExitOutcome::NotExecuted { errno } => format!(
+            "could not be executed: {}",
+            std::io::Error::from_raw_os_error(errno)
+        ),
     }
 }
 

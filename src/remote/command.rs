@@ -165,6 +165,8 @@ impl RemoteCommand {
                 let (exit_code, signaled) = match f.outcome {
                     ExitOutcome::Exited(code) => (code, false),
                     ExitOutcome::Signaled { signal, .. } => (signal, true),
+                    // Only the task is started this way; as a shell says it.
+                    ExitOutcome::NotExecuted { .. } => (127, false),
                 };
                 Snapshot::Finished(CommandResult {
                     exit_code,

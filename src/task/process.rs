@@ -225,8 +225,8 @@ impl Reaper {
     }
 
     /// Spawns the task's root process as `spec` says, switching to `user`;
-    /// the receiver yields its exit. Without a user switch it goes through
-    /// `posix_spawn` where glibc allows ([`super::spawn`]), else it forks
+    /// [`TaskProcess::end`] yields how it ended. Without a user switch it is
+    /// cloned when the exec will start ([`super::spawn`]), else forked
     /// ([`task_command`]). `output` (stdout, stderr) replaces the inherited
     /// descriptors when the executor drains the task's output.
     pub(crate) fn spawn_task(
@@ -234,17 +234,21 @@ impl Reaper {
         spec: &LaunchSpec,
         user: Option<UserSwitch>,
         output: Option<&[OwnedFd; 2]>,
-    ) -> io::Result<(u32, oneshot::Receiver<ExitOutcome>)> {
+    ) -> io::Result<TaskProcess> {
         if user.is_none() {
             // Under the lock, as every spawn: the reaper must not collect the
             // child before its waiter is registered.
             let mut state = self.lock();
             let raw = output.map(|[o, e]| [o.as_raw_fd(), e.as_raw_fd()]);
-            if let Some(spawned) = super::spawn::spawn_session(spec, raw) {
-                let pid = spawned?;
+            if let Some(started) = super::spawn::spawn_session(spec, raw) {
+                let started = started?;
                 let (tx, rx) = oneshot::channel();
-                state.waiters.insert(pid, (Role::Task, tx));
-                return Ok((u32::try_from(pid).unwrap_or_default(), rx));
+                state.waiters.insert(started.pid, (Role::Task, tx));
+                return Ok(TaskProcess {
+                    pid: u32::try_from(started.pid).unwrap_or_default(),
+                    exit: rx,
+                    exec: Some(started.report),
+                });
             }
         }
         let mut command = task_command(spec, user);
@@ -254,7 +258,11 @@ impl Reaper {
                 .stderr(Stdio::from(err.try_clone()?));
         }
         let (child, rx) = self.register(&mut command, Role::Task)?;
-        Ok((child.id(), rx))
+        Ok(TaskProcess {
+            pid: child.id(),
+            exit: rx,
+            exec: None,
+        })
     }
 
     /// Spawns an auxiliary (hook script, COMMAND check, remote command) under
@@ -675,6 +683,51 @@ pub(crate) fn resolve_user(user: Option<&str>) -> Result<Option<UserSwitch>, Spa
 /// `/dev/null`, stdout/stderr inherited (the sandbox files: zero copying), a new
 /// session, and the user switch if any.
 #[must_use]
+/// The task's root process as started.
+pub(crate) struct TaskProcess {
+    pub(crate) pid: u32,
+    /// How it ends, from the reaper.
+    exit: oneshot::Receiver<ExitOutcome>,
+    /// How its exec went, when it was cloned rather than forked by std
+    /// (which reports a failed exec from `spawn` itself).
+    exec: Option<super::spawn::ExecReport>,
+}
+
+impl TaskProcess {
+    /// How the task ended: its exit, or that its program could not be
+    /// executed (the errno its process reported before exiting 127).
+    pub(crate) async fn end(self) -> ExitOutcome {
+        let Self { exit, exec, .. } = self;
+        tokio::pin!(exit);
+        let mut not_executed = None;
+        if let Some(mut report) = exec {
+            // Normally the pipe ends first (at the exec, or right before
+            // the exit of a child that could not exec).
+            let first = tokio::select! {
+                reported = report.wait() => reported.map_err(|_| None),
+                outcome = &mut exit => Err(Some(outcome.unwrap_or(ExitOutcome::Exited(-1)))),
+            };
+            match first {
+                Ok(errno) => not_executed = errno,
+                // The exit came first, or the pipe could not be watched.
+                Err(exited) => {
+                    let outcome = match exited {
+                        Some(outcome) => outcome,
+                        None => (&mut exit).await.unwrap_or(ExitOutcome::Exited(-1)),
+                    };
+                    return not_executed_or(report.after_exit(), outcome);
+                }
+            }
+        }
+        let outcome = exit.await.unwrap_or(ExitOutcome::Exited(-1));
+        not_executed_or(not_executed, outcome)
+    }
+}
+
+fn not_executed_or(errno: Option<i32>, outcome: ExitOutcome) -> ExitOutcome {
+    errno.map_or(outcome, |errno| ExitOutcome::NotExecuted { errno })
+}
+
 pub(crate) fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Command {
     // The environment cleared, as for every child: only the spec's.
     let mut cmd = AuxCommand::program(&spec.program).to_command();

@@ -46,6 +46,12 @@ pub enum ExitOutcome {
         /// Whether it dumped core.
         core_dumped: bool,
     },
+    /// The process started but its program could not be executed: the
+    /// `errno` of its `execve` (it then exited 127).
+    NotExecuted {
+        /// Why `execve` failed.
+        errno: i32,
+    },
 }
 
 impl ExitOutcome {
@@ -63,6 +69,17 @@ impl ExitOutcome {
                 format!(
                     "Command terminated with signal {}{core}",
                     signal_description(signal)
+                )
+            }
+            Self::NotExecuted { errno } => {
+                let hint = if errno == libc::ENOENT {
+                    " (the program or its ELF interpreter is missing)"
+                } else {
+                    ""
+                };
+                format!(
+                    "Command could not be executed: {}{hint}",
+                    std::io::Error::from_raw_os_error(errno)
                 )
             }
         }
@@ -86,6 +103,7 @@ impl ExitOutcome {
                 }
                 l
             }
+            Self::NotExecuted { errno } => vec![("exec_errno".into(), errno.to_string())],
         }
     }
 }

@@ -132,6 +132,69 @@ async fn a_command_that_cannot_start_fails_with_a_message() {
     assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
 }
 
+/// What the executor can see before starting the process fails the launch
+/// before TASK_RUNNING: here a script whose `#!` interpreter is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_whose_interpreter_is_missing_fails_before_running() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("needs-python");
+    std::fs::write(&script, "#!/nonexistent/python3 -u\nprint('hi')\n").expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let emu = emulator(EmulatorOptions::default()).await;
+    let mut exec = Executor::start(&emu, &[]);
+    let path = script.display().to_string();
+    emu.launch(argv_task("t-script", &path, &["needs-python"]));
+    let failed = wait_state(&emu, &exec, "t-script", TaskState::TaskFailed).await;
+    let message = failed.message.clone().unwrap_or_default();
+    assert!(message.contains("cannot start `needs-python`"), "{message}");
+    assert!(message.contains("No such file or directory"), "{message}");
+    assert_eq!(
+        emu.states("t-script"),
+        [TaskState::TaskStarting, TaskState::TaskFailed]
+    );
+    assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
+}
+
+/// What only `execve` finds out (an ELF interpreter that does not exist, as
+/// for a binary built against another libc) comes after TASK_RUNNING, as
+/// with the Mesos command executor, but with the cause in the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_cannot_be_executed_after_running_fails_with_the_cause() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = dir.path().join("foreign-libc");
+    let mut bytes = std::fs::read("/bin/true").expect("read /bin/true");
+    let interp = bytes
+        .windows(3)
+        .position(|w| w == b"ld-")
+        .expect("a dynamically linked /bin/true names its interpreter");
+    bytes[interp..interp + 3].copy_from_slice(b"zz-");
+    std::fs::write(&program, bytes).expect("program");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let emu = emulator(EmulatorOptions::default()).await;
+    let mut exec = Executor::start(&emu, &[]);
+    let path = program.display().to_string();
+    emu.launch(argv_task("t-foreign", &path, &["foreign-libc"]));
+    let failed = wait_state(&emu, &exec, "t-foreign", TaskState::TaskFailed).await;
+    let message = failed.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("Command could not be executed: No such file or directory"),
+        "{message}"
+    );
+    assert!(message.contains("ELF interpreter"), "{message}");
+    assert_eq!(label(&failed, "exec_errno").as_deref(), Some("2"));
+    assert_eq!(
+        emu.states("t-foreign"),
+        [
+            TaskState::TaskStarting,
+            TaskState::TaskRunning,
+            TaskState::TaskFailed
+        ]
+    );
+    assert_eq!(exec.wait_exit(SOON).await.code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_and_argv_launches_keep_arguments_verbatim() {
     let emu = emulator(EmulatorOptions::default()).await;

@@ -961,11 +961,28 @@ pub(crate) fn kill_all_descendants() -> usize {
         s.disconnect();
         s.pid()
     });
-    signal_until_stable(|procs| descendants(procs, me), Signal::SIGKILL)
+    let killed = signal_until_stable(|procs| descendants(procs, me), Signal::SIGKILL)
         .0
         .into_iter()
         .filter(|pid| Some(*pid) != spawner)
-        .count()
+        .count();
+    if let Some(pid) = spawner {
+        reap_soon(pid);
+    }
+    killed
+}
+
+/// Collects `pid` once it has died (within 100 ms), so that the executor
+/// does not end leaving its zombie to whoever inherits it (an init that
+/// does not reap, in some containers).
+fn reap_soon(pid: i32) {
+    for _ in 0..100 {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            // Reaped now, or already (by the reaper): ECHILD.
+            _ => return,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -626,6 +626,24 @@ async fn when_the_spawner_dies_the_executor_forks_guards_itself() {
     );
 }
 
+/// When the executor ends, its spawner ends with it and is collected by the
+/// executor itself, not left as a zombie for whoever inherits it (this
+/// machine's init, for one, does not reap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_collects_its_spawner_when_it_ends() {
+    let emu = emulator(EmulatorOptions::default()).await;
+    let (mut exec, socket) = executor_with_api(&emu, &[]).await;
+    let (running, spawner) = spawner_of(&socket, &exec).await;
+    stop_executor(&emu, &mut exec).await;
+    assert_gone(&[running]).await;
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{spawner}"));
+    assert!(
+        !proc_dir.exists(),
+        "the spawner {spawner} is still there: {:?}",
+        std::fs::read_to_string(proc_dir.join("stat"))
+    );
+}
+
 /// A spawner that stops answering (here: SIGSTOPped) costs one request its
 /// answer timeout, then the executor kills it and forks guards itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

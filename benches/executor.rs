@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{median, release_dir, start_executor};
+use common::{executor_bin, median, release_dir, start_executor};
 use std::{
     path::Path,
     process::{Command, Stdio},
@@ -425,7 +425,7 @@ async fn remote_run(bin: &std::path::Path) -> RemoteFigures {
 
 fn main() {
     let dir = release_dir();
-    let bin = dir.join("mesos-hook-executor");
+    let bin = executor_bin();
     let helper = dir.join("examples").join("task-helper");
     assert!(bin.exists(), "build the release binary first: make bench");
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -15,11 +15,14 @@
 //! connection but never reads (bounded by the queue, 8 MiB by default, plus a
 //! constant).
 
+mod common;
+
+use common::{executor_bin, median};
 use std::{
     collections::BTreeMap,
     io::Read,
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -35,20 +38,6 @@ use mesos_hook_executor::{
 
 const LINES: u64 = 1_000_000;
 const RUNS: usize = 5;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn executor_bin() -> PathBuf {
-    let mut dir = std::env::current_exe().expect("bench exe");
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join("mesos-hook-executor")
-}
 
 fn cpu_ms(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{median, release_dir, start_executor};
+use common::{median, start_executor};
 use std::{
     path::Path,
     time::{Duration, Instant},
@@ -159,7 +159,7 @@ async fn measure(bin: &Path) -> Figures {
 }
 
 fn main() {
-    let bin = release_dir().join("mesos-hook-executor");
+    let bin = common::executor_bin();
     assert!(bin.exists(), "build the release binary first: make bench");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

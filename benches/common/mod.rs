@@ -28,9 +28,12 @@ pub fn release_dir() -> PathBuf {
     dir
 }
 
-/// The release executor binary.
+/// The executor binary the figures are taken with: the release build, or
+/// `BENCH_EXECUTOR` when set (another build, for interleaved before/after
+/// runs on a noisy machine).
 pub fn executor_bin() -> PathBuf {
-    release_dir().join("mesos-hook-executor")
+    std::env::var_os("BENCH_EXECUTOR")
+        .map_or_else(|| release_dir().join("mesos-hook-executor"), PathBuf::from)
 }
 
 /// The release executor `bin` subscribed to a fresh emulator, in a

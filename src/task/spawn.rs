@@ -614,52 +614,36 @@ mod tests {
     /// runs it with /bin/sh as execvp does).
     #[test]
     fn what_the_exec_would_refuse_goes_to_the_fork_path() {
-        use std::os::unix::fs::PermissionsExt;
         let sandbox = tempfile::tempdir().expect("tempdir");
-        let script = sandbox.path().join("no-shebang");
-        std::fs::write(&script, "echo hi > out\n").expect("write script");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let spec = |path: &str| LaunchSpec {
-            program: Program::Exec {
-                path: path.into(),
-                argv: Vec::new(),
-            },
-            env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned())]
-                .into_iter()
-                .collect(),
-            other_env: Vec::new(),
-            cwd: sandbox.path().to_path_buf(),
-            user: None,
-            source: CommandSource::TaskCommand,
-        };
-        assert!(
-            spawn_session(&spec(&script.display().to_string()), None).is_none(),
-            "ENOEXEC: fork and execvp instead"
-        );
-        assert!(
-            spawn_session(&spec("surely-not-installed-anywhere"), None).is_none(),
-            "not found here: the fork path says so"
-        );
-        let write = |name: &str, text: &[u8], mode: u32| {
-            let path = sandbox.path().join(name);
-            std::fs::write(&path, text).expect("write");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-            path.display().to_string()
-        };
+        let dir = sandbox.path();
+        let spec = |path: &str| exec_spec(path, dir);
         for (path, why) in [
             (
-                write("no-exec-bit", b"#!/bin/sh\n", 0o644),
+                write_program(dir, "no-shebang", b"echo hi > out\n", 0o755),
+                "ENOEXEC: fork and execvp (which runs it with /bin/sh) instead",
+            ),
+            (
+                "surely-not-installed-anywhere".to_owned(),
+                "not found here: the fork path says so",
+            ),
+            (
+                write_program(dir, "no-exec-bit", b"#!/bin/sh\n", 0o644),
                 "not executable",
             ),
             (
-                write("lost-interpreter", b"#!/nonexistent/sh -e\necho\n", 0o755),
+                write_program(
+                    dir,
+                    "lost-interpreter",
+                    b"#!/nonexistent/sh -e\necho\n",
+                    0o755,
+                ),
                 "its interpreter is missing",
             ),
-            (sandbox.path().display().to_string(), "a directory"),
+            (dir.display().to_string(), "a directory"),
         ] {
             assert!(spawn_session(&spec(&path), None).is_none(), "{path}: {why}");
         }
-        let script = write("script", b"#!/bin/sh\nexit 3\n", 0o755);
+        let script = write_program(dir, "script", b"#!/bin/sh\nexit 3\n", 0o755);
         let started = spawn_session(&spec(&script), None)
             .expect("a script whose interpreter runs is cloned")
             .expect("cloned");
@@ -669,54 +653,56 @@ mod tests {
             nix::sys::wait::waitpid(pid, None).expect("waitpid"),
             nix::sys::wait::WaitStatus::Exited(pid, 3)
         );
-        let mut gone = spec("/bin/true");
-        gone.cwd = sandbox.path().join("no-such-sandbox");
+        let gone = exec_spec("/bin/true", &dir.join("no-such-sandbox"));
         assert!(spawn_session(&gone, None).is_none(), "no working directory");
     }
 
     /// What only `execve` can find out comes back on the report pipe after
-    /// the clone: an ELF program whose interpreter is missing.
+    /// the clone: here a file that starts like an ELF program but is not one.
     #[test]
     fn an_exec_that_fails_after_the_clone_is_reported_with_its_errno() {
-        use std::os::unix::fs::PermissionsExt;
         let sandbox = tempfile::tempdir().expect("tempdir");
-        let program = sandbox.path().join("foreign-libc");
-        std::fs::write(&program, elf_with_missing_interpreter()).expect("write program");
-        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let spec = LaunchSpec {
-            program: Program::Exec {
-                path: program.display().to_string(),
-                argv: Vec::new(),
-            },
-            env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned())]
-                .into_iter()
-                .collect(),
-            other_env: Vec::new(),
-            cwd: sandbox.path().to_path_buf(),
-            user: None,
-            source: CommandSource::TaskCommand,
-        };
-        let started = spawn_session(&spec, None)
-            .expect("an ELF program passes the checks")
+        let program = write_program(
+            sandbox.path(),
+            "not-really-elf",
+            b"\x7fELF, or so it says\n",
+            0o755,
+        );
+        let started = spawn_session(&exec_spec(&program, sandbox.path()), None)
+            .expect("an ELF header passes the checks")
             .expect("cloned");
         let pid = nix::unistd::Pid::from_raw(started.pid);
-        assert_eq!(started.report.wait_blocking(), Some(libc::ENOENT));
+        assert_eq!(started.report.wait_blocking(), Some(libc::ENOEXEC));
         assert_eq!(
             nix::sys::wait::waitpid(pid, None).expect("waitpid"),
             nix::sys::wait::WaitStatus::Exited(pid, 127)
         );
     }
 
-    /// `/bin/true` with its ELF interpreter's name changed to one that does
-    /// not exist (same length): what a binary built for another libc does.
-    pub(crate) fn elf_with_missing_interpreter() -> Vec<u8> {
-        let mut bytes = std::fs::read("/bin/true").expect("read /bin/true");
-        let interp = bytes
-            .windows(3)
-            .position(|w| w == b"ld-")
-            .expect("a dynamically linked /bin/true names its interpreter");
-        bytes[interp..interp + 3].copy_from_slice(b"zz-");
-        bytes
+    /// `path` run with no arguments, `PATH` set, in `cwd`.
+    fn exec_spec(path: &str, cwd: &Path) -> LaunchSpec {
+        LaunchSpec {
+            program: Program::Exec {
+                path: path.into(),
+                argv: Vec::new(),
+            },
+            env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned())]
+                .into_iter()
+                .collect(),
+            other_env: Vec::new(),
+            cwd: cwd.to_path_buf(),
+            user: None,
+            source: CommandSource::TaskCommand,
+        }
+    }
+
+    /// Writes `text` to `dir/name` with `mode`; returns its path.
+    fn write_program(dir: &Path, name: &str, text: &[u8], mode: u32) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path.display().to_string()
     }
 
     #[test]

@@ -213,6 +213,15 @@ pub fn shell_task(id: &str, command: &str) -> v1::TaskInfo {
     )
 }
 
+/// Writes `content` to `dir/name`, executable (0755); returns its path.
+pub fn write_executable(dir: &Path, name: &str, content: &[u8]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("write the program");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path.display().to_string()
+}
+
 pub fn argv_task(id: &str, value: &str, args: &[&str]) -> v1::TaskInfo {
     mesos_hook_executor::emulator::task_info(
         id,

@@ -136,14 +136,14 @@ async fn a_command_that_cannot_start_fails_with_a_message() {
 /// before TASK_RUNNING: here a script whose `#!` interpreter is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_whose_interpreter_is_missing_fails_before_running() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("needs-python");
-    std::fs::write(&script, "#!/nonexistent/python3 -u\nprint('hi')\n").expect("script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = write_executable(
+        dir.path(),
+        "needs-python",
+        b"#!/nonexistent/python3 -u\nprint('hi')\n",
+    );
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
-    let path = script.display().to_string();
     emu.launch(argv_task("t-script", &path, &["needs-python"]));
     let failed = wait_state(&emu, &exec, "t-script", TaskState::TaskFailed).await;
     let message = failed.message.clone().unwrap_or_default();
@@ -161,20 +161,17 @@ async fn a_script_whose_interpreter_is_missing_fails_before_running() {
 /// with the Mesos command executor, but with the cause in the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_that_cannot_be_executed_after_running_fails_with_the_cause() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let program = dir.path().join("foreign-libc");
+    // /bin/true naming an interpreter that does not exist (same length).
     let mut bytes = std::fs::read("/bin/true").expect("read /bin/true");
     let interp = bytes
         .windows(3)
         .position(|w| w == b"ld-")
         .expect("a dynamically linked /bin/true names its interpreter");
     bytes[interp..interp + 3].copy_from_slice(b"zz-");
-    std::fs::write(&program, bytes).expect("program");
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_executable(dir.path(), "foreign-libc", &bytes);
     let emu = emulator(EmulatorOptions::default()).await;
     let mut exec = Executor::start(&emu, &[]);
-    let path = program.display().to_string();
     emu.launch(argv_task("t-foreign", &path, &["foreign-libc"]));
     let failed = wait_state(&emu, &exec, "t-foreign", TaskState::TaskFailed).await;
     let message = failed.message.clone().unwrap_or_default();

@@ -14,3 +14,9 @@ pub mod process;
 pub(crate) mod spawn;
 pub mod spawner;
 pub mod termination;
+
+/// Unit tests that wait for a child of their own take turns with the one
+/// that installs a [`process::Reaper`]: while it runs, it collects every
+/// child of the test process, theirs included.
+#[cfg(test)]
+pub(crate) static CHILDREN_OF_THE_TEST_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());

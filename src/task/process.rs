@@ -1004,9 +1004,14 @@ mod tests {
     /// executed is a spawn error, not a hang, and what the command leaves
     /// behind is killed or left as asked.
     #[tokio::test]
+    #[allow(
+        clippy::await_holding_lock,
+        reason = "held for the whole test on purpose, against other tests' threads"
+    )]
     async fn a_guarded_child_reports_like_its_command() {
         use super::super::guard::Leftovers;
         use tokio::io::AsyncReadExt;
+        let _turn = crate::util::lock(&super::super::CHILDREN_OF_THE_TEST_PROCESS);
         let reaper = Reaper::install().expect("reaper");
         let run = |script: &str| {
             let mut c = AuxCommand::new("/bin/sh");

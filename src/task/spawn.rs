@@ -547,6 +547,7 @@ mod tests {
     /// environment, no blocked signals and SIGPIPE at its default.
     #[test]
     fn the_task_gets_a_session_its_cwd_stdin_and_environment() {
+        let _turn = crate::util::lock(&crate::task::CHILDREN_OF_THE_TEST_PROCESS);
         let sandbox = tempfile::tempdir().expect("tempdir");
         let script = "set -e; \
             awk '{print $6}' /proc/self/stat > sid; echo $$ > pid; pwd > cwd; readlink /proc/self/fd/0 > stdin; env > env; \
@@ -614,6 +615,7 @@ mod tests {
     /// runs it with /bin/sh as execvp does).
     #[test]
     fn what_the_exec_would_refuse_goes_to_the_fork_path() {
+        let _turn = crate::util::lock(&crate::task::CHILDREN_OF_THE_TEST_PROCESS);
         let sandbox = tempfile::tempdir().expect("tempdir");
         let dir = sandbox.path();
         let spec = |path: &str| exec_spec(path, dir);
@@ -661,6 +663,7 @@ mod tests {
     /// the clone: here a file that starts like an ELF program but is not one.
     #[test]
     fn an_exec_that_fails_after_the_clone_is_reported_with_its_errno() {
+        let _turn = crate::util::lock(&crate::task::CHILDREN_OF_THE_TEST_PROCESS);
         let sandbox = tempfile::tempdir().expect("tempdir");
         let program = write_program(
             sandbox.path(),

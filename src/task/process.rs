@@ -966,21 +966,24 @@ pub(crate) fn kill_all_descendants() -> usize {
         .into_iter()
         .filter(|pid| Some(*pid) != spawner)
         .count();
-    if let Some(pid) = spawner {
-        reap_soon(pid);
-    }
+    reap_children_soon();
     killed
 }
 
-/// Collects `pid` once it has died (within 100 ms), so that the executor
-/// does not end leaving its zombie to whoever inherits it (an init that
-/// does not reap, in some containers).
-fn reap_soon(pid: i32) {
-    for _ in 0..100 {
-        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+/// Collects every child as it dies, for at most 100 ms after the final
+/// SIGKILL (the spawner, a guard the executor forked itself), so that the
+/// executor does not end leaving zombies to whoever inherits them (an init
+/// that does not reap, in some containers). Called only as the executor
+/// ends: nothing waits for these children any more.
+fn reap_children_soon() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(100);
+    while std::time::Instant::now() < deadline {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            // Not dead yet (SIGKILL is delivered, not waited for).
             Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(1)),
-            // Reaped now, or already (by the reaper): ECHILD.
-            _ => return,
+            Ok(_) => {}
+            // ECHILD: no child left.
+            Err(_) => return,
         }
     }
 }

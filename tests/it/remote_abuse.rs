@@ -636,10 +636,30 @@ async fn the_executor_collects_its_spawner_when_it_ends() {
     let (running, spawner) = spawner_of(&socket, &exec).await;
     stop_executor(&emu, &mut exec).await;
     assert_gone(&[running]).await;
-    let proc_dir = std::path::PathBuf::from(format!("/proc/{spawner}"));
+    assert_collected(spawner);
+}
+
+/// So are the guards it forked itself once its spawner was gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_collects_the_guards_it_forked_when_it_ends() {
+    let emu = emulator(EmulatorOptions::default()).await;
+    let (mut exec, socket) = executor_with_api(&emu, &[]).await;
+    let (first, spawner) = spawner_of(&socket, &exec).await;
+    signal(spawner, nix::sys::signal::Signal::SIGKILL);
+    assert_gone(&[spawner, first]).await;
+    let guard = remote_execute(&socket, r#"{"command": "sleep 600"}"#).await;
+    assert_eq!(parent_of(guard), Some(exec.pid), "forked by the executor");
+    stop_executor(&emu, &mut exec).await;
+    assert_collected(guard);
+}
+
+/// Not even a zombie of `pid` is left (this machine's init does not reap
+/// what is handed to it).
+fn assert_collected(pid: i32) {
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
     assert!(
         !proc_dir.exists(),
-        "the spawner {spawner} is still there: {:?}",
+        "{pid} is still there: {:?}",
         std::fs::read_to_string(proc_dir.join("stat"))
     );
 }

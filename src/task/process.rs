@@ -679,10 +679,6 @@ pub(crate) fn resolve_user(user: Option<&str>) -> Result<Option<UserSwitch>, Spa
     }))
 }
 
-/// The `Command` for a launch spec: environment from empty, cwd, stdin from
-/// `/dev/null`, stdout/stderr inherited (the sandbox files: zero copying), a new
-/// session, and the user switch if any.
-#[must_use]
 /// The task's root process as started.
 pub(crate) struct TaskProcess {
     pub(crate) pid: u32,
@@ -697,30 +693,19 @@ impl TaskProcess {
     /// How the task ended: its exit, or that its program could not be
     /// executed (the errno its process reported before exiting 127).
     pub(crate) async fn end(self) -> ExitOutcome {
+        let lost = |o: Result<ExitOutcome, _>| o.unwrap_or(ExitOutcome::Exited(-1));
         let Self { exit, exec, .. } = self;
+        let Some(mut report) = exec else {
+            return lost(exit.await);
+        };
         tokio::pin!(exit);
-        let mut not_executed = None;
-        if let Some(mut report) = exec {
-            // Normally the pipe ends first (at the exec, or right before
-            // the exit of a child that could not exec).
-            let first = tokio::select! {
-                reported = report.wait() => reported.map_err(|_| None),
-                outcome = &mut exit => Err(Some(outcome.unwrap_or(ExitOutcome::Exited(-1)))),
-            };
-            match first {
-                Ok(errno) => not_executed = errno,
-                // The exit came first, or the pipe could not be watched.
-                Err(exited) => {
-                    let outcome = match exited {
-                        Some(outcome) => outcome,
-                        None => (&mut exit).await.unwrap_or(ExitOutcome::Exited(-1)),
-                    };
-                    return not_executed_or(report.after_exit(), outcome);
-                }
-            }
+        // Normally the pipe ends first: at the exec, or right before the
+        // exit of a child that could not exec. If the exit comes first (or
+        // the pipe cannot be watched), what the child wrote is there by now.
+        tokio::select! {
+            Ok(errno) = report.wait() => not_executed_or(errno, lost((&mut exit).await)),
+            outcome = &mut exit => not_executed_or(report.after_exit(), lost(outcome)),
         }
-        let outcome = exit.await.unwrap_or(ExitOutcome::Exited(-1));
-        not_executed_or(not_executed, outcome)
     }
 }
 
@@ -728,6 +713,10 @@ fn not_executed_or(errno: Option<i32>, outcome: ExitOutcome) -> ExitOutcome {
     errno.map_or(outcome, |errno| ExitOutcome::NotExecuted { errno })
 }
 
+/// The `Command` for a launch spec: environment from empty, cwd, stdin from
+/// `/dev/null`, stdout/stderr inherited (the sandbox files: zero copying), a new
+/// session, and the user switch if any.
+#[must_use]
 pub(crate) fn task_command(spec: &LaunchSpec, user: Option<UserSwitch>) -> Command {
     // The environment cleared, as for every child: only the spec's.
     let mut cmd = AuxCommand::program(&spec.program).to_command();

@@ -65,25 +65,31 @@ fn executable(program: &str, path_var: Option<&str>, cwd: &Path) -> Option<PathB
 }
 
 /// Whether `execve` will take `path` itself, as far as can be known without
-/// running it: a regular file this process may execute, starting with an ELF
-/// header or a `#!` line whose interpreter it may execute too.
+/// running it: a program this process may execute that starts with an ELF
+/// header, or with a `#!` line naming such a program (the kernel allows a
+/// chain of scripts; the fork path handles those).
 fn exec_would_start(path: &Path) -> bool {
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+    const ELF: &[u8] = b"\x7fELF";
+    let Some(head) = runnable_head(path) else {
         return false;
     };
+    head.starts_with(ELF)
+        || interpreter(&head).is_some_and(|i| runnable_head(i).is_some_and(|h| h.starts_with(ELF)))
+}
+
+/// The first bytes of `path` (up to 256), if it is a regular file with an
+/// execute bit that this process may execute and read.
+fn runnable_head(path: &Path) -> Option<Vec<u8>> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: access() with a NUL-terminated path.
     if !is_executable(path) || unsafe { libc::access(c_path.as_ptr(), libc::X_OK) } != 0 {
-        return false;
+        return None;
     }
-    let mut head = [0u8; 256];
-    let Ok(len) = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)) else {
-        return false;
-    };
-    let head = &head[..len];
-    if head.starts_with(b"\x7fELF") {
-        return true;
-    }
-    interpreter(head).is_some_and(|i| is_executable(i) && exec_would_start_elf(i))
+    let mut head = Vec::with_capacity(256);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(256).read_to_end(&mut head))
+        .ok()?;
+    Some(head)
 }
 
 /// The interpreter named on a `#!` line, if `head` starts with one.
@@ -97,22 +103,6 @@ fn interpreter(head: &[u8]) -> Option<&Path> {
         .position(|b| *b == b' ' || *b == b'\t')
         .unwrap_or(line.len());
     Some(Path::new(std::ffi::OsStr::from_bytes(&line[..end])))
-}
-
-/// An interpreter must itself be an ELF program this process may run (the
-/// kernel allows a chain of scripts; the fork path handles those).
-fn exec_would_start_elf(path: &Path) -> bool {
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut magic = [0u8; 4];
-    // SAFETY: access() with a NUL-terminated path.
-    let may_run = unsafe { libc::access(c_path.as_ptr(), libc::X_OK) } == 0;
-    may_run
-        && std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .is_ok()
-        && magic == *b"\x7fELF"
 }
 
 fn cstring(s: impl AsRef<[u8]>) -> Option<CString> {

@@ -30,10 +30,12 @@ pub fn release_dir() -> PathBuf {
 
 /// The executor binary the figures are taken with: the release build, or
 /// `BENCH_EXECUTOR` when set (another build, for interleaved before/after
-/// runs on a noisy machine).
+/// runs on a noisy machine). Made absolute: a bench may start it in
+/// another working directory (the logs bench starts it in its sandbox).
 pub fn executor_bin() -> PathBuf {
-    std::env::var_os("BENCH_EXECUTOR")
-        .map_or_else(|| release_dir().join("mesos-hook-executor"), PathBuf::from)
+    let bin = std::env::var_os("BENCH_EXECUTOR")
+        .map_or_else(|| release_dir().join("mesos-hook-executor"), PathBuf::from);
+    std::path::absolute(&bin).unwrap_or(bin)
 }
 
 /// The release executor `bin` subscribed to a fresh emulator, in a
